@@ -1,0 +1,1 @@
+"""The agent: measures on the device it runs on and reports to a coordinator."""

@@ -1,0 +1,46 @@
+"""The registry of inference backends: one module each, imported only when used, so
+that a device needs only the engines it runs."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+
+from edgebench.agent.backends.base import Backend, BackendError
+
+# backend name -> (module, class, distribution that provides the engine)
+_REGISTRY: dict[str, tuple[str, str, str]] = {
+    "llama_cpp": ("edgebench.agent.backends.llama_cpp", "LlamaCppBackend", "llama-cpp-python"),
+}
+
+
+def backend_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_backend(name: str) -> Backend:
+    if name not in _REGISTRY:
+        raise BackendError(f"unknown backend {name!r}; known: {', '.join(backend_names())}")
+    module_name, class_name, dist = _REGISTRY[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendError(
+            f"backend {name!r} needs {dist}: pip install 'edgebench[llama]' ({exc})"
+        ) from exc
+    backend: Backend = getattr(module, class_name)()
+    return backend
+
+
+def installed_engines() -> dict[str, str]:
+    """Engine name -> installed version, for the hardware snapshot."""
+    engines = {}
+    for name, (_, _, dist) in _REGISTRY.items():
+        try:
+            engines[name] = version(dist)
+        except PackageNotFoundError:
+            continue
+    return engines
+
+
+__all__ = ["Backend", "BackendError", "backend_names", "create_backend", "installed_engines"]

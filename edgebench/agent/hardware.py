@@ -1,0 +1,54 @@
+"""The hardware and software snapshot an agent sends when it enrolls and connects."""
+
+from __future__ import annotations
+
+import platform
+import socket
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from edgebench import __version__
+from edgebench.agent.backends import installed_engines
+
+
+def _cpu_model(procfs: Path) -> str:
+    try:
+        for line in (procfs / "cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware", "cpu model") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _os_release(etc: Path) -> str:
+    try:
+        for line in (etc / "os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.partition("=")[2].strip().strip('"')
+    except OSError:
+        pass
+    return platform.platform()
+
+
+def snapshot(procfs: Path = Path("/proc"), etc: Path = Path("/etc")) -> dict[str, Any]:
+    freq = psutil.cpu_freq()
+    return {
+        "hostname": socket.gethostname(),
+        "cpu_model": _cpu_model(procfs),
+        "cpu_cores_physical": psutil.cpu_count(logical=False) or 0,
+        "cpu_cores_logical": psutil.cpu_count(logical=True) or 0,
+        "cpu_max_mhz": float(freq.max) if freq and freq.max else 0.0,
+        "ram_bytes": psutil.virtual_memory().total,
+        "os": platform.system(),
+        "os_release": _os_release(etc),
+        "kernel": platform.release(),
+        "arch": platform.machine(),
+        "python_version": platform.python_version(),
+        "accelerator": "",
+        "engines": installed_engines(),
+        "edgebench_version": __version__,
+    }

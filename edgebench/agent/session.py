@@ -1,0 +1,260 @@
+"""The agent's connection loop: one outbound session to the coordinator, kept open,
+re-opened with backoff when it breaks. Runs execute one at a time in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from edgebench import paths
+from edgebench.agent import hardware
+from edgebench.agent.cache import ModelCache
+from edgebench.agent.credentials import Credential
+from edgebench.agent.outbox import Outbox
+from edgebench.agent.runner import BenchSpec, run_benchmark
+from edgebench.measure.record import BenchResult
+from edgebench.proto.v1 import agent_pb2 as pb
+from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
+
+log = logging.getLogger("edgebench.agent")
+
+AGENT_ID_KEY = "x-edgebench-agent-id"
+AGENT_SECRET_KEY = "x-edgebench-agent-secret"
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class RunCancelled(Exception):
+    pass
+
+
+def channel_options() -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        # Longer than the coordinator's minimum ping interval (10 s), so never a strike.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.initial_reconnect_backoff_ms", 500),
+        ("grpc.max_reconnect_backoff_ms", 10_000),
+    ]
+
+
+def metadata(credential: Credential) -> tuple[tuple[str, str], ...]:
+    return ((AGENT_ID_KEY, credential.agent_id), (AGENT_SECRET_KEY, credential.secret))
+
+
+def metrics_message(result: BenchResult) -> pb.Metrics:
+    fields = result.fields()
+    return pb.Metrics(
+        **fields,
+        engine_version=result.engine_version,
+        definitions_version=result.definitions_version,
+        rep_timings=[
+            pb.RepTimings(prefill_ns=r.prefill_ns, token_ns=r.token_ns) for r in result.rep_timings
+        ],
+    )
+
+
+@dataclass
+class ActiveRun:
+    assignment: pb.RunAssignment
+    cancelled: threading.Event
+
+
+class Agent:
+    def __init__(self, credential: Credential, *, heartbeat_seconds: float = 5.0) -> None:
+        self.credential = credential
+        self.heartbeat_seconds = heartbeat_seconds
+        self.outbox = Outbox(paths.data_dir() / "outbox.sqlite")
+        self.cache = ModelCache(paths.cache_dir() / "models")
+        self.active: ActiveRun | None = None
+        self._send_queue: asyncio.Queue[pb.AgentMessage] | None = None
+        self._run_task: asyncio.Task[None] | None = None
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                await self._one_session(stop)
+                backoff = 0.5
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    raise
+                log.warning(
+                    "coordinator %s not reachable (%s); retrying in %.1f s",
+                    self.credential.coordinator,
+                    exc.code().name,
+                    backoff,
+                )
+            self._send_queue = None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, 30.0)
+        if self._run_task:
+            self._run_task.cancel()
+
+    async def _one_session(self, stop: asyncio.Event) -> None:
+        async with grpc.aio.insecure_channel(
+            self.credential.coordinator, options=channel_options()
+        ) as channel:
+            stub = pb_grpc.AgentServiceStub(channel)
+            self._stub = stub
+            call = stub.Session(metadata=metadata(self.credential))
+            pending = self.outbox.pending()
+            hello = pb.Hello(
+                hardware=pb.HardwareInfo(**hardware.snapshot()),
+                pending_result_ids=[result_id for result_id, _ in pending],
+            )
+            await call.write(pb.AgentMessage(hello=hello))
+            welcome = await call.read()
+            if welcome is grpc.aio.EOF or not welcome.HasField("welcome"):
+                raise RuntimeError("the coordinator did not welcome this agent")
+            self.heartbeat_seconds = welcome.welcome.heartbeat_seconds or self.heartbeat_seconds
+            log.info(
+                "connected to %s as %s", self.credential.coordinator, welcome.welcome.device_name
+            )
+            queue: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
+            self._send_queue = queue
+            for _, payload in pending:
+                queue.put_nowait(pb.AgentMessage(result=pb.RunResult.FromString(payload)))
+            tasks = [
+                asyncio.create_task(self._writer(call, queue)),
+                asyncio.create_task(self._heartbeats(queue)),
+                asyncio.create_task(self._reader(call)),
+                asyncio.create_task(stop.wait()),
+            ]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if not task.cancelled() and task.exception():
+                        raise task.exception()  # type: ignore[misc]
+            finally:
+                for task in tasks:
+                    task.cancel()
+                call.cancel()
+
+    async def _writer(self, call: Any, queue: asyncio.Queue[pb.AgentMessage]) -> None:
+        while True:
+            await call.write(await queue.get())
+
+    async def _heartbeats(self, queue: asyncio.Queue[pb.AgentMessage]) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            active = self.active
+            beat = pb.Heartbeat()
+            if active:
+                beat = pb.Heartbeat(
+                    run_id=active.assignment.run_id, lease_epoch=active.assignment.lease_epoch
+                )
+            queue.put_nowait(pb.AgentMessage(heartbeat=beat))
+
+    async def _reader(self, call: Any) -> None:
+        while True:
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                return
+            kind = message.WhichOneof("body")
+            if kind == "assignment":
+                self._start(message.assignment)
+            elif kind == "ack":
+                self._on_ack(message.ack)
+            elif kind == "cancel":
+                self._cancel(message.cancel.run_id)
+
+    def _cancel(self, run_id: str) -> None:
+        active = self.active
+        if active is not None and active.assignment.run_id == run_id:
+            log.info("run %s cancelled by the coordinator", run_id)
+            active.cancelled.set()
+
+    def _send(self, message: pb.AgentMessage) -> None:
+        if self._send_queue is not None:  # while disconnected, progress is simply dropped
+            self._send_queue.put_nowait(message)
+
+    def _on_ack(self, ack: pb.ResultAck) -> None:
+        if not ack.accepted:
+            # A refusal is final (stale lease, implausible figures): keeping it would
+            # only replay it forever.
+            log.error("result %s refused by the coordinator: %s", ack.result_id, ack.error)
+        self.outbox.remove(ack.result_id)
+
+    def _start(self, assignment: pb.RunAssignment) -> None:
+        if self.active is not None:
+            log.warning("ignoring run %s: already running one", assignment.run_id)
+            return
+        self.active = ActiveRun(assignment=assignment, cancelled=threading.Event())
+        self._run_task = asyncio.create_task(self._execute(self.active))
+
+    async def _execute(self, active: ActiveRun) -> None:
+        assignment = active.assignment
+        run_id, epoch = assignment.run_id, assignment.lease_epoch
+        loop = asyncio.get_running_loop()
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if active.cancelled.is_set():
+                raise RunCancelled()
+            message = pb.RunProgress(
+                run_id=run_id, lease_epoch=epoch, phase=phase, rep=done, reps=total
+            )
+            loop.call_soon_threadsafe(self._send, pb.AgentMessage(progress=message))
+
+        try:
+            progress("fetching", 0, assignment.workload.reps)
+            model_path = await self.cache.ensure(assignment.model.sha256, self._fetcher(assignment))
+            result = await asyncio.to_thread(self._measure, model_path, assignment, progress)
+            message = pb.RunResult(
+                result_id=str(uuid.uuid4()),
+                run_id=run_id,
+                lease_epoch=epoch,
+                metrics=metrics_message(result),
+            )
+            self.outbox.add(message.result_id, run_id, message.SerializeToString())
+            self._send(pb.AgentMessage(result=message))
+            log.info("run %s done: decode %.1f tok/s", run_id, result.decode_tps)
+        except RunCancelled:
+            log.info("run %s stopped", run_id)
+        except Exception as exc:
+            log.error("run %s failed: %s", run_id, exc)
+            failure = pb.RunFailure(run_id=run_id, lease_epoch=epoch, error=str(exc))
+            self._send(pb.AgentMessage(failure=failure))
+        finally:
+            self.active = None
+            # An idle heartbeat tells the coordinator this agent can take the next run.
+            self._send(pb.AgentMessage(heartbeat=pb.Heartbeat()))
+
+    @staticmethod
+    def _measure(model_path: Path, assignment: pb.RunAssignment, progress: Any) -> BenchResult:
+        workload = assignment.workload
+        spec = BenchSpec(
+            backend=workload.backend,
+            n_prompt=workload.n_prompt,
+            n_gen=workload.n_gen,
+            reps=workload.reps,
+            warmup=workload.warmup,
+            threads=workload.threads,
+        )
+        return run_benchmark(
+            model_path, spec, model_sha256=assignment.model.sha256, progress=progress
+        )
+
+    def _fetcher(self, assignment: pb.RunAssignment) -> Any:
+        stub, md = self._stub, metadata(self.credential)
+
+        async def fetch(offset: int) -> AsyncIterator[tuple[int, bytes]]:
+            request = pb.FetchArtifactRequest(sha256=assignment.model.sha256, offset=offset)
+            async for chunk in stub.FetchArtifact(request, metadata=md):
+                yield chunk.offset, chunk.data
+
+        return fetch

@@ -1,0 +1,1 @@
+"""The `edgebench` command line."""

@@ -1,0 +1,64 @@
+"""`edgebench agent ...`: enroll this device and run its agent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import replace
+from typing import Annotated
+
+import typer
+
+from edgebench.cli.common import err, parse_tags
+
+app = typer.Typer(help="Enroll this device and run its agent.", no_args_is_help=True)
+
+
+@app.command()
+def enroll(
+    coordinator: Annotated[str, typer.Option(help="The coordinator's gRPC address, HOST:PORT.")],
+    token: Annotated[
+        str, typer.Option(help="One-time token from `edgebench coordinator token create`.")
+    ],
+    name: Annotated[str, typer.Option(help="Device name [default: the hostname].")] = "",
+    tag: Annotated[list[str] | None, typer.Option(help="A key=value tag; repeat for more.")] = None,
+) -> None:
+    """Trade a one-time token for this agent's credential (saved with mode 0600)."""
+    from edgebench.agent import credentials
+    from edgebench.agent.enroll import enroll as do_enroll
+
+    credential = do_enroll(coordinator, token, name=name, tags=parse_tags(tag))
+    path = credentials.save(credential)
+    err.print(f"enrolled as {credential.device_name}; credential saved to {path}")
+
+
+@app.command()
+def run(
+    coordinator: Annotated[
+        str | None, typer.Option(help="Override the enrolled HOST:PORT.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every message.")] = False,
+) -> None:
+    """Connect to the coordinator and run benchmarks as they come, until Ctrl-C."""
+    from edgebench.agent import credentials
+    from edgebench.agent.session import Agent
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    credential = credentials.load()
+    if coordinator:
+        credential = replace(credential, coordinator=coordinator)
+    agent = Agent(credential)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await agent.run_forever(stop)
+
+    err.print(f"agent {credential.device_name} connecting to {credential.coordinator}")
+    asyncio.run(main())

@@ -1,0 +1,108 @@
+"""`edgebench coordinator ...`: run the coordinator and manage enrollment tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Annotated
+
+import typer
+
+from edgebench.cli.common import TokenOption, UrlOption, client, err, out
+from edgebench.coordinator.settings import (
+    CoordinatorSettings,
+    default_artifact_dir,
+    default_db_url,
+)
+
+app = typer.Typer(help="Run the coordinator and manage enrollment tokens.", no_args_is_help=True)
+token_app = typer.Typer(help="Enrollment tokens for new agents.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+def parse_duration(text: str) -> int:
+    """'90s', '30m', '12h', '7d' or plain seconds -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a duration like 90s, 30m, 12h or 7d") from None
+
+
+@app.command()
+def serve(
+    db: Annotated[
+        str | None, typer.Option(help="SQLAlchemy database URL [default: SQLite in the data dir]")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    grpc_port: Annotated[
+        int, typer.Option(help="Port agents connect to (0 = any free port).")
+    ] = 50051,
+    http_port: Annotated[
+        int, typer.Option(help="Port of the dashboard and API (0 = any free port).")
+    ] = 8080,
+    lease_seconds: Annotated[
+        int, typer.Option(min=5, help="How long a lease lives without a heartbeat.")
+    ] = 60,
+    reap_seconds: Annotated[
+        int, typer.Option(min=1, help="How often expired leases are reaped.")
+    ] = 10,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="EDGEBENCH_TOKEN",
+            help="Admin token to use instead of a generated one.",
+            show_envvar=True,
+        ),
+    ] = None,
+) -> None:
+    """Serve the gRPC service for agents and the dashboard with its JSON API."""
+    from edgebench.coordinator.server import Ready
+    from edgebench.coordinator.server import serve as serve_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = CoordinatorSettings(
+        db_url=db or default_db_url(),
+        artifact_dir=default_artifact_dir(),
+        host=host,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        lease_seconds=lease_seconds,
+        reap_seconds=reap_seconds,
+    )
+
+    def ready(info: Ready) -> None:
+        if info.admin_token_created:
+            note = "shown once; also saved for the local CLI"
+            err.print(f"admin token ({note}): {info.admin_token_created}")
+        err.print(f"dashboard at {info.http_url} · agents connect to {info.grpc_address}")
+        # One machine-readable line, for scripts and tests.
+        print(f"READY grpc={info.grpc_address} http={info.http_url}", flush=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve_forever(settings, admin_token=admin_token, on_ready=ready, stop=stop)
+
+    asyncio.run(main())
+
+
+@token_app.command("create")
+def token_create(
+    contributor: Annotated[
+        bool, typer.Option(help="Mark the agent as a contributor (lower trust).")
+    ] = False,
+    expires: Annotated[str | None, typer.Option(help="Lifetime such as 30m, 12h or 7d.")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Create a one-time enrollment token; prints only the token."""
+    seconds = parse_duration(expires) if expires else None
+    created = client(url, token).create_token(contributor=contributor, expires_in_seconds=seconds)
+    out.print(created, highlight=False)

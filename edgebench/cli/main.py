@@ -1,0 +1,41 @@
+"""The `edgebench` command: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from edgebench import __version__
+from edgebench.cli import agent, bench, coordinator, demo, devices, jobs, results
+from edgebench.errors import EdgebenchError
+
+app = typer.Typer(
+    help="How small language models really run on the hardware you own.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(coordinator.app, name="coordinator")
+app.add_typer(agent.app, name="agent")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(devices.app, name="devices")
+app.add_typer(results.app, name="results")
+app.command("bench")(bench.bench)
+app.command("demo")(demo.demo)
+
+
+@app.command("version")
+def version() -> None:
+    """Print edgebench's version."""
+    print(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except EdgebenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,166 @@
+"""One coordinator process: the gRPC service and the HTTP app on one event loop, two ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import grpc
+import uvicorn
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from edgebench import paths
+from edgebench.coordinator import admin_api
+from edgebench.coordinator.artifacts import ArtifactFiles
+from edgebench.coordinator.service import AgentService, Dispatcher
+from edgebench.coordinator.settings import CoordinatorSettings
+from edgebench.coordinator.store import Store
+from edgebench.dashboard.app import create_app
+from edgebench.errors import EdgebenchError
+from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
+
+log = logging.getLogger("edgebench.coordinator")
+SERVICE_NAME = "edgebench.v1.AgentService"
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+class PortInUse(EdgebenchError, RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Ready:
+    grpc_address: str
+    http_url: str
+    admin_token_created: str | None
+
+
+def bind_http_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(f"HTTP port {port} on {host} is already in use (--http-port)") from None
+        raise
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def grpc_server_options(settings: CoordinatorSettings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # Agents ping every 30 s; accept pings down to 10 s so jitter never strikes.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def serve(
+    settings: CoordinatorSettings,
+    *,
+    admin_token: str | None = None,
+    on_ready: Callable[[Ready], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Runs until `stop` is set (or the task is cancelled), then shuts down gracefully."""
+    store = Store(settings.db_url)
+    created = store.ensure_admin_token(admin_token)
+    if created:
+        paths.write_private(paths.config_dir() / ADMIN_TOKEN_FILE, created + "\n")
+    artifacts = ArtifactFiles(settings.artifact_dir)
+    dispatcher = Dispatcher(store, settings)
+    loop = asyncio.get_running_loop()
+
+    http_socket = bind_http_socket(settings.host, settings.http_port)
+    server = grpc.aio.server(options=grpc_server_options(settings))
+    pb_grpc.add_AgentServiceServicer_to_server(
+        AgentService(store, artifacts, dispatcher, settings), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    try:
+        grpc_port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    except RuntimeError:
+        grpc_port = 0
+    if grpc_port == 0:
+        http_socket.close()
+        raise PortInUse(
+            f"gRPC port {settings.grpc_port} on {settings.host} is already in use (--grpc-port)"
+        )
+
+    def wake_dispatcher() -> None:
+        loop.call_soon_threadsafe(lambda: asyncio.ensure_future(dispatcher.dispatch()))
+
+    def cancel_runs(held: list[tuple[str, str]]) -> None:
+        loop.call_soon_threadsafe(dispatcher.cancel_runs, held)
+
+    app = create_app()
+    app.include_router(admin_api.router)
+    app.state.store = store
+    app.state.artifacts = artifacts
+    app.state.max_artifact_bytes = settings.max_artifact_bytes
+    app.state.on_jobs_changed = wake_dispatcher
+    app.state.on_runs_cancelled = cancel_runs
+    http_port = http_socket.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    http = _HttpServer(config)
+
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
+    reaper = asyncio.create_task(_reap_forever(store, dispatcher, settings.reap_seconds))
+    while not http.started and not http_task.done():
+        await asyncio.sleep(0.01)
+    if http_task.done():
+        await http_task  # surfaces the start-up error
+    if on_ready:
+        on_ready(
+            Ready(
+                grpc_address=f"{settings.host}:{grpc_port}",
+                http_url=f"http://{settings.host}:{http_port}",
+                admin_token_created=created,
+            )
+        )
+    try:
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await health_servicer.enter_graceful_shutdown()
+        reaper.cancel()
+        http.should_exit = True
+        await server.stop(grace=5)
+        with contextlib.suppress(asyncio.CancelledError):
+            await http_task
+        store.engine.dispose()
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the coordinator owns shutdown, so that
+    SIGTERM drains gRPC and HTTP together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _reap_forever(store: Store, dispatcher: Dispatcher, every_seconds: int) -> None:
+    while True:
+        await asyncio.sleep(every_seconds)
+        try:
+            if await asyncio.to_thread(store.reap_expired):
+                await dispatcher.dispatch()
+        except Exception:  # the reaper must outlive a failed round (database hiccup)
+            log.exception("reaper round failed")

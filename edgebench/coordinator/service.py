@@ -1,0 +1,312 @@
+"""The gRPC side of the coordinator: enrollment, agent sessions and artifact downloads.
+
+Each connected agent has one session; the dispatcher pushes a run to an idle agent the
+moment one is queued, so there is no polling interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from edgebench.coordinator.artifacts import CHUNK_BYTES, ArtifactError, ArtifactFiles, check_sha256
+from edgebench.coordinator.settings import CoordinatorSettings
+from edgebench.coordinator.store import NotFound, Store, StoreError
+from edgebench.coordinator.tables import Agent, Device
+from edgebench.coordinator.wire import (
+    WireError,
+    check_name,
+    check_tags,
+    check_uuid,
+    hardware_dict,
+    result_values,
+)
+from edgebench.measure.packing import pack_reps
+from edgebench.proto.v1 import agent_pb2 as pb
+from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
+
+log = logging.getLogger("edgebench.coordinator")
+
+AGENT_ID_KEY = "x-edgebench-agent-id"
+AGENT_SECRET_KEY = "x-edgebench-agent-secret"
+
+
+@dataclass
+class AgentSession:
+    agent: Agent
+    device: Device
+    outgoing: asyncio.Queue[pb.CoordinatorMessage] = field(default_factory=asyncio.Queue)
+    busy: bool = False
+
+
+class Dispatcher:
+    """Hands queued runs to idle connected agents. Lives on the event loop."""
+
+    def __init__(self, store: Store, settings: CoordinatorSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self.sessions: dict[str, AgentSession] = {}
+        self._lock = asyncio.Lock()
+
+    async def dispatch(self) -> None:
+        async with self._lock:
+            for session in list(self.sessions.values()):
+                if session.busy:
+                    continue
+                claim = await asyncio.to_thread(
+                    self.store.claim_run,
+                    agent=session.agent,
+                    device=session.device,
+                    lease_seconds=self.settings.lease_seconds,
+                )
+                if claim is None:
+                    continue
+                session.busy = True
+                job = claim.job
+                log.info("run %s leased to %s", claim.run.id, session.device.name)
+                artifact = await asyncio.to_thread(self.store.get_artifact, job.model_sha256)
+                session.outgoing.put_nowait(
+                    pb.CoordinatorMessage(
+                        assignment=pb.RunAssignment(
+                            run_id=claim.run.id,
+                            job_id=job.id,
+                            lease_epoch=claim.run.lease_epoch,
+                            lease_seconds=self.settings.lease_seconds,
+                            model=pb.ModelRef(
+                                sha256=job.model_sha256,
+                                filename=job.model_filename,
+                                size_bytes=artifact.size_bytes if artifact else 0,
+                                format=artifact.format if artifact else "gguf",
+                            ),
+                            workload=pb.Workload(
+                                backend=job.backend,
+                                n_prompt=job.n_prompt,
+                                n_gen=job.n_gen,
+                                reps=job.reps,
+                                warmup=job.warmup,
+                                threads=job.threads,
+                            ),
+                        )
+                    )
+                )
+
+    def cancel_runs(self, runs: list[tuple[str, str]]) -> None:
+        """Tells the agents holding these (run id, agent id) pairs to stop them."""
+        for run_id, agent_id in runs:
+            session = self.sessions.get(agent_id)
+            if session is not None:
+                cancel = pb.CancelRun(run_id=run_id)
+                session.outgoing.put_nowait(pb.CoordinatorMessage(cancel=cancel))
+
+
+class AgentService(pb_grpc.AgentServiceServicer):
+    def __init__(
+        self,
+        store: Store,
+        artifacts: ArtifactFiles,
+        dispatcher: Dispatcher,
+        settings: CoordinatorSettings,
+    ) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.dispatcher = dispatcher
+        self.settings = settings
+
+    async def Enroll(
+        self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EnrollResponse:
+        try:
+            name = check_name(request.name or request.hardware.hostname)
+            hardware = hardware_dict(request.hardware)
+            tags = check_tags(dict(request.tags))
+        except WireError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if not request.token:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "an enrollment token is required")
+        try:
+            enrollment = await asyncio.to_thread(
+                self.store.enroll, token=request.token, name=name, hardware=hardware, tags=tags
+            )
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        log.info("enrolled agent %s for device %s", enrollment.agent_id, enrollment.device_name)
+        return pb.EnrollResponse(
+            agent_id=enrollment.agent_id,
+            secret=enrollment.secret,
+            device_id=enrollment.device_id,
+            device_name=enrollment.device_name,
+        )
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> Agent:
+        metadata = {item.key: item.value for item in context.invocation_metadata() or ()}
+        agent_id = str(metadata.get(AGENT_ID_KEY, ""))
+        secret = str(metadata.get(AGENT_SECRET_KEY, ""))
+        agent = None
+        if agent_id and secret:
+            agent = await asyncio.to_thread(self.store.authenticate_agent, agent_id, secret)
+        if agent is None:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "unknown agent or wrong secret: enroll again"
+            )
+        assert agent is not None
+        return agent
+
+    async def Session(
+        self,
+        request_iterator: AsyncIterator[pb.AgentMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.CoordinatorMessage]:
+        agent = await self._authenticate(context)
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("body") != "hello":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a session starts with hello")
+        assert first is not None
+        try:
+            hardware = hardware_dict(first.hello.hardware)
+        except WireError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        device = await asyncio.to_thread(self.store.agent_seen, agent, hardware)
+        session = AgentSession(agent=agent, device=device)
+        session.busy = await asyncio.to_thread(self.store.has_live_run, agent.id)
+        previous = self.dispatcher.sessions.get(agent.id)
+        self.dispatcher.sessions[agent.id] = session
+        log.info("agent %s (%s) connected", agent.id, device.name)
+        yield pb.CoordinatorMessage(
+            welcome=pb.Welcome(
+                device_id=device.id,
+                device_name=device.name,
+                heartbeat_seconds=self.settings.heartbeat_seconds,
+            )
+        )
+        if previous is not None:
+            previous.outgoing.put_nowait(pb.CoordinatorMessage())  # wakes the old stream to end
+        reader = asyncio.create_task(self._read(request_iterator, session))
+        await self.dispatcher.dispatch()
+        try:
+            while True:
+                getter = asyncio.ensure_future(session.outgoing.get())
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                message = getter.result()
+                if not message.WhichOneof("body"):
+                    break  # replaced by a newer session of the same agent
+                yield message
+        finally:
+            reader.cancel()
+            if self.dispatcher.sessions.get(agent.id) is session:
+                del self.dispatcher.sessions[agent.id]
+                log.info("agent %s (%s) disconnected", agent.id, device.name)
+
+    async def _read(
+        self, request_iterator: AsyncIterator[pb.AgentMessage], session: AgentSession
+    ) -> None:
+        async for message in request_iterator:
+            kind = message.WhichOneof("body")
+            if kind == "heartbeat":
+                await self._on_heartbeat(session, message.heartbeat)
+            elif kind == "progress":
+                await self._on_progress(session, message.progress)
+            elif kind == "result":
+                await self._on_result(session, message.result)
+            elif kind == "failure":
+                await self._on_failure(session, message.failure)
+
+    async def _lease_alive(
+        self,
+        session: AgentSession,
+        run_id: str,
+        epoch: int,
+        phase: str | None = None,
+        rep: int | None = None,
+    ) -> None:
+        alive = await asyncio.to_thread(
+            self.store.extend_lease,
+            agent_id=session.agent.id,
+            run_id=run_id,
+            epoch=epoch,
+            lease_seconds=self.settings.lease_seconds,
+            phase=phase,
+            rep=rep,
+        )
+        if not alive:
+            # Stale or cancelled lease: the agent must stop working on it.
+            session.outgoing.put_nowait(pb.CoordinatorMessage(cancel=pb.CancelRun(run_id=run_id)))
+
+    async def _on_heartbeat(self, session: AgentSession, beat: pb.Heartbeat) -> None:
+        await asyncio.to_thread(self.store.agent_seen, session.agent)
+        if beat.run_id:
+            await self._lease_alive(session, beat.run_id, beat.lease_epoch)
+        elif session.busy:
+            session.busy = False
+            await self.dispatcher.dispatch()
+
+    async def _on_progress(self, session: AgentSession, progress: pb.RunProgress) -> None:
+        await self._lease_alive(
+            session,
+            progress.run_id,
+            progress.lease_epoch,
+            phase=progress.phase[:32] or "running",
+            rep=max(0, progress.rep),
+        )
+
+    async def _on_result(self, session: AgentSession, result: pb.RunResult) -> None:
+        error = ""
+        try:
+            result_id = check_uuid(result.result_id, "result_id")
+            values, timings = result_values(result.metrics)
+            await asyncio.to_thread(
+                self.store.store_result,
+                agent_id=session.agent.id,
+                result_id=result_id,
+                run_id=result.run_id,
+                epoch=result.lease_epoch,
+                values=values,
+                timings=pack_reps(timings),
+            )
+        except (WireError, StoreError) as exc:
+            error = str(exc)
+            log.warning("result %s from %s refused: %s", result.result_id, session.device.name, exc)
+        ack = pb.ResultAck(result_id=result.result_id, accepted=not error, error=error)
+        session.outgoing.put_nowait(pb.CoordinatorMessage(ack=ack))
+        session.busy = False
+        await self.dispatcher.dispatch()
+
+    async def _on_failure(self, session: AgentSession, failure: pb.RunFailure) -> None:
+        await asyncio.to_thread(
+            self.store.fail_run,
+            agent_id=session.agent.id,
+            run_id=failure.run_id,
+            epoch=failure.lease_epoch,
+            error=failure.error,
+        )
+        session.busy = False
+        await self.dispatcher.dispatch()
+
+    async def FetchArtifact(
+        self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ArtifactChunk]:
+        await self._authenticate(context)
+        try:
+            path = self.artifacts.path_for(check_sha256(request.sha256))
+        except ArtifactError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if not path.is_file():
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no artifact {request.sha256}")
+        total = path.stat().st_size
+        if not 0 <= request.offset <= total:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, "offset is past the end")
+        with path.open("rb") as handle:
+            handle.seek(request.offset)
+            offset = request.offset
+            while data := handle.read(CHUNK_BYTES):
+                yield pb.ArtifactChunk(offset=offset, data=data, total_size=total)
+                offset += len(data)
+
+
+__all__ = ["AgentService", "Dispatcher", "NotFound"]

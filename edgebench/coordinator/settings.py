@@ -1,0 +1,31 @@
+"""Settings of one coordinator process (flags of `coordinator serve`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgebench import paths
+
+
+def default_db_url() -> str:
+    return f"sqlite:///{paths.ensure(paths.data_dir()) / 'coordinator.db'}"
+
+
+def default_artifact_dir() -> Path:
+    return paths.data_dir() / "artifacts"
+
+
+@dataclass(frozen=True)
+class CoordinatorSettings:
+    db_url: str
+    artifact_dir: Path
+    host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    http_port: int = 8080
+    lease_seconds: int = 60
+    reap_seconds: int = 10
+    heartbeat_seconds: int = 5
+    # Refuses any single message over this size (results with raw timings are the biggest).
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_artifact_bytes: int = 64 * 1024 * 1024 * 1024

@@ -1,0 +1,499 @@
+"""The coordinator's store: every read and write of the database goes through here.
+
+Writes that must not happen twice (a lease grant, a result) are compare-and-set
+updates checked by row count, so they are safe whichever database is underneath.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, col, create_engine, select
+
+from edgebench.coordinator.tables import (
+    Agent,
+    Artifact,
+    Device,
+    EnrollmentToken,
+    Job,
+    Result,
+    Run,
+    RunState,
+    Setting,
+    utcnow,
+)
+from edgebench.errors import EdgebenchError
+from edgebench.measure.record import FIELD_NAMES, implausibility
+
+ADMIN_TOKEN_KEY = "admin_token_sha256"
+MAX_ATTEMPTS = 3
+
+
+class StoreError(EdgebenchError, ValueError):
+    """A request the store refuses; the message is meant for the user."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    agent_id: str
+    secret: str
+    device_id: str
+    device_name: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    run: Run
+    job: Job
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        SQLModel.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    # ---- admin token -------------------------------------------------------------
+
+    def ensure_admin_token(self, given: str | None) -> str | None:
+        """Sets the admin token to `given`, or creates one on first start.
+        Returns the token when it was created here (to be shown once), else None."""
+        with self.session() as s:
+            row = s.get(Setting, ADMIN_TOKEN_KEY)
+            created = None
+            if given:
+                value = sha256_text(given)
+            elif row is None:
+                created = "eba_" + secrets.token_urlsafe(24)
+                value = sha256_text(created)
+            else:
+                return None
+            s.merge(Setting(key=ADMIN_TOKEN_KEY, value=value))
+            s.commit()
+            return created
+
+    def is_admin(self, token: str) -> bool:
+        with self.session() as s:
+            row = s.get(Setting, ADMIN_TOKEN_KEY)
+        return row is not None and hmac.compare_digest(row.value, sha256_text(token))
+
+    # ---- enrollment --------------------------------------------------------------
+
+    def create_enrollment_token(
+        self, *, contributor: bool = False, expires_at: datetime | None = None
+    ) -> str:
+        token = "ebe_" + secrets.token_urlsafe(24)
+        with self.session() as s:
+            s.add(
+                EnrollmentToken(
+                    token_sha256=sha256_text(token), contributor=contributor, expires_at=expires_at
+                )
+            )
+            s.commit()
+        return token
+
+    def enroll(
+        self, *, token: str, name: str, hardware: dict[str, Any], tags: dict[str, str]
+    ) -> Enrollment:
+        secret = secrets.token_urlsafe(32)
+        with self.session() as s:
+            row = s.exec(
+                select(EnrollmentToken).where(EnrollmentToken.token_sha256 == sha256_text(token))
+            ).first()
+            now = utcnow()
+            if row is None or row.used_at is not None:
+                raise StoreError("enrollment token is unknown or already used")
+            if row.expires_at is not None and row.expires_at < now:
+                raise StoreError("enrollment token has expired")
+            device = s.exec(select(Device).where(Device.name == name)).first()
+            if device is None:
+                device = Device(name=name)
+            _apply_hardware(device, hardware)
+            device.tags_json = json.dumps(tags, sort_keys=True)
+            device.contributor = device.contributor or row.contributor
+            s.add(device)
+            s.flush()
+            agent = Agent(device_id=device.id, secret_sha256=sha256_text(secret))
+            s.add(agent)
+            # Marks the token used only if nobody else did in the meantime.
+            claimed = s.exec(
+                update(EnrollmentToken)
+                .where(col(EnrollmentToken.id) == row.id, col(EnrollmentToken.used_at).is_(None))
+                .values(used_at=now, used_by_agent_id=agent.id)
+            )
+            if claimed.rowcount != 1:
+                s.rollback()
+                raise StoreError("enrollment token is unknown or already used")
+            s.commit()
+            return Enrollment(agent.id, secret, device.id, device.name)
+
+    def authenticate_agent(self, agent_id: str, secret: str) -> Agent | None:
+        with self.session() as s:
+            agent = s.get(Agent, agent_id)
+        if agent is None or not hmac.compare_digest(agent.secret_sha256, sha256_text(secret)):
+            return None
+        return agent
+
+    def agent_seen(self, agent: Agent, hardware: dict[str, Any] | None = None) -> Device:
+        with self.session() as s:
+            now = utcnow()
+            device = s.get(Device, agent.device_id)
+            if device is None:
+                raise NotFound("the agent's device is gone")
+            if hardware:
+                _apply_hardware(device, hardware)
+            device.last_seen_at = now
+            row = s.get(Agent, agent.id)
+            if row is not None:
+                row.last_seen_at = now
+                s.add(row)
+            s.add(device)
+            s.commit()
+            return device
+
+    # ---- artifacts ---------------------------------------------------------------
+
+    def get_artifact(self, sha256: str) -> Artifact | None:
+        with self.session() as s:
+            return s.get(Artifact, sha256)
+
+    def add_artifact(self, *, sha256: str, filename: str, size_bytes: int, fmt: str) -> Artifact:
+        with self.session() as s:
+            existing = s.get(Artifact, sha256)
+            if existing is not None:
+                return existing
+            artifact = Artifact(sha256=sha256, filename=filename, size_bytes=size_bytes, format=fmt)
+            s.add(artifact)
+            s.commit()
+            return artifact
+
+    # ---- jobs --------------------------------------------------------------------
+
+    def create_job(self, job: Job) -> tuple[Job, list[Run]]:
+        """Stores a job and expands it into its runs, all or nothing."""
+        with self.session() as s:
+            if s.get(Artifact, job.model_sha256) is None:
+                raise StoreError(f"model {job.model_sha256} was never uploaded")
+            if job.device_name is not None:
+                device = s.exec(select(Device).where(Device.name == job.device_name)).first()
+                if device is None:
+                    raise StoreError(f"no device named {job.device_name!r} is enrolled")
+            s.add(job)
+            s.flush()
+            run = Run(job_id=job.id, device_name=job.device_name)
+            s.add(run)
+            s.commit()
+            return job, [run]
+
+    def list_jobs(self, limit: int = 100) -> list[Job]:
+        with self.session() as s:
+            query = select(Job).order_by(col(Job.created_at).desc()).limit(limit)
+            return list(s.exec(query))
+
+    def get_job(self, job_id: str) -> Job:
+        with self.session() as s:
+            job = s.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        return job
+
+    def runs_of(self, job_id: str) -> list[Run]:
+        with self.session() as s:
+            query = select(Run).where(Run.job_id == job_id).order_by(col(Run.created_at))
+            return list(s.exec(query))
+
+    def cancel_job(self, job_id: str) -> list[tuple[str, str]]:
+        """Cancels every unfinished run of a job; returns the (run id, agent id) pairs of
+        runs that agents were holding, so that they can be told to stop."""
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"no job {job_id}")
+            job.cancelled = True
+            s.add(job)
+            held = s.exec(
+                select(Run.id, Run.agent_id).where(
+                    col(Run.job_id) == job_id,
+                    col(Run.state).in_([RunState.LEASED, RunState.RUNNING]),
+                )
+            ).all()
+            s.exec(
+                update(Run)
+                .where(
+                    col(Run.job_id) == job_id,
+                    col(Run.state).in_([RunState.QUEUED, RunState.LEASED, RunState.RUNNING]),
+                )
+                .values(state=RunState.CANCELLED, finished_at=utcnow())
+            )
+            s.commit()
+            return [(run_id, agent_id) for run_id, agent_id in held if agent_id]
+
+    # ---- devices and results -----------------------------------------------------
+
+    def list_devices(self) -> list[Device]:
+        with self.session() as s:
+            return list(s.exec(select(Device).order_by(col(Device.name))))
+
+    def get_device(self, key: str) -> Device:
+        """A device by id or by name."""
+        with self.session() as s:
+            device = s.get(Device, key) or s.exec(select(Device).where(Device.name == key)).first()
+        if device is None:
+            raise NotFound(f"no device {key!r}")
+        return device
+
+    def list_results(
+        self, *, job_id: str | None = None, device_id: str | None = None
+    ) -> list[Result]:
+        with self.session() as s:
+            query = select(Result).order_by(col(Result.created_at))
+            if job_id:
+                query = query.where(Result.job_id == job_id)
+            if device_id:
+                query = query.where(Result.device_id == device_id)
+            return list(s.exec(query))
+
+    def count(self, table: type[SQLModel]) -> int:
+        with self.session() as s:
+            return len(list(s.exec(select(table))))
+
+    # ---- scheduling --------------------------------------------------------------
+
+    def claim_run(self, *, agent: Agent, device: Device, lease_seconds: int) -> Claim | None:
+        """Leases the oldest queued run this device may take, or returns None."""
+        with self.session() as s:
+            now = utcnow()
+            candidates = s.exec(
+                select(Run)
+                .where(Run.state == RunState.QUEUED)
+                .where((col(Run.device_name).is_(None)) | (Run.device_name == device.name))
+                .order_by(col(Run.created_at))
+                .limit(20)
+            ).all()
+            for run in candidates:
+                granted = s.exec(
+                    update(Run)
+                    .where(col(Run.id) == run.id, col(Run.state) == RunState.QUEUED)
+                    .values(
+                        state=RunState.LEASED,
+                        lease_epoch=Run.lease_epoch + 1,
+                        lease_expires_at=now + timedelta(seconds=lease_seconds),
+                        agent_id=agent.id,
+                        device_id=device.id,
+                        attempts=Run.attempts + 1,
+                        phase="leased",
+                        rep=0,
+                    )
+                )
+                if granted.rowcount == 1:
+                    s.commit()
+                    leased = s.get(Run, run.id)
+                    job = s.get(Job, run.job_id)
+                    assert leased is not None and job is not None
+                    s.refresh(leased)
+                    return Claim(run=leased, job=job)
+            s.rollback()
+            return None
+
+    def _current_lease(self, s: Session, agent_id: str, run_id: str, epoch: int) -> Run | None:
+        run = s.get(Run, run_id)
+        live = (RunState.LEASED, RunState.RUNNING)
+        if run is None or run.agent_id != agent_id or run.lease_epoch != epoch:
+            return None
+        return run if run.state in live else None
+
+    def extend_lease(
+        self,
+        *,
+        agent_id: str,
+        run_id: str,
+        epoch: int,
+        lease_seconds: int,
+        phase: str | None = None,
+        rep: int | None = None,
+    ) -> bool:
+        """Heartbeat or progress of a run: extends its lease if the lease is current."""
+        with self.session() as s:
+            now = utcnow()
+            values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_seconds)}
+            if phase is not None:
+                values.update(state=RunState.RUNNING, phase=phase)
+                if rep is not None:
+                    values["rep"] = rep
+            result = s.exec(
+                update(Run)
+                .where(
+                    col(Run.id) == run_id,
+                    col(Run.agent_id) == agent_id,
+                    col(Run.lease_epoch) == epoch,
+                    col(Run.state).in_([RunState.LEASED, RunState.RUNNING]),
+                )
+                .values(**values)
+            )
+            if result.rowcount == 1 and phase is not None:
+                s.exec(
+                    update(Run)
+                    .where(col(Run.id) == run_id, col(Run.started_at).is_(None))
+                    .values(started_at=now)
+                )
+            s.commit()
+            return bool(result.rowcount == 1)
+
+    def store_result(
+        self,
+        *,
+        agent_id: str,
+        result_id: str,
+        run_id: str,
+        epoch: int,
+        values: dict[str, Any],
+        timings: bytes,
+    ) -> None:
+        """Stores a result and marks its run succeeded in one transaction.
+        The same result id twice is one result; raises StoreError when refused."""
+        payload_sha = hashlib.sha256(
+            json.dumps(values, sort_keys=True).encode() + timings
+        ).hexdigest()
+        with self.session() as s:
+            existing = s.get(Result, result_id)
+            if existing is not None:
+                if existing.payload_sha256 != payload_sha or existing.run_id != run_id:
+                    raise StoreError(f"result {result_id} was already stored with other content")
+                return
+            problem = implausibility(values)
+            if problem:
+                raise StoreError(f"implausible result: {problem}")
+            run = self._current_lease(s, agent_id, run_id, epoch)
+            if run is None:
+                raise StoreError(f"the lease on run {run_id} (epoch {epoch}) is no longer current")
+            device_id = run.device_id
+            assert device_id is not None
+            fields = {name: values[name] for name in FIELD_NAMES}
+            s.add(
+                Result(
+                    id=result_id,
+                    run_id=run_id,
+                    job_id=run.job_id,
+                    device_id=device_id,
+                    payload_sha256=payload_sha,
+                    engine_version=str(values.get("engine_version", "")),
+                    definitions_version=str(values.get("definitions_version", "")),
+                    timings=timings,
+                    **fields,
+                )
+            )
+            run.state = RunState.SUCCEEDED
+            run.phase = "done"
+            run.rep = int(values["reps"])
+            run.finished_at = utcnow()
+            s.add(run)
+            s.commit()
+
+    def fail_run(self, *, agent_id: str, run_id: str, epoch: int, error: str) -> bool:
+        with self.session() as s:
+            run = self._current_lease(s, agent_id, run_id, epoch)
+            if run is None:
+                return False
+            run.state = RunState.FAILED
+            run.error = error[:2000]
+            run.finished_at = utcnow()
+            s.add(run)
+            s.commit()
+            return True
+
+    def reap_expired(self) -> int:
+        """Puts runs whose lease ran out back in the queue, or fails them after the
+        last attempt. Returns how many runs it touched."""
+        with self.session() as s:
+            now = utcnow()
+            live = col(Run.state).in_([RunState.LEASED, RunState.RUNNING])
+            expired = col(Run.lease_expires_at) < now
+            failed = s.exec(
+                update(Run)
+                .where(live, expired, col(Run.attempts) >= MAX_ATTEMPTS)
+                .values(
+                    state=RunState.FAILED,
+                    error="lease expired on the last attempt",
+                    finished_at=now,
+                )
+            )
+            requeued = s.exec(
+                update(Run)
+                .where(live, expired)
+                .values(state=RunState.QUEUED, agent_id=None, lease_expires_at=None, phase="")
+            )
+            s.commit()
+            return int(failed.rowcount + requeued.rowcount)
+
+    def has_live_run(self, agent_id: str) -> bool:
+        with self.session() as s:
+            query = select(Run.id).where(
+                Run.agent_id == agent_id,
+                col(Run.state).in_([RunState.LEASED, RunState.RUNNING]),
+            )
+            return s.exec(query).first() is not None
+
+
+_HARDWARE_FIELDS = (
+    "hostname",
+    "cpu_model",
+    "cpu_cores_physical",
+    "cpu_cores_logical",
+    "cpu_max_mhz",
+    "ram_bytes",
+    "os",
+    "os_release",
+    "kernel",
+    "arch",
+    "python_version",
+    "accelerator",
+    "edgebench_version",
+)
+
+
+def _apply_hardware(device: Device, hardware: dict[str, Any]) -> None:
+    for name in _HARDWARE_FIELDS:
+        if name in hardware:
+            setattr(device, name, hardware[name])
+    if "engines" in hardware:
+        device.engines_json = json.dumps(dict(hardware["engines"]), sort_keys=True)

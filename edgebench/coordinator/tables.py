@@ -1,0 +1,156 @@
+"""SQLModel tables of the coordinator's store. Ids are UUID strings; times are UTC."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+
+from sqlalchemy import Column, LargeBinary, Text
+from sqlmodel import Field, SQLModel
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class RunState(str, Enum):
+    QUEUED = "queued"
+    LEASED = "leased"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+
+
+class Setting(SQLModel, table=True):
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Device(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    hostname: str = ""
+    cpu_model: str = ""
+    cpu_cores_physical: int = 0
+    cpu_cores_logical: int = 0
+    cpu_max_mhz: float = 0.0
+    ram_bytes: int = 0
+    os: str = ""
+    os_release: str = ""
+    kernel: str = ""
+    arch: str = ""
+    python_version: str = ""
+    accelerator: str = ""
+    engines_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    tags_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    edgebench_version: str = ""
+    contributor: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime | None = None
+
+
+class Agent(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    device_id: str = Field(foreign_key="device.id", index=True)
+    secret_sha256: str
+    created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime | None = None
+
+
+class EnrollmentToken(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    token_sha256: str = Field(index=True, unique=True)
+    contributor: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    used_at: datetime | None = None
+    used_by_agent_id: str | None = None
+
+
+class Artifact(SQLModel, table=True):
+    sha256: str = Field(primary_key=True)
+    filename: str
+    size_bytes: int
+    format: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Job(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    model_sha256: str = Field(foreign_key="artifact.sha256")
+    model_filename: str
+    backend: str
+    variant: str
+    n_prompt: int
+    n_gen: int
+    reps: int
+    warmup: int
+    threads: int
+    device_name: str | None = None  # None: any one device
+    cancelled: bool = False
+
+
+class Run(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", index=True)
+    state: RunState = Field(default=RunState.QUEUED, index=True)
+    device_name: str | None = None  # the job's selector, copied for the claim query
+    device_id: str | None = Field(default=None, foreign_key="device.id", index=True)
+    agent_id: str | None = None
+    lease_epoch: int = 0
+    lease_expires_at: datetime | None = None
+    attempts: int = 0
+    phase: str = ""
+    rep: int = 0
+    error: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Result(SQLModel, table=True):
+    id: str = Field(primary_key=True)  # made by the agent: the idempotency key
+    run_id: str = Field(foreign_key="run.id", index=True, unique=True)
+    job_id: str = Field(foreign_key="job.id", index=True)
+    device_id: str = Field(foreign_key="device.id", index=True)
+    payload_sha256: str
+    created_at: datetime = Field(default_factory=utcnow)
+    backend: str
+    variant: str
+    model_sha256: str
+    threads: int
+    n_prompt: int
+    n_gen: int
+    reps: int
+    load_ms: float
+    ttft_ms: float
+    ttft_ms_std: float
+    prefill_tps: float
+    prefill_tps_std: float
+    prefill_tps_ci95: float
+    decode_tps: float
+    decode_tps_std: float
+    decode_tps_ci95: float
+    itl_p50_ms: float
+    itl_p90_ms: float
+    itl_p95_ms: float
+    itl_p99_ms: float
+    itl_max_ms: float
+    e2e_ms: float
+    e2e_ms_std: float
+    peak_rss_mb: float
+    engine_version: str = ""
+    definitions_version: str = ""
+    # Raw per-token timestamps of every rep, packed (see edgebench.measure.packing).
+    timings: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

@@ -1,0 +1,87 @@
+"""Validation and conversion of what agents send, before anything reaches the store."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from itertools import pairwise
+from typing import Any
+
+from edgebench.measure.record import FIELD_NAMES, RepTiming
+from edgebench.proto.v1 import agent_pb2 as pb
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+MAX_TEXT = 256
+MAX_TAGS = 32
+MAX_REPS = 10_000
+MAX_TOKENS_PER_REP = 1_000_000
+
+
+class WireError(ValueError):
+    """A message that breaks the contract; the message is sent back to the agent."""
+
+
+def check_name(name: str, what: str = "device name") -> str:
+    if not NAME_RE.match(name):
+        raise WireError(
+            f"{what} {name!r} must be 1-63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def check_uuid(value: str, what: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise WireError(f"{what} must be a UUID") from None
+
+
+def check_tags(tags: dict[str, str]) -> dict[str, str]:
+    if len(tags) > MAX_TAGS:
+        raise WireError(f"at most {MAX_TAGS} tags")
+    for key, value in tags.items():
+        if not TAG_RE.match(key) or len(value) > MAX_TEXT:
+            raise WireError(f"bad tag {key!r}")
+    return dict(tags)
+
+
+def hardware_dict(hw: pb.HardwareInfo) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for field in hw.DESCRIPTOR.fields:
+        value = getattr(hw, field.name)
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            raise WireError(f"hardware field {field.name} is too long")
+        if isinstance(value, (int, float)) and value < 0:
+            raise WireError(f"hardware field {field.name} cannot be negative")
+        values[field.name] = value
+    engines = dict(hw.engines)
+    if len(engines) > MAX_TAGS or any(len(k) + len(v) > MAX_TEXT for k, v in engines.items()):
+        raise WireError("hardware engines list is too large")
+    values["engines"] = engines
+    return values
+
+
+def result_values(metrics: pb.Metrics) -> tuple[dict[str, Any], list[RepTiming]]:
+    """The stable fields and raw timings of a result, checked for consistency."""
+    values: dict[str, Any] = {name: getattr(metrics, name) for name in FIELD_NAMES}
+    values["engine_version"] = metrics.engine_version[:MAX_TEXT]
+    values["definitions_version"] = metrics.definitions_version[:MAX_TEXT]
+    for name in ("backend", "variant"):
+        if not values[name] or len(values[name]) > 64:
+            raise WireError(f"result field {name} is empty or too long")
+    if not re.match(r"^[0-9a-f]{64}$", metrics.model_sha256):
+        raise WireError("result field model_sha256 is not a sha256")
+    reps = list(metrics.rep_timings)
+    if len(reps) != metrics.reps or not 0 < len(reps) <= MAX_REPS:
+        raise WireError("result must carry the raw timings of every repetition")
+    timings = []
+    for rep in reps:
+        stamps = tuple(rep.token_ns)
+        if len(stamps) != metrics.n_gen or len(stamps) > MAX_TOKENS_PER_REP:
+            raise WireError("every repetition must carry exactly n_gen token timestamps")
+        if rep.prefill_ns <= 0 or stamps[0] <= 0 or any(b < a for a, b in pairwise(stamps)):
+            raise WireError("token timestamps must be positive and increasing")
+        timings.append(RepTiming(prefill_ns=rep.prefill_ns, token_ns=stamps))
+    return values, timings

@@ -1,0 +1,1 @@
+"""The dashboard: read-only HTML pages and the JSON API under /api/v1."""

@@ -1,0 +1,42 @@
+"""Read models for the JSON API and the pages; both render the same objects."""
+
+from __future__ import annotations
+
+from edgebench.coordinator.store import Store
+from edgebench.dashboard.schemas import DevicePublic, JobPublic, ResultPublic
+
+
+def _device_names(store: Store) -> dict[str, str]:
+    return {device.id: device.name for device in store.list_devices()}
+
+
+def devices(store: Store) -> list[DevicePublic]:
+    return [DevicePublic.of(device) for device in store.list_devices()]
+
+
+def device(store: Store, key: str) -> DevicePublic:
+    return DevicePublic.of(store.get_device(key))
+
+
+def jobs(store: Store, limit: int = 100) -> list[JobPublic]:
+    names = _device_names(store)
+    return [JobPublic.of(job, store.runs_of(job.id), names) for job in store.list_jobs(limit)]
+
+
+def job(store: Store, job_id: str) -> JobPublic:
+    found = store.get_job(job_id)
+    return JobPublic.of(found, store.runs_of(found.id), _device_names(store))
+
+
+def results(
+    store: Store,
+    *,
+    job_id: str | None = None,
+    device_id: str | None = None,
+    timings: bool = False,
+) -> list[ResultPublic]:
+    names = _device_names(store)
+    return [
+        ResultPublic.of(result, names.get(result.device_id, "?"), timings=timings)
+        for result in store.list_results(job_id=job_id, device_id=device_id)
+    ]

@@ -1,0 +1,142 @@
+"""What the JSON API returns. Table classes never leave the server as they are."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from edgebench.coordinator.tables import Device, Job, Result, Run, RunState, utcnow
+from edgebench.measure.packing import unpack_reps
+from edgebench.measure.record import FIELD_NAMES
+
+ONLINE_WITHIN = timedelta(seconds=30)
+
+
+class DevicePublic(BaseModel):
+    id: str
+    name: str
+    online: bool
+    last_seen_at: datetime | None
+    hostname: str
+    cpu_model: str
+    cpu_cores_physical: int
+    cpu_cores_logical: int
+    cpu_max_mhz: float
+    ram_bytes: int
+    os: str
+    os_release: str
+    kernel: str
+    arch: str
+    python_version: str
+    accelerator: str
+    engines: dict[str, str]
+    tags: dict[str, str]
+    contributor: bool
+    edgebench_version: str
+
+    @classmethod
+    def of(cls, device: Device) -> DevicePublic:
+        data = device.model_dump(exclude={"engines_json", "tags_json", "created_at"})
+        online = device.last_seen_at is not None and utcnow() - device.last_seen_at < ONLINE_WITHIN
+        return cls(
+            **data,
+            online=online,
+            engines=json.loads(device.engines_json),
+            tags=json.loads(device.tags_json),
+        )
+
+
+class RunPublic(BaseModel):
+    id: str
+    job_id: str
+    state: RunState
+    device_id: str | None
+    device_name: str | None
+    attempts: int
+    phase: str
+    rep: int
+    error: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, run: Run, device_names: dict[str, str]) -> RunPublic:
+        data = run.model_dump(exclude={"device_name"})
+        name = device_names.get(run.device_id or "") or run.device_name
+        return cls(**data, device_name=name)
+
+
+class JobPublic(BaseModel):
+    id: str
+    created_at: datetime
+    state: str
+    model_sha256: str
+    model_filename: str
+    backend: str
+    variant: str
+    n_prompt: int
+    n_gen: int
+    reps: int
+    warmup: int
+    threads: int
+    device_name: str | None
+    runs: list[RunPublic]
+
+    @classmethod
+    def of(cls, job: Job, runs: list[Run], device_names: dict[str, str]) -> JobPublic:
+        return cls(
+            **job.model_dump(exclude={"cancelled"}),
+            state=job_state(job, runs),
+            runs=[RunPublic.of(run, device_names) for run in runs],
+        )
+
+
+def job_state(job: Job, runs: list[Run]) -> str:
+    states = {run.state for run in runs}
+    if states & {RunState.LEASED, RunState.RUNNING}:
+        return "running"
+    if RunState.QUEUED in states:
+        return "queued"
+    if job.cancelled or states == {RunState.CANCELLED}:
+        return "cancelled"
+    if RunState.FAILED in states:
+        return "failed"
+    return "succeeded"
+
+
+class ResultPublic(BaseModel):
+    id: str
+    run_id: str
+    job_id: str
+    device_id: str
+    device_name: str
+    created_at: datetime
+    fields: dict[str, Any]
+    engine_version: str
+    definitions_version: str
+    rep_timings: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def of(cls, result: Result, device_name: str, *, timings: bool) -> ResultPublic:
+        reps = None
+        if timings:
+            reps = [
+                {"prefill_ns": r.prefill_ns, "token_ns": list(r.token_ns)}
+                for r in unpack_reps(result.timings)
+            ]
+        return cls(
+            id=result.id,
+            run_id=result.run_id,
+            job_id=result.job_id,
+            device_id=result.device_id,
+            device_name=device_name,
+            created_at=result.created_at,
+            fields={name: getattr(result, name) for name in FIELD_NAMES},
+            engine_version=result.engine_version,
+            definitions_version=result.definitions_version,
+            rep_timings=reps,
+        )

@@ -1,0 +1,149 @@
+"""Shared fixtures: a generated model (cached under tests/.data) and real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from edgebench.modelgen import TinyLlamaSpec, cached_tiny_llama
+
+DATA = Path(__file__).parent / ".data"
+ADMIN_TOKEN = "eba_test_admin_token"
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    return cached_tiny_llama(DATA / "models", TinyLlamaSpec())
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEBENCH_")}
+    env.update(EDGEBENCH_HOME=str(home), COLUMNS="200", **extra)
+    return env
+
+
+def run_cli(
+    home: Path, *args: str, timeout: float = 300, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgebench", *args],
+        env=cli_env(home, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class Coordinator:
+    home: Path
+    grpc: str
+    http: str
+    process: subprocess.Popen[str]
+    db_path: Path
+
+    def cli(self, *args: str, token: str = ADMIN_TOKEN) -> subprocess.CompletedProcess[str]:
+        return run_cli(self.home, *args, EDGEBENCH_URL=self.http, EDGEBENCH_TOKEN=token)
+
+    def api(self, path: str, **params: str) -> Any:
+        response = httpx.get(self.http + path, params=params, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+
+def start_coordinator(home: Path, *extra: str) -> Coordinator:
+    db_path = home / "coordinator.db"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgebench",
+            "coordinator",
+            "serve",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--db",
+            f"sqlite:///{db_path}",
+            *extra,
+        ],
+        env=cli_env(home, EDGEBENCH_TOKEN=ADMIN_TOKEN),
+        stdout=subprocess.PIPE,
+        stderr=open(home / "coordinator.log", "w"),  # noqa: SIM115
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("READY"):
+        process.kill()
+        raise RuntimeError("coordinator did not start: " + (home / "coordinator.log").read_text())
+    fields = dict(part.split("=", 1) for part in line.split()[1:])
+    return Coordinator(home, fields["grpc"], fields["http"], process, db_path)
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def coordinator(tmp_path: Path) -> Iterator[Coordinator]:
+    home = tmp_path / "coordinator"
+    home.mkdir()
+    coord = start_coordinator(home)
+    yield coord
+    stop(coord.process)
+
+
+def enroll_agent(coord: Coordinator, home: Path, name: str) -> None:
+    token = coord.cli("coordinator", "token", "create")
+    assert token.returncode == 0, token.stderr
+    enrolled = run_cli(
+        home,
+        "agent",
+        "enroll",
+        "--coordinator",
+        coord.grpc,
+        "--token",
+        token.stdout.strip(),
+        "--name",
+        name,
+        "--tag",
+        "rack=a1",
+    )
+    assert enrolled.returncode == 0, enrolled.stderr
+
+
+def start_agent(home: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgebench", "agent", "run"],
+        env=cli_env(home),
+        stdout=open(home / "agent.log", "w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "it") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -1,0 +1,112 @@
+"""A job from the CLI, through a real agent process, into the store and the dashboard."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Coordinator, enroll_agent, start_agent, stop, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def agent(coordinator: Coordinator, tmp_path: Path) -> Iterator[Path]:
+    home = tmp_path / "agent"
+    home.mkdir()
+    enroll_agent(coordinator, home, "bench-box")
+    process = start_agent(home)
+    wait_until(
+        lambda: any(d["online"] for d in coordinator.api("/api/v1/devices")),
+        what="the agent to come online",
+    )
+    yield home
+    stop(process)
+
+
+def test_job_runs_end_to_end(coordinator: Coordinator, agent: Path, tiny_model: Path) -> None:
+    submitted = coordinator.cli(
+        "jobs",
+        "submit",
+        "--model",
+        str(tiny_model),
+        "--prompt-tokens",
+        "32",
+        "--gen-tokens",
+        "16",
+        "--reps",
+        "3",
+        "--wait",
+        "--timeout",
+        "120",
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.splitlines()[0]
+    assert len(job_id) == 36  # only the id on the first line, then the table
+    assert "Decode tok/s" in submitted.stdout
+
+    results = coordinator.api("/api/v1/results", job_id=job_id, timings="true")
+    assert len(results) == 1
+    fields = results[0]["fields"]
+    assert fields["n_gen"] == 16 and fields["reps"] == 3 and fields["n_prompt"] == 32
+    assert fields["variant"] == "F32" and fields["backend"] == "llama_cpp"
+    assert fields["decode_tps"] > 0 and fields["ttft_ms"] > 0 and fields["peak_rss_mb"] > 0
+    assert fields["itl_p50_ms"] <= fields["itl_p99_ms"] <= fields["itl_max_ms"]
+    assert [len(rep["token_ns"]) for rep in results[0]["rep_timings"]] == [16, 16, 16]
+
+    job = json.loads(coordinator.cli("jobs", "show", job_id, "--json").stdout)
+    assert job["state"] == "succeeded" and job["runs"][0]["device_name"] == "bench-box"
+    listed = json.loads(coordinator.cli("jobs", "list", "--json").stdout)
+    assert [j["id"] for j in listed] == [job_id]
+    devices = json.loads(coordinator.cli("devices", "list", "--json").stdout)
+    assert devices[0]["name"] == "bench-box" and devices[0]["tags"] == {"rack": "a1"}
+    assert devices[0]["engines"].get("llama_cpp")
+
+    exported = coordinator.cli("results", "export", "--format", "csv", "--job", job_id)
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert len(rows) == 1 and float(rows[0]["decode_tps"]) == pytest.approx(fields["decode_tps"])
+    as_json = json.loads(coordinator.cli("results", "export", "--format", "json").stdout)
+    assert len(as_json[0]["rep_timings"]) == 3
+    markdown = coordinator.cli("results", "export", "--format", "md").stdout
+    assert markdown.startswith("| result_id | job_id | device | backend |")
+
+    page = httpx.get(f"{coordinator.http}/devices/{devices[0]['id']}", timeout=10)
+    assert page.status_code == 200
+    assert "bench-box" in page.text and f"{fields['decode_tps']:,.1f}" in page.text
+    job_page = httpx.get(f"{coordinator.http}/jobs/{job_id}", timeout=10).text
+    assert "succeeded" in job_page and "bench-box" in job_page
+    assert "bench-box" in httpx.get(coordinator.http + "/", timeout=10).text
+
+
+def test_second_job_reuses_uploaded_model(
+    coordinator: Coordinator, agent: Path, tiny_model: Path
+) -> None:
+    for _ in range(2):
+        done = coordinator.cli(
+            "jobs",
+            "submit",
+            "--model",
+            str(tiny_model),
+            "-p",
+            "8",
+            "-n",
+            "4",
+            "-r",
+            "1",
+            "--wait",
+            "--timeout",
+            "120",
+        )
+        assert done.returncode == 0, done.stderr
+    with sqlite3.connect(coordinator.db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM artifact").fetchone() == (1,)
+        assert db.execute("SELECT COUNT(*) FROM result").fetchone() == (2,)
+    cached = list((agent / "cache" / "models").iterdir())
+    assert [p.suffix for p in cached] == [".gguf"]  # downloaded once, verified, no .part left
