@@ -192,6 +192,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()
+                    # The agent closed its side: send what is already queued (acks), then end.
+                    while not session.outgoing.empty():
+                        yield session.outgoing.get_nowait()
                     break
                 message = getter.result()
                 if not message.WhichOneof("body"):

@@ -1,0 +1,193 @@
+"""Bad input from the CLI, HTTP and gRPC: one clear error, nothing stored, still serving."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import uuid
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from edgebench.proto.v1 import agent_pb2 as pb
+from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
+from tests.conftest import ADMIN_TOKEN, Coordinator, run_cli, start_coordinator, stop
+
+pytestmark = pytest.mark.slow
+
+
+def _count(coord: Coordinator, table: str) -> int:
+    with sqlite3.connect(coord.db_path) as db:
+        return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def _one_clear_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return str(lines[0])
+
+
+def test_wrong_admin_token_is_refused(coordinator: Coordinator, tiny_model: Path) -> None:
+    line = _one_clear_line(coordinator.cli("coordinator", "token", "create", token="wrong"))
+    assert line == "error: admin token missing or wrong: set EDGEBENCH_TOKEN or pass --token"
+    submitted = coordinator.cli("jobs", "submit", "--model", str(tiny_model), token="wrong")
+    assert submitted.returncode == 1 and submitted.stdout == ""
+    assert _count(coordinator, "enrollmenttoken") == 0
+    assert _count(coordinator, "artifact") == 0 and _count(coordinator, "job") == 0
+
+
+def test_wrong_enrollment_token_is_refused(coordinator: Coordinator, tmp_path: Path) -> None:
+    result = run_cli(
+        tmp_path, "agent", "enroll", "--coordinator", coordinator.grpc, "--token", "ebe_made_up"
+    )
+    assert "enrollment refused: enrollment token is unknown or already used" in _one_clear_line(
+        result
+    )
+    assert not (tmp_path / "config" / "agent.json").exists()
+    assert _count(coordinator, "device") == 0 and _count(coordinator, "agent") == 0
+    not_enrolled = run_cli(tmp_path, "agent", "run")
+    assert "not enrolled" in _one_clear_line(not_enrolled)
+
+
+def test_missing_or_non_gguf_model_is_refused(coordinator: Coordinator, tmp_path: Path) -> None:
+    missing = coordinator.cli("jobs", "submit", "--model", str(tmp_path / "nope.gguf"))
+    assert "model file not found" in _one_clear_line(missing)
+    text = tmp_path / "notes.gguf"
+    text.write_text("hello")
+    assert "not a GGUF model file" in _one_clear_line(
+        coordinator.cli("jobs", "submit", "--model", str(text))
+    )
+    assert _count(coordinator, "artifact") == 0 and _count(coordinator, "job") == 0
+
+
+def test_malformed_http_requests_store_nothing(coordinator: Coordinator) -> None:
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    api = httpx.Client(base_url=coordinator.http, headers=auth, timeout=10)
+    bad_bodies = [
+        {"model_sha256": "a" * 64, "n_gen": 0},
+        {"model_sha256": "not-a-sha"},
+        {"model_sha256": "a" * 64},  # never uploaded
+        {"model_sha256": "a" * 64, "device": "../etc"},
+        {"model_sha256": "a" * 64, "backend": "tensorflow"},
+    ]
+    for body in bad_bodies:
+        response = api.post("/api/v1/jobs", json=body)
+        assert response.status_code == 422, body
+        assert response.json()["detail"]
+    assert (
+        api.post(
+            "/api/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 422
+    )
+    data = b"GGUF" + b"\x00" * 100
+    wrong_sha = hashlib.sha256(b"other").hexdigest()
+    upload = api.put(f"/api/v1/artifacts/{wrong_sha}", params={"filename": "m.gguf"}, content=data)
+    assert upload.status_code == 422 and "does not match" in upload.json()["detail"]
+    not_gguf = b"PK" * 50
+    upload = api.put(
+        f"/api/v1/artifacts/{hashlib.sha256(not_gguf).hexdigest()}",
+        params={"filename": "m.gguf"},
+        content=not_gguf,
+    )
+    assert upload.status_code == 422 and "not a GGUF" in upload.json()["detail"]
+    assert httpx.get(f"{coordinator.http}/api/v1/jobs/{uuid.uuid4()}").status_code == 404
+    assert httpx.get(f"{coordinator.http}/devices/<script>").status_code == 404
+    assert "<script>" not in httpx.get(f"{coordinator.http}/devices/<script>").text
+    assert _count(coordinator, "job") == 0 and _count(coordinator, "artifact") == 0
+    assert not list((coordinator.home / "data" / "artifacts").glob("*"))
+    assert httpx.get(f"{coordinator.http}/api/v1/devices").status_code == 200  # still serving
+
+
+def test_unreachable_coordinator_and_busy_port(coordinator: Coordinator, tmp_path: Path) -> None:
+    unreachable = run_cli(tmp_path, "jobs", "list", "--url", "http://127.0.0.1:9")
+    assert _one_clear_line(unreachable) == "error: coordinator not reachable at http://127.0.0.1:9"
+    port = coordinator.http.rsplit(":", 1)[1]
+    busy = run_cli(tmp_path, "coordinator", "serve", "--http-port", port, "--grpc-port", "0")
+    assert f"HTTP port {port} on 127.0.0.1 is already in use" in _one_clear_line(busy)
+
+
+def _enrolled_stub(
+    coordinator: Coordinator,
+) -> tuple[pb_grpc.AgentServiceStub, tuple[tuple[str, str], ...], grpc.Channel]:
+    token = coordinator.cli("coordinator", "token", "create").stdout.strip()
+    channel = grpc.insecure_channel(coordinator.grpc)
+    stub = pb_grpc.AgentServiceStub(channel)
+    reply = stub.Enroll(pb.EnrollRequest(token=token, name="raw-agent"), timeout=10)
+    metadata = (
+        ("x-edgebench-agent-id", reply.agent_id),
+        ("x-edgebench-agent-secret", reply.secret),
+    )
+    return stub, metadata, channel
+
+
+def test_grpc_refuses_bad_credentials_names_and_results(coordinator: Coordinator) -> None:
+    stub, metadata, channel = _enrolled_stub(coordinator)
+    hello = pb.AgentMessage(hello=pb.Hello())
+    with pytest.raises(grpc.RpcError) as refused:
+        list(
+            stub.Session(
+                iter([hello]),
+                metadata=(("x-edgebench-agent-id", "x"), ("x-edgebench-agent-secret", "y")),
+                timeout=10,
+            )
+        )
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as bad_name:
+        stub.Enroll(pb.EnrollRequest(token="t", name="bad name!"), timeout=10)
+    assert bad_name.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as no_hello:
+        list(
+            stub.Session(
+                iter([pb.AgentMessage(heartbeat=pb.Heartbeat())]), metadata=metadata, timeout=10
+            )
+        )
+    assert no_hello.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    forged = pb.RunResult(
+        result_id=str(uuid.uuid4()),
+        run_id=str(uuid.uuid4()),
+        lease_epoch=1,
+        metrics=pb.Metrics(
+            backend="llama_cpp",
+            variant="F32",
+            model_sha256="a" * 64,
+            n_gen=2,
+            reps=1,
+            decode_tps=-5.0,
+        ),
+    )
+    not_uuid = pb.RunResult(result_id="123", run_id="x")
+    replies = list(
+        stub.Session(
+            iter([hello, pb.AgentMessage(result=forged), pb.AgentMessage(result=not_uuid)]),
+            metadata=metadata,
+            timeout=10,
+        )
+    )
+    acks = [r.ack for r in replies if r.HasField("ack")]
+    assert [a.accepted for a in acks] == [False, False]
+    assert "raw timings" in acks[0].error and "UUID" in acks[1].error
+    assert _count(coordinator, "result") == 0
+    with pytest.raises(grpc.RpcError) as bad_sha:
+        list(
+            stub.FetchArtifact(
+                pb.FetchArtifactRequest(sha256="../../etc/passwd"), metadata=metadata, timeout=10
+            )
+        )
+    assert bad_sha.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    channel.close()
+
+
+def test_sigterm_stops_the_coordinator_cleanly(tmp_path: Path) -> None:
+    coord = start_coordinator(tmp_path)
+    stop(coord.process)
+    assert coord.process.returncode == 0

@@ -1,0 +1,75 @@
+"""The agent's files: credential (0600), outbox that survives a restart, model cache."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from edgebench.agent import credentials
+from edgebench.agent.cache import CacheError, ModelCache
+from edgebench.agent.outbox import Outbox
+
+
+def test_credential_is_private_and_missing_one_is_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGEBENCH_HOME", str(tmp_path))
+    with pytest.raises(credentials.NotEnrolled, match="agent enroll"):
+        credentials.load()
+    saved = credentials.Credential("127.0.0.1:1", "id", "secret", "dev", "name")
+    path = credentials.save(saved)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert credentials.load() == saved
+    path.write_text("{not json")
+    with pytest.raises(credentials.NotEnrolled, match="damaged"):
+        credentials.load()
+
+
+def test_outbox_keeps_results_until_removed_across_reopen(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.sqlite")
+    box.add("r1", "run1", b"one")
+    box.add("r2", "run2", b"two")
+    box.add("r1", "run1", b"one")  # the same result again stays one entry
+    box.close()
+    reopened = Outbox(tmp_path / "outbox.sqlite")
+    assert reopened.pending() == [("r1", b"one"), ("r2", b"two")]
+    reopened.remove("r1")
+    assert len(reopened) == 1
+
+
+def _source(data: bytes, fail_after: int | None = None):
+    calls: list[int] = []
+
+    async def fetch(offset: int) -> AsyncIterator[tuple[int, bytes]]:
+        calls.append(offset)
+        for start in range(offset, len(data), 4):
+            if fail_after is not None and start >= fail_after and len(calls) == 1:
+                raise ConnectionError("cable pulled")
+            yield start, data[start : start + 4]
+
+    return fetch, calls
+
+
+def test_cache_resumes_a_broken_download_and_verifies_it(tmp_path: Path) -> None:
+    data = b"GGUF" + bytes(range(60))
+    sha = hashlib.sha256(data).hexdigest()
+    cache = ModelCache(tmp_path)
+    fetch, calls = _source(data, fail_after=20)
+    with pytest.raises(ConnectionError):
+        asyncio.run(cache.ensure(sha, fetch))
+    path = asyncio.run(cache.ensure(sha, fetch))
+    assert calls == [0, 20] and path.read_bytes() == data
+    assert asyncio.run(cache.ensure(sha, fetch)) == path and calls == [0, 20]  # cached
+
+
+def test_cache_deletes_a_download_with_the_wrong_hash(tmp_path: Path) -> None:
+    fetch, _ = _source(b"GGUF tampered")
+    cache = ModelCache(tmp_path)
+    with pytest.raises(CacheError, match="does not match"):
+        asyncio.run(cache.ensure("0" * 64, fetch))
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,212 @@
+"""The store on a real SQLite file: enrollment, leases, results."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from edgebench.coordinator.store import MAX_ATTEMPTS, Store, StoreError
+from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunState, utcnow
+from edgebench.measure.packing import pack_reps
+from edgebench.measure.record import RepTiming, summarize
+
+SHA = "b" * 64
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+def _agent(store: Store, name: str) -> tuple[Agent, Device]:
+    enrollment = store.enroll(
+        token=store.create_enrollment_token(), name=name, hardware={"cpu_model": "test"}, tags={}
+    )
+    agent = store.authenticate_agent(enrollment.agent_id, enrollment.secret)
+    assert agent is not None
+    return agent, store.get_device(name)
+
+
+def _job(store: Store, device: str | None = None) -> Job:
+    store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
+    job, _ = store.create_job(
+        Job(
+            model_sha256=SHA,
+            model_filename="m.gguf",
+            backend="llama_cpp",
+            variant="",
+            n_prompt=8,
+            n_gen=3,
+            reps=1,
+            warmup=0,
+            threads=1,
+            device_name=device,
+        )
+    )
+    return job
+
+
+def _values() -> tuple[dict[str, object], bytes]:
+    reps = [RepTiming(prefill_ns=1000, token_ns=(2000, 3000, 4500))]
+    result = summarize(
+        reps,
+        backend="llama_cpp",
+        variant="F32",
+        model_sha256=SHA,
+        threads=1,
+        n_prompt=8,
+        load_ms=1.0,
+        peak_rss_mb=50.0,
+    )
+    return result.fields(), pack_reps(reps)
+
+
+def test_enrollment_token_is_single_use_and_expires(store: Store) -> None:
+    token = store.create_enrollment_token()
+    store.enroll(token=token, name="a", hardware={}, tags={})
+    with pytest.raises(StoreError, match="already used"):
+        store.enroll(token=token, name="b", hardware={}, tags={})
+    expired = store.create_enrollment_token(expires_at=utcnow() - timedelta(seconds=1))
+    with pytest.raises(StoreError, match="expired"):
+        store.enroll(token=expired, name="c", hardware={}, tags={})
+    assert [d.name for d in store.list_devices()] == ["a"]
+    assert store.authenticate_agent(store.list_devices()[0].id, "wrong") is None
+
+
+def test_admin_token_is_created_once_and_checked(store: Store) -> None:
+    created = store.ensure_admin_token(None)
+    assert created and store.is_admin(created) and not store.is_admin("nope")
+    assert store.ensure_admin_token(None) is None  # not shown a second time
+    store.ensure_admin_token("given")
+    assert store.is_admin("given") and not store.is_admin(created)
+
+
+def test_concurrent_claims_lease_a_run_once(store: Store) -> None:
+    _job(store)
+    agents = [_agent(store, f"dev{i}") for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        claims = list(
+            pool.map(
+                lambda ad: store.claim_run(agent=ad[0], device=ad[1], lease_seconds=60), agents
+            )
+        )
+    assert sum(c is not None for c in claims) == 1
+
+
+def test_named_device_only(store: Store) -> None:
+    other, other_device = _agent(store, "dev0")
+    named, named_device = _agent(store, "dev1")
+    _job(store, device="dev1")
+    assert store.claim_run(agent=other, device=other_device, lease_seconds=60) is None
+    assert store.claim_run(agent=named, device=named_device, lease_seconds=60) is not None
+
+
+def test_create_job_refuses_unknown_model_or_device_and_stores_nothing(store: Store) -> None:
+    with pytest.raises(StoreError, match="never uploaded"):
+        store.create_job(
+            Job(
+                model_sha256="c" * 64,
+                model_filename="x",
+                backend="llama_cpp",
+                variant="",
+                n_prompt=1,
+                n_gen=2,
+                reps=1,
+                warmup=0,
+                threads=0,
+            )
+        )
+    with pytest.raises(StoreError, match="no device"):
+        _job(store, device="ghost")
+    assert store.count(Job) == 0 and store.count(Run) == 0
+
+
+def test_result_is_idempotent_and_fenced(store: Store) -> None:
+    _job(store)
+    agent, device = _agent(store, "dev0")
+    claim = store.claim_run(agent=agent, device=device, lease_seconds=60)
+    assert claim is not None
+    values, blob = _values()
+    run_id, epoch = claim.run.id, claim.run.lease_epoch
+    with pytest.raises(StoreError, match="no longer current"):
+        store.store_result(
+            agent_id=agent.id,
+            result_id="r1",
+            run_id=run_id,
+            epoch=epoch + 1,
+            values=values,
+            timings=blob,
+        )
+    store.store_result(
+        agent_id=agent.id, result_id="r1", run_id=run_id, epoch=epoch, values=values, timings=blob
+    )
+    store.store_result(
+        agent_id=agent.id, result_id="r1", run_id=run_id, epoch=epoch, values=values, timings=blob
+    )  # a replay: accepted, still one row
+    assert store.count(Result) == 1
+    changed = {**values, "decode_tps": 1.0}
+    with pytest.raises(StoreError, match="other content"):
+        store.store_result(
+            agent_id=agent.id,
+            result_id="r1",
+            run_id=run_id,
+            epoch=epoch,
+            values=changed,
+            timings=blob,
+        )
+    assert store.runs_of(claim.job.id)[0].state == RunState.SUCCEEDED
+
+
+def test_implausible_result_is_refused_and_run_stays_open(store: Store) -> None:
+    _job(store)
+    agent, device = _agent(store, "dev0")
+    claim = store.claim_run(agent=agent, device=device, lease_seconds=60)
+    assert claim is not None
+    values, blob = _values()
+    with pytest.raises(StoreError, match="implausible"):
+        store.store_result(
+            agent_id=agent.id,
+            result_id="r2",
+            run_id=claim.run.id,
+            epoch=claim.run.lease_epoch,
+            values={**values, "ttft_ms": -3.0},
+            timings=blob,
+        )
+    assert store.count(Result) == 0
+    assert store.runs_of(claim.job.id)[0].state == RunState.LEASED
+
+
+def test_expired_leases_are_requeued_then_failed(store: Store) -> None:
+    job = _job(store)
+    agent, device = _agent(store, "dev0")
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        claim = store.claim_run(agent=agent, device=device, lease_seconds=-1)  # already expired
+        assert claim is not None and claim.run.attempts == attempt
+        assert (
+            store.extend_lease(
+                agent_id=agent.id,
+                run_id=claim.run.id,
+                epoch=claim.run.lease_epoch - 1,
+                lease_seconds=-1,
+            )
+            is False
+        )
+        assert store.reap_expired() == 1
+    run = store.runs_of(job.id)[0]
+    assert run.state == RunState.FAILED and "last attempt" in run.error
+    assert store.claim_run(agent=agent, device=device, lease_seconds=60) is None
+
+
+def test_cancel_reports_held_runs(store: Store) -> None:
+    job = _job(store)
+    agent, device = _agent(store, "dev0")
+    claim = store.claim_run(agent=agent, device=device, lease_seconds=60)
+    assert claim is not None
+    assert store.cancel_job(job.id) == [(claim.run.id, agent.id)]
+    assert store.runs_of(job.id)[0].state == RunState.CANCELLED
+    assert not store.extend_lease(
+        agent_id=agent.id, run_id=claim.run.id, epoch=claim.run.lease_epoch, lease_seconds=60
+    )
