@@ -19,7 +19,7 @@ import grpc
 from edgebench import paths
 from edgebench.agent import hardware
 from edgebench.agent.cache import ModelCache
-from edgebench.agent.credentials import Credential
+from edgebench.agent.credentials import Credential, NotEnrolled
 from edgebench.agent.outbox import Outbox
 from edgebench.agent.runner import BenchSpec, run_benchmark
 from edgebench.measure.record import BenchResult
@@ -91,7 +91,10 @@ class Agent:
                 backoff = 0.5
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                    raise
+                    raise NotEnrolled(
+                        f"the coordinator at {self.credential.coordinator} refused this "
+                        f"agent's credential: {exc.details()}"
+                    ) from None
                 log.warning(
                     "coordinator %s not reachable (%s); retrying in %.1f s",
                     self.credential.coordinator,

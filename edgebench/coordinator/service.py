@@ -246,7 +246,13 @@ class AgentService(pb_grpc.AgentServiceServicer):
         if beat.run_id:
             await self._lease_alive(session, beat.run_id, beat.lease_epoch)
         elif session.busy:
-            session.busy = False
+            await self._refresh_busy(session)
+
+    async def _refresh_busy(self, session: AgentSession) -> None:
+        """The store decides whether an agent is busy: an idle heartbeat that crossed a
+        fresh assignment on the wire must not free the agent for a second run."""
+        session.busy = await asyncio.to_thread(self.store.has_live_run, session.agent.id)
+        if not session.busy:
             await self.dispatcher.dispatch()
 
     async def _on_progress(self, session: AgentSession, progress: pb.RunProgress) -> None:
@@ -277,8 +283,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             log.warning("result %s from %s refused: %s", result.result_id, session.device.name, exc)
         ack = pb.ResultAck(result_id=result.result_id, accepted=not error, error=error)
         session.outgoing.put_nowait(pb.CoordinatorMessage(ack=ack))
-        session.busy = False
-        await self.dispatcher.dispatch()
+        await self._refresh_busy(session)
 
     async def _on_failure(self, session: AgentSession, failure: pb.RunFailure) -> None:
         await asyncio.to_thread(
@@ -288,8 +293,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             epoch=failure.lease_epoch,
             error=failure.error,
         )
-        session.busy = False
-        await self.dispatcher.dispatch()
+        await self._refresh_busy(session)
 
     async def FetchArtifact(
         self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import subprocess
 import uuid
@@ -15,7 +16,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
-from tests.conftest import ADMIN_TOKEN, Coordinator, run_cli, start_coordinator, stop
+from tests.conftest import (
+    ADMIN_TOKEN,
+    Coordinator,
+    enroll_agent,
+    run_cli,
+    start_coordinator,
+    stop,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -191,3 +199,16 @@ def test_sigterm_stops_the_coordinator_cleanly(tmp_path: Path) -> None:
     coord = start_coordinator(tmp_path)
     stop(coord.process)
     assert coord.process.returncode == 0
+
+
+def test_agent_with_a_wrong_secret_stops_with_a_clear_error(
+    coordinator: Coordinator, tmp_path: Path
+) -> None:
+    enroll_agent(coordinator, tmp_path, "forged")
+    credential_file = tmp_path / "config" / "agent.json"
+    credential = json.loads(credential_file.read_text())
+    credential_file.write_text(json.dumps({**credential, "secret": "guessed"}))
+    result = run_cli(tmp_path, "agent", "run", timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the coordinator at ") and "enroll again" in last

@@ -110,3 +110,31 @@ def test_second_job_reuses_uploaded_model(
         assert db.execute("SELECT COUNT(*) FROM result").fetchone() == (2,)
     cached = list((agent / "cache" / "models").iterdir())
     assert [p.suffix for p in cached] == [".gguf"]  # downloaded once, verified, no .part left
+
+
+def test_queued_jobs_run_one_after_another(
+    coordinator: Coordinator, agent: Path, tiny_model: Path
+) -> None:
+    ids = []
+    for _ in range(3):
+        submitted = coordinator.cli(
+            "jobs", "submit", "--model", str(tiny_model), "-p", "8", "-n", "4", "-r", "2"
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        ids.append(submitted.stdout.strip())
+    for job_id in ids:
+        watched = coordinator.cli("jobs", "watch", job_id, "--timeout", "120")
+        assert watched.returncode == 0, watched.stderr
+    jobs = json.loads(coordinator.cli("jobs", "list", "--json").stdout)
+    assert {j["state"] for j in jobs} == {"succeeded"}
+    assert [run["attempts"] for j in jobs for run in j["runs"]] == [1, 1, 1]
+
+
+def test_cancel_a_queued_job(coordinator: Coordinator, tiny_model: Path) -> None:
+    job_id = coordinator.cli("jobs", "submit", "--model", str(tiny_model)).stdout.strip()
+    assert json.loads(coordinator.cli("jobs", "show", job_id, "--json").stdout)["state"] == "queued"
+    cancelled = coordinator.cli("jobs", "cancel", job_id)
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stderr
+    assert (
+        json.loads(coordinator.cli("jobs", "show", job_id, "--json").stdout)["state"] == "cancelled"
+    )
