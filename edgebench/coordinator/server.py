@@ -40,7 +40,7 @@ class Ready:
     admin_token_created: str | None
 
 
-def bind_http_socket(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, what: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -48,8 +48,14 @@ def bind_http_socket(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(f"HTTP port {port} on {host} is already in use (--http-port)") from None
+            flag = f"--{what.lower()}-port"
+            raise PortInUse(f"{what} port {port} on {host} is already in use ({flag})") from None
         raise
+    return sock
+
+
+def bind_http_socket(host: str, port: int) -> socket.socket:
+    sock = bind_socket(host, port, "HTTP")
     sock.listen(128)
     sock.setblocking(False)
     return sock
@@ -84,6 +90,10 @@ async def serve(
     dispatcher = Dispatcher(store, settings)
     loop = asyncio.get_running_loop()
 
+    if settings.grpc_port:
+        # gRPC's own bind failure is logged by its core as a multi-line error; checking
+        # first gives the user one clear line instead.
+        bind_socket(settings.host, settings.grpc_port, "gRPC").close()
     http_socket = bind_http_socket(settings.host, settings.http_port)
     server = grpc.aio.server(options=grpc_server_options(settings))
     pb_grpc.add_AgentServiceServicer_to_server(

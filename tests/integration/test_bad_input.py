@@ -212,3 +212,11 @@ def test_agent_with_a_wrong_secret_stops_with_a_clear_error(
     assert result.returncode == 1 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the coordinator at ") and "enroll again" in last
+
+
+def test_busy_grpc_port_is_one_clear_line(coordinator: Coordinator, tmp_path: Path) -> None:
+    port = coordinator.grpc.rsplit(":", 1)[1]
+    busy = run_cli(tmp_path, "coordinator", "serve", "--grpc-port", port, "--http-port", "0")
+    assert _one_clear_line(busy) == (
+        f"error: gRPC port {port} on 127.0.0.1 is already in use (--grpc-port)"
+    )
