@@ -133,7 +133,7 @@ class TinyLlamaSpec:
     seed: int = 1234
 
     def cache_key(self) -> str:
-        text = repr(sorted(asdict(self).items())) + "|vocab-v1"
+        text = repr(sorted(asdict(self).items())) + "|vocab-v2"
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -148,6 +148,10 @@ def build_vocab() -> tuple[list[str], list[float], list[int]]:
     pieces += list(string.ascii_lowercase) + list(string.ascii_uppercase)
     pieces += list(string.digits) + list(".,;:!?'\"()-")
     pieces += [f"▁{w}" for w in _WORDS] + list(_SUBWORDS)
+    # Pad to a multiple of 64 rows: llama.cpp's CPU kernels for quantized weights
+    # crash on an output matrix with an odd row count (449 rows did, 512 do not).
+    filler = [f"▁x{i}" for i in range(-(len(tokens) + len(pieces)) % 64)]
+    pieces += filler
     tokens += pieces
     types += [normal] * len(pieces)
     if len(set(tokens)) != len(tokens):
@@ -221,3 +225,93 @@ def cached_tiny_llama(folder: Path, spec: TinyLlamaSpec = TinyLlamaSpec()) -> Pa
     """The generated model for `spec` in `folder`, written on first use."""
     path = folder / f"tiny-llama-{spec.cache_key()}-f32.gguf"
     return path if path.exists() else write_tiny_llama(path, spec)
+
+
+@dataclass(frozen=True)
+class TinyHfSpec:
+    """A small transformers Llama (GQA) with a byte-level BPE tokenizer trained offline."""
+
+    vocab_size: int = 512
+    hidden_size: int = 128
+    intermediate_size: int = 344
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 2048
+    seed: int = 1234
+
+    def cache_key(self) -> str:
+        text = repr(sorted(asdict(self).items())) + "|hf-v1"
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _train_tokenizer(vocab_size: int) -> object:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    from edgebench.agent.workload import CORPUS
+
+    tokenizer.train_from_iterator([CORPUS, " ".join(_WORDS)] * 4, trainer=trainer)
+    return tokenizer
+
+
+def write_tiny_hf(folder: Path, spec: TinyHfSpec = TinyHfSpec()) -> Path:
+    """Writes a random-weight transformers model with its tokenizer to `folder`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(spec.seed)
+    raw = _train_tokenizer(spec.vocab_size)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config).eval()
+    tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, folder)
+    return folder
+
+
+def cached_tiny_hf(root: Path, spec: TinyHfSpec = TinyHfSpec()) -> Path:
+    folder = root / f"tiny-hf-{spec.cache_key()}"
+    return folder if folder.is_dir() else write_tiny_hf(folder, spec)
+
+
+def cached_tiny_onnx(root: Path, spec: TinyHfSpec = TinyHfSpec(), precision: str = "fp32") -> Path:
+    """The tiny transformers model turned into an onnxruntime-genai decoder (KV cache)."""
+    import subprocess
+    import sys
+
+    folder = root / f"tiny-onnx-{spec.cache_key()}-{precision}"
+    if folder.is_dir():
+        return folder
+    hf = cached_tiny_hf(root, spec)
+    tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
+    subprocess.run(
+        [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(tmp),
+         "-p", precision, "-e", "cpu", "-c", str(root / ".builder-cache")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    os.replace(tmp, folder)
+    return folder

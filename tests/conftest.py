@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edgebench.modelgen import TinyLlamaSpec, cached_tiny_llama
+from edgebench.modelgen import TinyLlamaSpec, cached_tiny_hf, cached_tiny_llama, cached_tiny_onnx
 
 DATA = Path(__file__).parent / ".data"
 ADMIN_TOKEN = "eba_test_admin_token"
@@ -22,7 +22,20 @@ ADMIN_TOKEN = "eba_test_admin_token"
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
+    """A random-weight llama GGUF (F32) written with the gguf package."""
     return cached_tiny_llama(DATA / "models", TinyLlamaSpec())
+
+
+@pytest.fixture(scope="session")
+def tiny_hf() -> Path:
+    """A random-weight transformers Llama with a BPE tokenizer trained offline."""
+    return cached_tiny_hf(DATA / "models")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx() -> Path:
+    """The transformers model turned into an onnxruntime-genai KV-cache decoder."""
+    return cached_tiny_onnx(DATA / "models")
 
 
 def cli_env(home: Path, **extra: str) -> dict[str, str]:

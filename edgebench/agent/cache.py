@@ -6,12 +6,12 @@ file is moved into place only once its hash is verified.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from edgebench.errors import EdgebenchError
+from edgebench.modelfiles import file_sha256, tar_tree_sha256, unpack
 
 # (offset) -> stream of (offset, data) chunks from the coordinator
 Fetch = Callable[[int], AsyncIterator[tuple[int, bytes]]]
@@ -28,8 +28,28 @@ class ModelCache:
     def path_for(self, sha256: str, suffix: str = ".gguf") -> Path:
         return self.root / f"{sha256}{suffix}"
 
-    async def ensure(self, sha256: str, fetch: Fetch) -> Path:
-        final = self.path_for(sha256)
+    async def ensure_model(self, sha256: str, fmt: str, fetch: Fetch) -> Path:
+        """The model ready to load: a GGUF file, or a folder unpacked from its archive."""
+        if fmt == "gguf":
+            return await self.ensure(sha256, fetch)
+        folder = self.root / sha256
+        if folder.is_dir():
+            return folder
+        # A folder's id is the hash of its files (tree_sha256), checked on the archive.
+        archive = await self.ensure(sha256, fetch, suffix=".tar", digest=tar_tree_sha256)
+        try:
+            return unpack(archive, folder)
+        finally:
+            archive.unlink(missing_ok=True)  # the unpacked folder is what stays cached
+
+    async def ensure(
+        self,
+        sha256: str,
+        fetch: Fetch,
+        suffix: str = ".gguf",
+        digest: Callable[[Path], str] = file_sha256,
+    ) -> Path:
+        final = self.path_for(sha256, suffix)
         if final.is_file():
             return final
         self.root.mkdir(parents=True, exist_ok=True)
@@ -41,16 +61,8 @@ class ModelCache:
                     raise CacheError("the coordinator sent a chunk at the wrong offset")
                 handle.write(data)
                 offset += len(data)
-        if file_sha256(partial) != sha256:
+        if digest(partial) != sha256:
             partial.unlink()
             raise CacheError(f"downloaded model does not match its sha256 {sha256}; deleted")
         os.replace(partial, final)
         return final
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

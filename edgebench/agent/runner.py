@@ -1,87 +1,266 @@
-"""The measurement loop: load, warm up, repeat, summarize. It drives any backend the
-same way and knows nothing about a particular engine or the coordinator."""
+"""The measurement loop: prepare, load, warm up, repeat, summarize. It drives every
+backend the same way and knows nothing about a particular engine or the coordinator."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from edgebench import __version__
+from edgebench.agent import hardware
 from edgebench.agent.backends import create_backend
-from edgebench.agent.backends.base import EngineSettings
-from edgebench.agent.cache import file_sha256
+from edgebench.agent.backends.base import Backend, BackendError, EngineSettings, check_variant
+from edgebench.agent.interference import DEFAULT_NOISY_PCT, InterferenceMeter
 from edgebench.agent.memory import peak_rss_mb, reset_peak_rss
-from edgebench.agent.workload import prompt_tokens
+from edgebench.agent.workload import CORPUS_VERSION, prompt_tokens
 from edgebench.measure.record import BenchResult, RepTiming, summarize
+from edgebench.measure.stats import relative_ci95
+from edgebench.measure.sustained import stability, window_throughputs
+from edgebench.modelfiles import tree_sha256, tree_size
+
+
+@dataclass(frozen=True)
+class Test:
+    """One workload point: decode n_gen tokens after a prompt of n_prompt tokens, with
+    n_depth tokens already in the context."""
+
+    n_prompt: int
+    n_gen: int
+    n_depth: int = 0
+
+    def label(self) -> str:
+        depth = f" @ d{self.n_depth}" if self.n_depth else ""
+        return f"pp{self.n_prompt}+tg{self.n_gen}{depth}"
 
 
 @dataclass(frozen=True)
 class BenchSpec:
     backend: str = "llama_cpp"
-    n_prompt: int = 64
-    n_gen: int = 64
-    reps: int = 5
+    variant: str = ""  # '' = the model as it is
+    n_prompt: tuple[int, ...] = (64,)
+    n_gen: tuple[int, ...] = (64,)
+    n_depth: tuple[int, ...] = (0,)
+    reps: int = 5  # 0 = auto: until the decode ci95 is within target_ci of the mean
     warmup: int = 1
-    threads: int = 0
-    n_ctx: int = 0
-    variant: str = ""
+    min_reps: int = 3
+    max_reps: int = 30
+    max_seconds: float = 300.0
+    target_ci: float = 0.02
+    sustained_seconds: float = 0.0  # > 0: generate back to back for this long
+    window_seconds: float = 5.0
+    noisy_pct: float = DEFAULT_NOISY_PCT
+    settings: EngineSettings = field(default_factory=EngineSettings)
 
     def validate(self) -> None:
-        if self.n_prompt < 1:
+        if not self.n_prompt or min(self.n_prompt) < 1:
             raise ValueError("prompt tokens must be at least 1")
-        if self.n_gen < 2:
+        if not self.n_gen or min(self.n_gen) < 2:
             raise ValueError("generated tokens must be at least 2 (decode speed needs two)")
-        if self.reps < 1:
-            raise ValueError("repetitions must be at least 1")
-        if self.warmup < 0 or self.threads < 0 or self.n_ctx < 0:
-            raise ValueError("warm-up, threads and context size cannot be negative")
+        if not self.n_depth or min(self.n_depth) < 0:
+            raise ValueError("prompt depth cannot be negative")
+        if self.reps < 0 or self.warmup < 0 or self.settings.threads < 0:
+            raise ValueError("repetitions, warm-up and threads cannot be negative")
+        if self.reps == 0 and not 2 <= self.min_reps <= self.max_reps:
+            raise ValueError("--reps auto needs 2 <= min reps <= max reps")
+        if self.sustained_seconds < 0 or self.window_seconds <= 0:
+            raise ValueError("sustained duration and window must be positive")
+        if self.sustained_seconds and self.sustained_seconds < 2 * self.window_seconds:
+            raise ValueError("a sustained run needs at least two windows")
+
+    def tests(self) -> list[Test]:
+        return [
+            Test(n_prompt=p, n_gen=g, n_depth=d)
+            for d, p, g in itertools.product(self.n_depth, self.n_prompt, self.n_gen)
+        ]
 
     def context_size(self) -> int:
-        needed = self.n_prompt + self.n_gen
-        return self.n_ctx or ((needed + 255) // 256) * 256
+        needed = max(t.n_depth + t.n_prompt + t.n_gen for t in self.tests())
+        return self.settings.n_ctx or ((needed + 255) // 256) * 256
 
 
-# phase, repetitions done, repetitions in all
+# phase, repetitions done, repetitions planned
 Progress = Callable[[str, int, int], None]
 
 
+def _quiet(phase: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass
+class _Loaded:
+    backend: Backend
+    source_sha256: str
+    model_sha256: str
+    model_size_mb: float
+    load_ms: float
+    environment: dict[str, Any]
+
+
 def run_benchmark(
-    model_path: Path,
+    source: Path,
     spec: BenchSpec,
     *,
-    model_sha256: str | None = None,
+    cache_dir: Path,
+    source_sha256: str | None = None,
     progress: Progress | None = None,
-) -> BenchResult:
+) -> list[BenchResult]:
+    """Measures every test of `spec` on one loaded model; one result per test."""
     spec.validate()
-    report = progress or (lambda phase, done, total: None)
+    report = progress or _quiet
     backend = create_backend(spec.backend)
+    check_variant(backend.name, backend.variants, spec.variant)
+    try:
+        loaded = _prepare_and_load(backend, source, spec, cache_dir, source_sha256, report)
+        results = []
+        for test in spec.tests():
+            if spec.sustained_seconds:
+                results.append(_sustained(loaded, test, spec, report))
+            else:
+                results.append(_measure(loaded, test, spec, report))
+        return [replace(r, source_sha256=loaded.source_sha256) for r in results]
+    finally:
+        backend.close()
+
+
+def _prepare_and_load(
+    backend: Backend,
+    source: Path,
+    spec: BenchSpec,
+    cache_dir: Path,
+    source_sha256: str | None,
+    report: Progress,
+) -> _Loaded:
+    if not source.exists():
+        raise BackendError(f"model not found: {source}")
+    report("preparing", 0, spec.reps)
+    sha = source_sha256 or tree_sha256(source)
+    model = backend.prepare(source, sha, spec.variant, cache_dir)
+    model_sha = sha if model == source else tree_sha256(model)
     reset_peak_rss()
     report("loading", 0, spec.reps)
     started = time.perf_counter_ns()
-    backend.load(model_path, EngineSettings(threads=spec.threads, n_ctx=spec.context_size()))
+    backend.load(model, replace(spec.settings, n_ctx=spec.context_size()))
     load_ms = (time.perf_counter_ns() - started) / 1e6
-    try:
-        sha = model_sha256 or file_sha256(model_path)
-        prompt = prompt_tokens(backend.tokenize, spec.n_prompt)
-        for _ in range(spec.warmup):
-            report("warmup", 0, spec.reps)
-            backend.generate(prompt, spec.n_gen)
-        reps: list[RepTiming] = []
-        for done in range(spec.reps):
-            report("measuring", done, spec.reps)
-            reps.append(backend.generate(prompt, spec.n_gen))
-        report("measuring", spec.reps, spec.reps)
-        return summarize(
-            reps,
-            backend=backend.name,
-            variant=spec.variant or backend.variant(),
-            model_sha256=sha,
-            threads=backend.threads(),
-            n_prompt=spec.n_prompt,
-            load_ms=load_ms,
-            peak_rss_mb=peak_rss_mb(),
-            engine_version=backend.engine_version(),
-        )
-    finally:
-        backend.close()
+    environment = environment_snapshot(backend, model_sha, spec)
+    return _Loaded(backend, sha, model_sha, tree_size(model) / 2**20, load_ms, environment)
+
+
+def environment_snapshot(backend: Backend, model_sha: str, spec: BenchSpec) -> dict[str, Any]:
+    """Provenance: what ran, where, on what, with which build and settings."""
+    return {
+        "hardware": hardware.snapshot(),
+        "engine": backend.name,
+        "engine_version": backend.engine_version(),
+        "engine_build": backend.build_info(),
+        "threads": backend.threads(),
+        "variant": backend.variant(),
+        "model_sha256": model_sha,
+        "settings": {
+            "n_ctx": spec.context_size(),
+            "n_batch": spec.settings.n_batch,
+            "n_ubatch": spec.settings.n_ubatch,
+            "n_gpu_layers": spec.settings.n_gpu_layers,
+            "flash_attn": spec.settings.flash_attn,
+            "provider": spec.settings.provider,
+        },
+        "edgebench_version": __version__,
+        "corpus_version": CORPUS_VERSION,
+        "sensor_sources": [],
+    }
+
+
+def _workload(backend: Backend, test: Test) -> tuple[list[int], list[int]]:
+    tokens = prompt_tokens(backend.tokenize, test.n_depth + test.n_prompt)
+    return tokens[: test.n_depth], tokens[test.n_depth :]
+
+
+def _max_ghz(environment: dict[str, Any]) -> float | None:
+    mhz = float(environment["hardware"].get("cpu_max_mhz") or 0.0)
+    return mhz / 1000.0 if mhz > 0 else None
+
+
+def _summarize(
+    loaded: _Loaded, test: Test, reps: list[RepTiming], meter: InterferenceMeter, spec: BenchSpec
+) -> BenchResult:
+    backend = loaded.backend
+    result = summarize(
+        reps,
+        backend=backend.name,
+        variant=backend.variant(),
+        model_sha256=loaded.model_sha256,
+        threads=backend.threads(),
+        n_prompt=test.n_prompt,
+        n_depth=test.n_depth,
+        load_ms=loaded.load_ms,
+        peak_rss_mb=peak_rss_mb(),
+        engine_version=backend.engine_version(),
+        model_size_mb=loaded.model_size_mb,
+        max_ghz=_max_ghz(loaded.environment),
+    )
+    other = meter.other_cpu_pct()
+    return replace(
+        result,
+        other_cpu_pct=other,
+        noisy=other is not None and other > spec.noisy_pct,
+        reps_mode="auto" if spec.reps == 0 else "fixed",
+        environment=loaded.environment,
+    )
+
+
+def _measure(loaded: _Loaded, test: Test, spec: BenchSpec, report: Progress) -> BenchResult:
+    backend = loaded.backend
+    context, prompt = _workload(backend, test)
+    planned = spec.reps or spec.max_reps
+    for _ in range(spec.warmup):
+        report("warmup", 0, planned)
+        backend.generate(context, prompt, test.n_gen)
+    meter = InterferenceMeter().start()
+    started = time.monotonic()
+    reps: list[RepTiming] = []
+    while True:
+        report("measuring", len(reps), planned)
+        reps.append(backend.generate(context, prompt, test.n_gen))
+        if spec.reps and len(reps) >= spec.reps:
+            break
+        if not spec.reps and _auto_done(reps, spec, time.monotonic() - started):
+            break
+    report("measuring", len(reps), len(reps))
+    return _summarize(loaded, test, reps, meter, spec)
+
+
+def _auto_done(reps: list[RepTiming], spec: BenchSpec, elapsed_s: float) -> bool:
+    """--reps auto: stop once the decode ci95 is within target, or at the caps."""
+    if len(reps) >= spec.max_reps or elapsed_s >= spec.max_seconds:
+        return True
+    if len(reps) < spec.min_reps:
+        return False
+    decode = [(len(r.token_ns) - 1) / ((r.token_ns[-1] - r.token_ns[0]) / 1e9) for r in reps]
+    return relative_ci95(decode) <= spec.target_ci
+
+
+def _sustained(loaded: _Loaded, test: Test, spec: BenchSpec, report: Progress) -> BenchResult:
+    """Generates back to back for the set duration; the windows form the throughput curve."""
+    backend = loaded.backend
+    context, prompt = _workload(backend, test)
+    meter = InterferenceMeter().start()
+    duration_ns = int(spec.sustained_seconds * 1e9)
+    start = time.perf_counter_ns()
+    reps: list[RepTiming] = []
+    while time.perf_counter_ns() - start < duration_ns:
+        elapsed = (time.perf_counter_ns() - start) / 1e9
+        report("sustained", int(elapsed), int(spec.sustained_seconds))
+        reps.append(backend.generate(context, prompt, test.n_gen))
+    stamps = [r.start_ns + t for r in reps for t in r.token_ns]
+    windows = window_throughputs(stamps, start, int(spec.window_seconds * 1e9))
+    result = _summarize(loaded, test, reps, meter, spec)
+    return replace(
+        result,
+        reps_mode="sustained",
+        window_s=spec.window_seconds,
+        windows_tps=windows,
+        stability=stability(windows) if windows else None,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import threading
@@ -18,6 +19,7 @@ import grpc
 
 from edgebench import paths
 from edgebench.agent import hardware
+from edgebench.agent.backends.base import EngineSettings
 from edgebench.agent.cache import ModelCache
 from edgebench.agent.credentials import Credential, NotEnrolled
 from edgebench.agent.outbox import Outbox
@@ -56,14 +58,50 @@ def metadata(credential: Credential) -> tuple[tuple[str, str], ...]:
 
 
 def metrics_message(result: BenchResult) -> pb.Metrics:
-    fields = result.fields()
+    # Unset optional fields say "unknown", which is not the same as zero.
+    fields = {name: value for name, value in result.fields().items() if value is not None}
+    extra: dict[str, Any] = {} if result.window_s is None else {"window_s": result.window_s}
     return pb.Metrics(
         **fields,
+        **extra,
         engine_version=result.engine_version,
         definitions_version=result.definitions_version,
+        source_sha256=result.source_sha256,
+        reps_mode=result.reps_mode,
+        windows_tps=result.windows_tps,
+        environment_json=json.dumps(result.environment, sort_keys=True, default=str),
         rep_timings=[
-            pb.RepTimings(prefill_ns=r.prefill_ns, token_ns=r.token_ns) for r in result.rep_timings
+            pb.RepTimings(prefill_ns=r.prefill_ns, token_ns=r.token_ns, start_ns=r.start_ns)
+            for r in result.rep_timings
         ],
+    )
+
+
+def spec_from(workload: pb.Workload) -> BenchSpec:
+    """The runner's spec for one test of a job; zero means the default."""
+    defaults = BenchSpec()
+    return BenchSpec(
+        backend=workload.backend,
+        variant=workload.variant,
+        n_prompt=(workload.n_prompt,),
+        n_gen=(workload.n_gen,),
+        n_depth=(workload.n_depth,),
+        reps=workload.reps,
+        warmup=workload.warmup,
+        max_reps=workload.max_reps or defaults.max_reps,
+        max_seconds=workload.max_seconds or defaults.max_seconds,
+        sustained_seconds=workload.sustained_seconds,
+        window_seconds=workload.window_seconds or defaults.window_seconds,
+        noisy_pct=workload.noisy_pct or defaults.noisy_pct,
+        settings=EngineSettings(
+            threads=workload.threads,
+            n_ctx=workload.n_ctx,
+            n_batch=workload.n_batch or 512,
+            n_ubatch=workload.n_ubatch or 512,
+            n_gpu_layers=workload.n_gpu_layers,
+            flash_attn=workload.flash_attn,
+            provider=workload.provider or "cpu",
+        ),
     )
 
 
@@ -215,7 +253,10 @@ class Agent:
 
         try:
             progress("fetching", 0, assignment.workload.reps)
-            model_path = await self.cache.ensure(assignment.model.sha256, self._fetcher(assignment))
+            model = assignment.model
+            model_path = await self.cache.ensure_model(
+                model.sha256, model.format or "gguf", self._fetcher(assignment)
+            )
             result = await asyncio.to_thread(self._measure, model_path, assignment, progress)
             message = pb.RunResult(
                 result_id=str(uuid.uuid4()),
@@ -237,20 +278,17 @@ class Agent:
             # An idle heartbeat tells the coordinator this agent can take the next run.
             self._send(pb.AgentMessage(heartbeat=pb.Heartbeat()))
 
-    @staticmethod
-    def _measure(model_path: Path, assignment: pb.RunAssignment, progress: Any) -> BenchResult:
-        workload = assignment.workload
-        spec = BenchSpec(
-            backend=workload.backend,
-            n_prompt=workload.n_prompt,
-            n_gen=workload.n_gen,
-            reps=workload.reps,
-            warmup=workload.warmup,
-            threads=workload.threads,
+    def _measure(
+        self, model_path: Path, assignment: pb.RunAssignment, progress: Any
+    ) -> BenchResult:
+        results = run_benchmark(
+            model_path,
+            spec_from(assignment.workload),
+            cache_dir=self.cache.root.parent / "variants",
+            source_sha256=assignment.model.sha256,
+            progress=progress,
         )
-        return run_benchmark(
-            model_path, spec, model_sha256=assignment.model.sha256, progress=progress
-        )
+        return results[0]  # a run is one test of the job's matrix
 
     def _fetcher(self, assignment: pb.RunAssignment) -> Any:
         stub, md = self._stub, metadata(self.credential)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,8 @@ from typing import Any
 import httpx
 
 from edgebench import paths
-from edgebench.agent.cache import file_sha256
 from edgebench.errors import EdgebenchError
+from edgebench.modelfiles import pack_folder, tree_sha256
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 UPLOAD_CHUNK = 1 << 20
@@ -96,35 +97,40 @@ class CoordinatorClient:
         return result
 
     def upload_model(
-        self, path: Path, on_progress: Callable[[int, int], None] | None = None
+        self, path: Path, fmt: str, on_progress: Callable[[int, int], None] | None = None
     ) -> dict[str, Any]:
-        """Uploads a model file unless the coordinator already has it (by sha256)."""
-        sha256 = file_sha256(path)
+        """Uploads a model unless the coordinator already has it. A folder travels as a
+        deterministic tar; its id is the hash of its files (the same id `bench` reports)."""
+        sha256 = tree_sha256(path)
         try:
             existing: dict[str, Any] = self._request("GET", f"/api/v1/artifacts/{sha256}")
             return existing
         except ClientError as exc:
             if "no artifact" not in str(exc):
                 raise
-        total = path.stat().st_size
-
-        def chunks() -> Iterator[bytes]:
-            sent = 0
-            with path.open("rb") as handle:
-                while block := handle.read(UPLOAD_CHUNK):
-                    sent += len(block)
-                    if on_progress:
-                        on_progress(sent, total)
-                    yield block
-
-        uploaded: dict[str, Any] = self._request(
-            "PUT",
-            f"/api/v1/artifacts/{sha256}",
-            params={"filename": path.name, "format": "gguf"},
-            content=chunks(),
-            timeout=None,
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            payload = path
+            if path.is_dir():
+                payload = Path(tmp) / "model.tar"
+                pack_folder(path, payload)
+            uploaded: dict[str, Any] = self._request(
+                "PUT",
+                f"/api/v1/artifacts/{sha256}",
+                params={"filename": path.name, "format": fmt},
+                content=_chunks(payload, on_progress),
+                timeout=None,
+            )
         return uploaded
+
+
+def _chunks(path: Path, on_progress: Callable[[int, int], None] | None) -> Iterator[bytes]:
+    total, sent = path.stat().st_size, 0
+    with path.open("rb") as handle:
+        while block := handle.read(UPLOAD_CHUNK):
+            sent += len(block)
+            if on_progress:
+                on_progress(sent, total)
+            yield block
 
 
 def _detail(response: httpx.Response) -> str:

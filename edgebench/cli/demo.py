@@ -156,16 +156,10 @@ def demo(
         with err.status("waiting for the local agent to connect"):
             _wait_online(api, agent, agent_home / "agent.log")
         err.print(f"[green]✓[/] agent {DEMO_DEVICE} online")
-        artifact = api.upload_model(model)
-        job = api.submit_job(
-            {
-                "model_sha256": artifact["sha256"],
-                "n_prompt": n_prompt,
-                "n_gen": n_gen,
-                "reps": reps,
-                "device": DEMO_DEVICE,
-            }
-        )
+        artifact = api.upload_model(model, "gguf")
+        body = {"models": [artifact["sha256"]], "n_prompt": [n_prompt], "n_gen": [n_gen],
+                "reps": reps, "device": DEMO_DEVICE}  # fmt: skip
+        job = api.submit_job(body)
         err.print(f"[green]✓[/] job {job['id']} queued")
         finished = wait_for_job(api, job["id"], timeout=600)
         print_job_results(api, finished)

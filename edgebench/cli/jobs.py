@@ -10,23 +10,18 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgebench.agent.backends import backend_names
+from edgebench.cli.bench import int_list, parse_reps, parse_seconds
 from edgebench.cli.client import CoordinatorClient
 from edgebench.cli.common import JsonOption, TokenOption, UrlOption, client, err, out, print_json
 from edgebench.cli.results import result_rows
 from edgebench.errors import EdgebenchError
+from edgebench.modelfiles import detect_format
 from edgebench.report import summary_table
 
 app = typer.Typer(help="Queue benchmark jobs and follow them.", no_args_is_help=True)
 
 FINAL_STATES = {"succeeded", "failed", "cancelled"}
-
-
-def check_model_file(path: Path) -> None:
-    if not path.is_file():
-        raise EdgebenchError(f"model file not found: {path}")
-    with path.open("rb") as handle:
-        if handle.read(4) != b"GGUF":
-            raise EdgebenchError(f"not a GGUF model file: {path}")
 
 
 def wait_for_job(
@@ -73,18 +68,38 @@ def print_job_results(api: CoordinatorClient, job: dict[str, Any]) -> None:
 @app.command()
 def submit(
     model: Annotated[
-        Path, typer.Option(help="Path to a GGUF model; uploaded unless the coordinator has it.")
+        list[Path],
+        typer.Option(
+            help="A GGUF file, an onnxruntime-genai folder or a transformers folder; repeat for more. Uploaded unless the coordinator has it."
+        ),
     ],
+    backend: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Engine ({', '.join(backend_names())}); repeat for more [default: by model format]."
+        ),
+    ] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Variant to produce, e.g. Q4_K_M, int8, bf16; repeat for more [default: as is]."
+        ),
+    ] = None,
     prompt_tokens: Annotated[
-        int, typer.Option("--prompt-tokens", "-p", min=1, help="Prompt length in tokens.")
-    ] = 64,
+        str, typer.Option("--prompt-tokens", "-p", help="Prompt lengths, e.g. 64,256.")
+    ] = "64",
     gen_tokens: Annotated[
-        int, typer.Option("--gen-tokens", "-n", min=2, help="Tokens generated per repetition.")
-    ] = 64,
-    reps: Annotated[int, typer.Option("--reps", "-r", min=1, help="Measured repetitions.")] = 5,
+        str, typer.Option("--gen-tokens", "-n", help="Generated tokens per rep, e.g. 64,128.")
+    ] = "64",
+    depth: Annotated[
+        str, typer.Option("--n-depth", "-d", help="Context already in the cache, e.g. 0,512.")
+    ] = "0",
+    reps: Annotated[str, typer.Option("--reps", "-r", help="Repetitions, or 'auto'.")] = "5",
     warmup: Annotated[int, typer.Option(min=0, help="Warm-up repetitions (discarded).")] = 1,
     threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = physical cores).")] = 0,
-    backend: Annotated[str, typer.Option(help="Inference engine.")] = "llama_cpp",
+    sustained: Annotated[
+        str | None, typer.Option(help="Sustained mode for this long, e.g. 300s.")
+    ] = None,
     device: Annotated[
         str | None, typer.Option(help="Run on this device only [default: any one].")
     ] = None,
@@ -97,30 +112,39 @@ def submit(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Queue a benchmark job; prints only its id (then, with --wait, the result table)."""
-    check_model_file(model)
+    """Queue a benchmark job (a matrix of models x backends x variants x sizes); prints
+    only its id (then, with --wait, the result table)."""
+    formats = [detect_format(path) for path in model]  # refuse bad paths before any upload
     api = client(url, token)
-    with Progress(
-        TextColumn("uploading {task.description}"), BarColumn(), console=err, transient=True
-    ) as progress:
-        task = progress.add_task(model.name, total=model.stat().st_size)
-        artifact = api.upload_model(
-            model, lambda done, _total: progress.update(task, completed=done)
-        )
-    body = {
-        "model_sha256": artifact["sha256"],
-        "backend": backend,
-        "n_prompt": prompt_tokens,
-        "n_gen": gen_tokens,
-        "reps": reps,
+    shas = [_upload(api, path, fmt) for path, fmt in zip(model, formats, strict=True)]
+    body: dict[str, Any] = {
+        "models": shas,
+        "backends": backend or [],
+        "variants": variant or [""],
+        "n_prompt": list(int_list(prompt_tokens, "prompt lengths", 1)),
+        "n_gen": list(int_list(gen_tokens, "generation lengths", 2)),
+        "n_depth": list(int_list(depth, "depths", 0)),
+        "reps": parse_reps(reps),
         "warmup": warmup,
         "threads": threads,
+        "sustained_seconds": parse_seconds(sustained) if sustained else 0.0,
         "device": device,
     }
     job = api.submit_job(body)
     print(job["id"], flush=True)
     if wait:
         print_job_results(api, wait_for_job(api, job["id"], timeout))
+
+
+def _upload(api: CoordinatorClient, path: Path, fmt: str) -> str:
+    with Progress(TextColumn("uploading {task.description}"), BarColumn(), console=err,
+                  transient=True) as progress:  # fmt: skip
+        task = progress.add_task(path.name, total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return str(api.upload_model(path, fmt, advance)["sha256"])
 
 
 @app.command("list")

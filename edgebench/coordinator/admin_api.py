@@ -6,17 +6,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
-from edgebench.agent.backends import backend_names
 from edgebench.coordinator.artifacts import ArtifactError, ArtifactFiles, check_sha256
+from edgebench.coordinator.jobspec import JobCreate, JobSpecError, plan_runs
 from edgebench.coordinator.store import Store, StoreError
 from edgebench.coordinator.tables import Artifact, Job, utcnow
-from edgebench.coordinator.wire import NAME_RE
 from edgebench.dashboard import queries
 from edgebench.dashboard.api import StoreDep
 from edgebench.dashboard.schemas import JobPublic
@@ -45,28 +43,11 @@ class TokenCreated(BaseModel):
     token: str
 
 
-class JobCreate(BaseModel):
-    model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    backend: str = "llama_cpp"
-    variant: str = Field(default="", max_length=32)
-    n_prompt: int = Field(default=64, ge=1, le=32768)
-    n_gen: int = Field(default=64, ge=2, le=32768)
-    reps: int = Field(default=5, ge=1, le=1000)
-    warmup: int = Field(default=1, ge=0, le=100)
-    threads: int = Field(default=0, ge=0, le=1024)
-    device: str | None = Field(default=None, pattern=NAME_RE.pattern)
-
-
 class ArtifactPublic(BaseModel):
     sha256: str
     filename: str
     size_bytes: int
     format: str
-
-
-def _starts_with(path: Path, magic: bytes) -> bool:
-    with path.open("rb") as handle:
-        return handle.read(len(magic)) == magic
 
 
 def _dispatch_hook(request: Request) -> Callable[[], None]:
@@ -99,21 +80,20 @@ async def upload_artifact(
     request: Request,
     store: StoreDep,
     filename: Annotated[str, Query(min_length=1, max_length=255)],
-    format: Annotated[str, Query(pattern=r"^(gguf)$")] = "gguf",
+    format: Annotated[str, Query(pattern=r"^(gguf|onnx|hf)$")] = "gguf",
 ) -> ArtifactPublic:
-    """Streams a model file in; it is kept only if its sha256 matches."""
+    """Streams a model in (a GGUF file, or a model folder as a tar); it is kept only if
+    it is what `format` says and its id matches."""
     files: ArtifactFiles = request.app.state.artifacts
     try:
         check_sha256(sha256)
         existing = await asyncio.to_thread(store.get_artifact, sha256)
         if existing is not None and files.exists(sha256):
             return ArtifactPublic(**existing.model_dump(exclude={"created_at"}))
-        size = await files.receive(sha256, request.stream(), request.app.state.max_artifact_bytes)
+        limit = request.app.state.max_artifact_bytes
+        size = await files.receive(sha256, request.stream(), limit, format)
     except ArtifactError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
-    if format == "gguf" and not _starts_with(files.path_for(sha256), b"GGUF"):
-        files.path_for(sha256).unlink()
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the upload is not a GGUF file")
     artifact: Artifact = await asyncio.to_thread(
         store.add_artifact,
         sha256=sha256,
@@ -127,31 +107,20 @@ async def upload_artifact(
 @router.post("/jobs", status_code=status.HTTP_201_CREATED)
 def create_job(body: JobCreate, request: Request, store: StoreDep) -> JobPublic:
     """Queues a job; its runs go to matching agents as soon as one is idle."""
-    if body.backend not in backend_names():
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"unknown backend {body.backend!r}; known: {', '.join(backend_names())}",
-        )
-    artifact = store.get_artifact(body.model_sha256)
-    if artifact is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"model {body.model_sha256} was never uploaded"
-        )
-    job = Job(
-        model_sha256=body.model_sha256,
-        model_filename=artifact.filename,
-        backend=body.backend,
-        variant=body.variant,
-        n_prompt=body.n_prompt,
-        n_gen=body.n_gen,
-        reps=body.reps,
-        warmup=body.warmup,
-        threads=body.threads,
-        device_name=body.device,
-    )
+    formats = {}
+    for sha in body.models:
+        artifact = store.get_artifact(sha)
+        if artifact is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"model {sha} was never uploaded"
+            )
+        formats[sha] = artifact.format
     try:
-        created, _ = store.create_job(job)
-    except StoreError as exc:
+        planned = plan_runs(body, formats)
+        created, _ = store.create_job(
+            Job(spec_json=body.model_dump_json(), device_name=body.device), planned
+        )
+    except (JobSpecError, StoreError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     _dispatch_hook(request)()
     return queries.job(store, created.id)

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import grpc
 
 from edgebench.coordinator.artifacts import CHUNK_BYTES, ArtifactError, ArtifactFiles, check_sha256
+from edgebench.coordinator.jobspec import JobCreate
 from edgebench.coordinator.settings import CoordinatorSettings
-from edgebench.coordinator.store import NotFound, Store, StoreError
-from edgebench.coordinator.tables import Agent, Device
+from edgebench.coordinator.store import Claim, NotFound, Store, StoreError
+from edgebench.coordinator.tables import Agent, Artifact, Device
 from edgebench.coordinator.wire import (
     WireError,
     check_name,
@@ -66,32 +67,10 @@ class Dispatcher:
                 if claim is None:
                     continue
                 session.busy = True
-                job = claim.job
                 log.info("run %s leased to %s", claim.run.id, session.device.name)
-                artifact = await asyncio.to_thread(self.store.get_artifact, job.model_sha256)
+                artifact = await asyncio.to_thread(self.store.get_artifact, claim.run.model_sha256)
                 session.outgoing.put_nowait(
-                    pb.CoordinatorMessage(
-                        assignment=pb.RunAssignment(
-                            run_id=claim.run.id,
-                            job_id=job.id,
-                            lease_epoch=claim.run.lease_epoch,
-                            lease_seconds=self.settings.lease_seconds,
-                            model=pb.ModelRef(
-                                sha256=job.model_sha256,
-                                filename=job.model_filename,
-                                size_bytes=artifact.size_bytes if artifact else 0,
-                                format=artifact.format if artifact else "gguf",
-                            ),
-                            workload=pb.Workload(
-                                backend=job.backend,
-                                n_prompt=job.n_prompt,
-                                n_gen=job.n_gen,
-                                reps=job.reps,
-                                warmup=job.warmup,
-                                threads=job.threads,
-                            ),
-                        )
-                    )
+                    pb.CoordinatorMessage(assignment=assignment_for(claim, artifact, self.settings))
                 )
 
     def cancel_runs(self, runs: list[tuple[str, str]]) -> None:
@@ -101,6 +80,45 @@ class Dispatcher:
             if session is not None:
                 cancel = pb.CancelRun(run_id=run_id)
                 session.outgoing.put_nowait(pb.CoordinatorMessage(cancel=cancel))
+
+
+def assignment_for(
+    claim: Claim, artifact: Artifact | None, settings: CoordinatorSettings
+) -> pb.RunAssignment:
+    run = claim.run
+    spec = JobCreate.model_validate_json(claim.job.spec_json)
+    return pb.RunAssignment(
+        run_id=run.id,
+        job_id=run.job_id,
+        lease_epoch=run.lease_epoch,
+        lease_seconds=settings.lease_seconds,
+        model=pb.ModelRef(
+            sha256=run.model_sha256,
+            filename=artifact.filename if artifact else "",
+            size_bytes=artifact.size_bytes if artifact else 0,
+            format=artifact.format if artifact else "gguf",
+        ),
+        workload=pb.Workload(
+            backend=run.backend,
+            variant=run.variant,
+            n_depth=run.n_depth,
+            n_prompt=run.n_prompt,
+            n_gen=run.n_gen,
+            reps=spec.reps,
+            warmup=spec.warmup,
+            max_reps=spec.max_reps,
+            max_seconds=spec.max_seconds,
+            threads=spec.threads,
+            sustained_seconds=spec.sustained_seconds,
+            window_seconds=spec.window_seconds,
+            n_batch=spec.n_batch,
+            n_ubatch=spec.n_ubatch,
+            n_gpu_layers=spec.n_gpu_layers,
+            flash_attn=spec.flash_attn,
+            provider=spec.provider,
+            noisy_pct=spec.noisy_pct,
+        ),
+    )
 
 
 class AgentService(pb_grpc.AgentServiceServicer):

@@ -6,6 +6,7 @@ updates checked by row count, so they are safe whichever database is underneath.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -20,6 +21,7 @@ from sqlalchemy import event, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
+from edgebench.coordinator.jobspec import PlannedRun
 from edgebench.coordinator.tables import (
     Agent,
     Artifact,
@@ -36,6 +38,16 @@ from edgebench.errors import EdgebenchError
 from edgebench.measure.record import FIELD_NAMES, implausibility
 
 ADMIN_TOKEN_KEY = "admin_token_sha256"
+# Result columns beyond the stable fields, taken from the checked wire values.
+RESULT_EXTRAS = (
+    "engine_version",
+    "definitions_version",
+    "source_sha256",
+    "reps_mode",
+    "window_s",
+    "windows_json",
+    "environment_json",
+)
 MAX_ATTEMPTS = 3
 
 
@@ -197,6 +209,10 @@ class Store:
         with self.session() as s:
             return s.get(Artifact, sha256)
 
+    def artifacts(self) -> dict[str, Artifact]:
+        with self.session() as s:
+            return {a.sha256: a for a in s.exec(select(Artifact))}
+
     def add_artifact(self, *, sha256: str, filename: str, size_bytes: int, fmt: str) -> Artifact:
         with self.session() as s:
             existing = s.get(Artifact, sha256)
@@ -209,21 +225,27 @@ class Store:
 
     # ---- jobs --------------------------------------------------------------------
 
-    def create_job(self, job: Job) -> tuple[Job, list[Run]]:
-        """Stores a job and expands it into its runs, all or nothing."""
+    def create_job(self, job: Job, planned: list[PlannedRun]) -> tuple[Job, list[Run]]:
+        """Stores a job and its runs, all or nothing."""
         with self.session() as s:
-            if s.get(Artifact, job.model_sha256) is None:
-                raise StoreError(f"model {job.model_sha256} was never uploaded")
+            for sha in {p.model_sha256 for p in planned}:
+                if s.get(Artifact, sha) is None:
+                    raise StoreError(f"model {sha} was never uploaded")
             if job.device_name is not None:
                 device = s.exec(select(Device).where(Device.name == job.device_name)).first()
                 if device is None:
                     raise StoreError(f"no device named {job.device_name!r} is enrolled")
+            if not planned:
+                raise StoreError("a job needs at least one run")
             s.add(job)
             s.flush()
-            run = Run(job_id=job.id, device_name=job.device_name)
-            s.add(run)
+            runs = [
+                Run(job_id=job.id, device_name=job.device_name, **dataclasses.asdict(p))
+                for p in planned
+            ]
+            s.add_all(runs)
             s.commit()
-            return job, [run]
+            return job, runs
 
     def list_jobs(self, limit: int = 100) -> list[Job]:
         with self.session() as s:
@@ -409,6 +431,7 @@ class Store:
             device_id = run.device_id
             assert device_id is not None
             fields = {name: values[name] for name in FIELD_NAMES}
+            extras = {name: values[name] for name in RESULT_EXTRAS if name in values}
             s.add(
                 Result(
                     id=result_id,
@@ -416,10 +439,9 @@ class Store:
                     job_id=run.job_id,
                     device_id=device_id,
                     payload_sha256=payload_sha,
-                    engine_version=str(values.get("engine_version", "")),
-                    definitions_version=str(values.get("definitions_version", "")),
                     timings=timings,
                     **fields,
+                    **extras,
                 )
             )
             run.state = RunState.SUCCEEDED

@@ -88,15 +88,9 @@ class Artifact(SQLModel, table=True):
 class Job(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow)
-    model_sha256: str = Field(foreign_key="artifact.sha256")
-    model_filename: str
-    backend: str
-    variant: str
-    n_prompt: int
-    n_gen: int
-    reps: int
-    warmup: int
-    threads: int
+    # The validated request (models, backends, variants, sizes, settings) as JSON; the
+    # matrix it describes is expanded into runs when the job is stored.
+    spec_json: str = Field(sa_column=Column(Text, nullable=False))
     device_name: str | None = None  # None: any one device
     cancelled: bool = False
 
@@ -104,6 +98,13 @@ class Job(SQLModel, table=True):
 class Run(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True)
     job_id: str = Field(foreign_key="job.id", index=True)
+    # the test of the job's matrix this run measures
+    model_sha256: str = Field(foreign_key="artifact.sha256")
+    backend: str
+    variant: str
+    n_depth: int
+    n_prompt: int
+    n_gen: int
     state: RunState = Field(default=RunState.QUEUED, index=True)
     device_name: str | None = None  # the job's selector, copied for the claim query
     device_id: str | None = Field(default=None, foreign_key="device.id", index=True)
@@ -129,7 +130,9 @@ class Result(SQLModel, table=True):
     backend: str
     variant: str
     model_sha256: str
+    model_size_mb: float
     threads: int
+    n_depth: int
     n_prompt: int
     n_gen: int
     reps: int
@@ -142,6 +145,8 @@ class Result(SQLModel, table=True):
     decode_tps: float
     decode_tps_std: float
     decode_tps_ci95: float
+    decode_tps_per_core: float
+    decode_tps_per_ghz_core: float | None = None
     itl_p50_ms: float
     itl_p90_ms: float
     itl_p95_ms: float
@@ -150,7 +155,15 @@ class Result(SQLModel, table=True):
     e2e_ms: float
     e2e_ms_std: float
     peak_rss_mb: float
+    other_cpu_pct: float | None = None
+    noisy: bool = False
+    stability: float | None = None
     engine_version: str = ""
     definitions_version: str = ""
+    source_sha256: str = ""
+    reps_mode: str = "fixed"
+    window_s: float | None = None
+    windows_json: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    environment_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     # Raw per-token timestamps of every rep, packed (see edgebench.measure.packing).
     timings: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import uuid
 from itertools import pairwise
 from typing import Any
 
-from edgebench.measure.record import FIELD_NAMES, RepTiming
+from edgebench.measure.record import FIELD_NAMES, NULLABLE_FIELDS, RepTiming
 from edgebench.proto.v1 import agent_pb2 as pb
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -16,6 +18,8 @@ MAX_TEXT = 256
 MAX_TAGS = 32
 MAX_REPS = 10_000
 MAX_TOKENS_PER_REP = 1_000_000
+MAX_WINDOWS = 100_000
+MAX_ENVIRONMENT = 64 * 1024
 
 
 class WireError(ValueError):
@@ -64,10 +68,25 @@ def hardware_dict(hw: pb.HardwareInfo) -> dict[str, Any]:
 
 
 def result_values(metrics: pb.Metrics) -> tuple[dict[str, Any], list[RepTiming]]:
-    """The stable fields and raw timings of a result, checked for consistency."""
-    values: dict[str, Any] = {name: getattr(metrics, name) for name in FIELD_NAMES}
+    """The stable fields, provenance and raw timings of a result, checked for consistency.
+    Optional wire fields that are unset become None (unknown), never zero."""
+    values: dict[str, Any] = {
+        name: getattr(metrics, name)
+        if name not in NULLABLE_FIELDS or metrics.HasField(name)  # type: ignore[arg-type]
+        else None
+        for name in FIELD_NAMES
+    }
     values["engine_version"] = metrics.engine_version[:MAX_TEXT]
     values["definitions_version"] = metrics.definitions_version[:MAX_TEXT]
+    values["reps_mode"] = metrics.reps_mode[:16] or "fixed"
+    values["source_sha256"] = metrics.source_sha256[:64]
+    values["window_s"] = metrics.window_s if metrics.HasField("window_s") else None
+    if len(metrics.windows_tps) > MAX_WINDOWS or any(
+        not math.isfinite(w) or w < 0 for w in metrics.windows_tps
+    ):
+        raise WireError("sustained windows must be at most 100000 finite, non-negative rates")
+    values["windows_json"] = json.dumps(list(metrics.windows_tps))
+    values["environment_json"] = _environment(metrics.environment_json)
     for name in ("backend", "variant"):
         if not values[name] or len(values[name]) > 64:
             raise WireError(f"result field {name} is empty or too long")
@@ -83,5 +102,17 @@ def result_values(metrics: pb.Metrics) -> tuple[dict[str, Any], list[RepTiming]]
             raise WireError("every repetition must carry exactly n_gen token timestamps")
         if rep.prefill_ns <= 0 or stamps[0] <= 0 or any(b < a for a, b in pairwise(stamps)):
             raise WireError("token timestamps must be positive and increasing")
-        timings.append(RepTiming(prefill_ns=rep.prefill_ns, token_ns=stamps))
+        timings.append(RepTiming(prefill_ns=rep.prefill_ns, token_ns=stamps, start_ns=rep.start_ns))
     return values, timings
+
+
+def _environment(text: str) -> str:
+    if len(text) > MAX_ENVIRONMENT:
+        raise WireError("environment snapshot is too large")
+    try:
+        data = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        raise WireError("environment snapshot is not JSON") from None
+    if not isinstance(data, dict):
+        raise WireError("environment snapshot must be a JSON object")
+    return json.dumps(data, sort_keys=True)

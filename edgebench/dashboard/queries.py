@@ -19,13 +19,15 @@ def device(store: Store, key: str) -> DevicePublic:
 
 
 def jobs(store: Store, limit: int = 100) -> list[JobPublic]:
-    names = _device_names(store)
-    return [JobPublic.of(job, store.runs_of(job.id), names) for job in store.list_jobs(limit)]
+    names, artifacts = _device_names(store), store.artifacts()
+    return [
+        JobPublic.of(job, store.runs_of(job.id), names, artifacts) for job in store.list_jobs(limit)
+    ]
 
 
 def job(store: Store, job_id: str) -> JobPublic:
     found = store.get_job(job_id)
-    return JobPublic.of(found, store.runs_of(found.id), _device_names(store))
+    return JobPublic.of(found, store.runs_of(found.id), _device_names(store), store.artifacts())
 
 
 def results(

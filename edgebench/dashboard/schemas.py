@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from edgebench.coordinator.tables import Device, Job, Result, Run, RunState, utcnow
+from edgebench.coordinator.tables import Artifact, Device, Job, Result, Run, RunState, utcnow
 from edgebench.measure.packing import unpack_reps
 from edgebench.measure.record import FIELD_NAMES
 
@@ -52,6 +52,12 @@ class DevicePublic(BaseModel):
 class RunPublic(BaseModel):
     id: str
     job_id: str
+    model_sha256: str
+    backend: str
+    variant: str
+    n_depth: int
+    n_prompt: int
+    n_gen: int
     state: RunState
     device_id: str | None
     device_name: str | None
@@ -70,27 +76,48 @@ class RunPublic(BaseModel):
         return cls(**data, device_name=name)
 
 
+class ModelRefPublic(BaseModel):
+    sha256: str
+    filename: str
+    format: str
+
+
 class JobPublic(BaseModel):
     id: str
     created_at: datetime
     state: str
-    model_sha256: str
-    model_filename: str
-    backend: str
-    variant: str
-    n_prompt: int
-    n_gen: int
-    reps: int
-    warmup: int
-    threads: int
+    models: list[ModelRefPublic]
+    backends: list[str]
+    reps: int  # 0 = auto
+    spec: dict[str, Any]  # the whole request as it was accepted
     device_name: str | None
     runs: list[RunPublic]
 
     @classmethod
-    def of(cls, job: Job, runs: list[Run], device_names: dict[str, str]) -> JobPublic:
+    def of(
+        cls,
+        job: Job,
+        runs: list[Run],
+        device_names: dict[str, str],
+        artifacts: dict[str, Artifact],
+    ) -> JobPublic:
+        spec = json.loads(job.spec_json)
+        models = [
+            ModelRefPublic(
+                sha256=sha, filename=artifacts[sha].filename, format=artifacts[sha].format
+            )
+            for sha in spec["models"]
+            if sha in artifacts
+        ]
         return cls(
-            **job.model_dump(exclude={"cancelled"}),
+            id=job.id,
+            created_at=job.created_at,
             state=job_state(job, runs),
+            models=models,
+            backends=sorted({run.backend for run in runs}),
+            reps=spec["reps"],
+            spec=spec,
+            device_name=job.device_name,
             runs=[RunPublic.of(run, device_names) for run in runs],
         )
 
@@ -118,6 +145,11 @@ class ResultPublic(BaseModel):
     fields: dict[str, Any]
     engine_version: str
     definitions_version: str
+    source_sha256: str
+    reps_mode: str
+    window_s: float | None
+    windows_tps: list[float]
+    environment: dict[str, Any]
     rep_timings: list[dict[str, Any]] | None = None
 
     @classmethod
@@ -125,7 +157,7 @@ class ResultPublic(BaseModel):
         reps = None
         if timings:
             reps = [
-                {"prefill_ns": r.prefill_ns, "token_ns": list(r.token_ns)}
+                {"start_ns": r.start_ns, "prefill_ns": r.prefill_ns, "token_ns": list(r.token_ns)}
                 for r in unpack_reps(result.timings)
             ]
         return cls(
@@ -138,5 +170,10 @@ class ResultPublic(BaseModel):
             fields={name: getattr(result, name) for name in FIELD_NAMES},
             engine_version=result.engine_version,
             definitions_version=result.definitions_version,
+            source_sha256=result.source_sha256,
+            reps_mode=result.reps_mode,
+            window_s=result.window_s,
+            windows_tps=json.loads(result.windows_json),
+            environment=json.loads(result.environment_json),
             rep_timings=reps,
         )

@@ -1,7 +1,8 @@
 """Packs the raw per-token timestamps of a result into one compact blob, so a run with
 thousands of tokens is one row, not thousands.
 
-Layout (little-endian int64): n_reps, n_gen, then per rep: prefill_ns, n_gen token_ns.
+Layout (little-endian int64): n_reps, then per rep: start_ns, prefill_ns, n_tokens and
+n_tokens token_ns. Reps may differ in length (sustained mode stops mid-rep).
 """
 
 from __future__ import annotations
@@ -10,28 +11,33 @@ import struct
 
 from edgebench.measure.record import RepTiming
 
-_HEADER = struct.Struct("<qq")
+_INT = struct.Struct("<q")
+_REP_HEAD = struct.Struct("<qqq")
 
 
 def pack_reps(reps: list[RepTiming]) -> bytes:
-    n_gen = len(reps[0].token_ns) if reps else 0
-    if any(len(r.token_ns) != n_gen for r in reps):
-        raise ValueError("every repetition must have the same number of tokens")
-    body = struct.Struct(f"<{1 + n_gen}q")
-    return _HEADER.pack(len(reps), n_gen) + b"".join(
-        body.pack(r.prefill_ns, *r.token_ns) for r in reps
-    )
+    parts = [_INT.pack(len(reps))]
+    for rep in reps:
+        parts.append(_REP_HEAD.pack(rep.start_ns, rep.prefill_ns, len(rep.token_ns)))
+        parts.append(struct.pack(f"<{len(rep.token_ns)}q", *rep.token_ns))
+    return b"".join(parts)
 
 
 def unpack_reps(blob: bytes) -> list[RepTiming]:
-    if len(blob) < _HEADER.size:
-        raise ValueError("timings blob is truncated")
-    n_reps, n_gen = _HEADER.unpack_from(blob)
-    body = struct.Struct(f"<{1 + n_gen}q")
-    if n_reps < 0 or n_gen < 0 or len(blob) != _HEADER.size + n_reps * body.size:
+    try:
+        (n_reps,) = _INT.unpack_from(blob)
+        offset = _INT.size
+        reps = []
+        for _ in range(n_reps):
+            start_ns, prefill_ns, n_tokens = _REP_HEAD.unpack_from(blob, offset)
+            offset += _REP_HEAD.size
+            if n_tokens < 0:
+                raise ValueError("negative token count")
+            tokens = struct.unpack_from(f"<{n_tokens}q", blob, offset)
+            offset += 8 * n_tokens
+            reps.append(RepTiming(prefill_ns=prefill_ns, token_ns=tokens, start_ns=start_ns))
+    except struct.error as exc:
+        raise ValueError(f"timings blob is truncated ({exc})") from None
+    if n_reps < 0 or offset != len(blob):
         raise ValueError("timings blob has the wrong size")
-    reps = []
-    for i in range(n_reps):
-        prefill_ns, *tokens = body.unpack_from(blob, _HEADER.size + i * body.size)
-        reps.append(RepTiming(prefill_ns=prefill_ns, token_ns=tuple(tokens)))
     return reps

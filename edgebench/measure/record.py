@@ -11,14 +11,16 @@ from typing import Any
 from edgebench.measure.stats import ci95_half_width, mean, percentile, stdev
 
 # Bumped whenever the boundary of a metric changes, so stored results stay comparable.
-DEFINITIONS_VERSION = "1"
+DEFINITIONS_VERSION = "2"
 
 # (name, unit, meaning) in export order. The names are a public contract.
 RESULT_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("backend", "", "inference engine"),
     ("variant", "", "model variant (quantization) that ran"),
-    ("model_sha256", "", "sha256 of the model file that ran"),
+    ("model_sha256", "", "sha256 of the model file (or folder) that ran"),
+    ("model_size_mb", "MiB", "size on disk of the model variant that ran"),
     ("threads", "", "CPU threads given to the engine"),
+    ("n_depth", "tokens", "context already in the KV cache before the prompt (untimed)"),
     ("n_prompt", "tokens", "prompt length"),
     ("n_gen", "tokens", "generated tokens per repetition (EOS ignored)"),
     ("reps", "", "measured repetitions (warm-up excluded)"),
@@ -31,6 +33,8 @@ RESULT_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("decode_tps", "tokens/s", "generated tokens per second after the first, mean over reps"),
     ("decode_tps_std", "tokens/s", "standard deviation of decode_tps"),
     ("decode_tps_ci95", "tokens/s", "half width of the 95% confidence interval"),
+    ("decode_tps_per_core", "tokens/s", "decode_tps / threads"),
+    ("decode_tps_per_ghz_core", "tokens/s", "decode_tps / (threads x max GHz); null if unknown"),
     ("itl_p50_ms", "ms", "median inter-token gap over all gaps of all reps"),
     ("itl_p90_ms", "ms", "90th percentile inter-token gap"),
     ("itl_p95_ms", "ms", "95th percentile inter-token gap"),
@@ -39,9 +43,20 @@ RESULT_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("e2e_ms", "ms", "prefill start to last token, mean over reps"),
     ("e2e_ms_std", "ms", "standard deviation of e2e_ms"),
     ("peak_rss_mb", "MiB", "peak resident memory of the process during load and run"),
+    ("other_cpu_pct", "%", "machine CPU used by other processes during the reps; null under 1 s"),
+    ("noisy", "", "true when other_cpu_pct was above the run's threshold"),
+    ("stability", "", "sustained mode: slowest / fastest window throughput; null otherwise"),
 )
 FIELD_NAMES: tuple[str, ...] = tuple(name for name, _, _ in RESULT_FIELDS)
-NUMERIC_FIELDS: frozenset[str] = frozenset(FIELD_NAMES) - {"backend", "variant", "model_sha256"}
+NUMERIC_FIELDS: frozenset[str] = frozenset(FIELD_NAMES) - {
+    "backend",
+    "variant",
+    "model_sha256",
+    "noisy",
+}
+NULLABLE_FIELDS: frozenset[str] = frozenset(
+    {"decode_tps_per_ghz_core", "stability", "other_cpu_pct"}
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,7 @@ class RepTiming:
 
     prefill_ns: int
     token_ns: tuple[int, ...]
+    start_ns: int = 0  # perf_counter_ns at the start of the rep (sustained-mode windows)
 
     def gaps_ns(self) -> list[int]:
         return [b - a for a, b in pairwise(self.token_ns)]
@@ -61,7 +77,9 @@ class BenchResult:
     backend: str
     variant: str
     model_sha256: str
+    model_size_mb: float
     threads: int
+    n_depth: int
     n_prompt: int
     n_gen: int
     reps: int
@@ -74,6 +92,8 @@ class BenchResult:
     decode_tps: float
     decode_tps_std: float
     decode_tps_ci95: float
+    decode_tps_per_core: float
+    decode_tps_per_ghz_core: float | None
     itl_p50_ms: float
     itl_p90_ms: float
     itl_p95_ms: float
@@ -82,8 +102,16 @@ class BenchResult:
     e2e_ms: float
     e2e_ms_std: float
     peak_rss_mb: float
+    other_cpu_pct: float | None = None
+    noisy: bool = False
+    stability: float | None = None
     engine_version: str = ""
     definitions_version: str = DEFINITIONS_VERSION
+    source_sha256: str = ""
+    reps_mode: str = "fixed"  # or "auto": repeated until the decode ci95 was within target
+    window_s: float | None = None  # sustained mode: window length
+    windows_tps: list[float] = field(default_factory=list)  # sustained mode: the curve
+    environment: dict[str, Any] = field(default_factory=dict)  # provenance snapshot
     rep_timings: list[RepTiming] = field(default_factory=list)
 
     def fields(self) -> dict[str, Any]:
@@ -94,7 +122,8 @@ class BenchResult:
         """Everything, raw per-token timestamps included (json/jsonl exports)."""
         data = asdict(self)
         data["rep_timings"] = [
-            {"prefill_ns": r.prefill_ns, "token_ns": list(r.token_ns)} for r in self.rep_timings
+            {"start_ns": r.start_ns, "prefill_ns": r.prefill_ns, "token_ns": list(r.token_ns)}
+            for r in self.rep_timings
         ]
         return data
 
@@ -110,6 +139,9 @@ def summarize(
     load_ms: float,
     peak_rss_mb: float,
     engine_version: str = "",
+    n_depth: int = 0,
+    model_size_mb: float = 0.0,
+    max_ghz: float | None = None,
 ) -> BenchResult:
     """Turns raw repetitions into the result record; every rep must have the same
     number (at least two) of token timestamps."""
@@ -124,11 +156,15 @@ def summarize(
     decode = [(n_gen - 1) / ((r.token_ns[-1] - r.token_ns[0]) / 1e9) for r in reps]
     e2e = [r.token_ns[-1] / ns_per_ms for r in reps]
     gaps = [g / ns_per_ms for r in reps for g in r.gaps_ns()]
+    decode_mean = mean(decode)
+    per_core = decode_mean / max(threads, 1)
     return BenchResult(
         backend=backend,
         variant=variant,
         model_sha256=model_sha256,
+        model_size_mb=model_size_mb,
         threads=threads,
+        n_depth=n_depth,
         n_prompt=n_prompt,
         n_gen=n_gen,
         reps=len(reps),
@@ -138,9 +174,11 @@ def summarize(
         prefill_tps=mean(prefill),
         prefill_tps_std=stdev(prefill),
         prefill_tps_ci95=ci95_half_width(prefill),
-        decode_tps=mean(decode),
+        decode_tps=decode_mean,
         decode_tps_std=stdev(decode),
         decode_tps_ci95=ci95_half_width(decode),
+        decode_tps_per_core=per_core,
+        decode_tps_per_ghz_core=per_core / max_ghz if max_ghz else None,
         itl_p50_ms=percentile(gaps, 50),
         itl_p90_ms=percentile(gaps, 90),
         itl_p95_ms=percentile(gaps, 95),
@@ -156,8 +194,12 @@ def summarize(
 
 def implausibility(values: dict[str, Any]) -> str | None:
     """Why a result cannot be right (negative, infinite or impossible figures), or None."""
+    if not isinstance(values.get("noisy"), bool):
+        return "noisy must be true or false"
     for name in NUMERIC_FIELDS:
         value = values.get(name)
+        if value is None and name in NULLABLE_FIELDS:
+            continue
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return f"{name} is missing or not a number"
         if not math.isfinite(value) or value < 0:
@@ -168,4 +210,6 @@ def implausibility(values: dict[str, Any]) -> str | None:
         return "decode_tps and ttft_ms must be positive"
     if values["itl_p50_ms"] > values["itl_max_ms"]:
         return "itl_p50_ms is larger than itl_max_ms"
+    if (values["other_cpu_pct"] or 0) > 100 or (values["stability"] or 0) > 1:
+        return "other_cpu_pct above 100 or stability above 1"
     return None

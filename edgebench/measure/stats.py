@@ -53,3 +53,10 @@ def percentile(values: Sequence[float], q: float) -> float:
     high = min(low + 1, len(ordered) - 1)
     fraction = position - low
     return ordered[low] + (ordered[high] - ordered[low]) * fraction
+
+
+def relative_ci95(values: Sequence[float]) -> float:
+    """ci95 half width as a fraction of the mean (inf with fewer than two values)."""
+    if len(values) < 2 or mean(values) == 0:
+        return math.inf
+    return ci95_half_width(values) / abs(mean(values))

@@ -138,3 +138,32 @@ def test_cancel_a_queued_job(coordinator: Coordinator, tiny_model: Path) -> None
     assert (
         json.loads(coordinator.cli("jobs", "show", job_id, "--json").stdout)["state"] == "cancelled"
     )
+
+
+def test_one_job_compares_three_engines_and_their_variants(
+    coordinator: Coordinator, agent: Path, tiny_model: Path, tiny_onnx: Path, tiny_hf: Path
+) -> None:
+    submitted = coordinator.cli(
+        "jobs", "submit", "--model", str(tiny_model), "--model", str(tiny_onnx),
+        "--model", str(tiny_hf), "--variant", "", "--variant", "Q4_K_M", "--variant", "int8",
+        "-p", "16", "-n", "8", "-r", "2", "--wait", "--timeout", "300",
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.splitlines()[0]
+    results = coordinator.api("/api/v1/results", job_id=job_id)
+    ran = sorted((r["fields"]["backend"], r["fields"]["variant"]) for r in results)
+    assert ran == [("llama_cpp", "F32"), ("llama_cpp", "Q4_K_M"), ("onnx", "fp32"),
+                   ("onnx", "int8"), ("transformers", "fp32")]  # fmt: skip
+    by_variant = {r["fields"]["variant"]: r for r in results}
+    assert (
+        by_variant["Q4_K_M"]["fields"]["model_size_mb"]
+        < by_variant["F32"]["fields"]["model_size_mb"]
+    )
+    assert by_variant["Q4_K_M"]["source_sha256"] == by_variant["F32"]["fields"]["model_sha256"]
+    assert by_variant["int8"]["environment"]["engine"] == "onnx"
+    # a folder model's id is the hash of its files, the same the agent verified and reports
+    from edgebench.modelfiles import tree_sha256
+
+    assert by_variant["fp32"]["source_sha256"] in (tree_sha256(tiny_onnx), tree_sha256(tiny_hf))
+    assert sorted((agent / "cache" / "models").iterdir())  # folders unpacked, no archive kept
+    assert not list((agent / "cache" / "models").glob("*.tar"))

@@ -91,7 +91,7 @@ def test_implausible_figures_are_named(field: str, value: object) -> None:
 def test_timings_pack_round_trip_and_refuse_damage() -> None:
     reps = _result().rep_timings
     blob = pack_reps(reps)
-    assert len(blob) == 16 + 2 * 4 * 8
+    assert len(blob) == 8 + 2 * (3 + 3) * 8
     assert unpack_reps(blob) == reps
     with pytest.raises(ValueError):
         unpack_reps(blob[:-1])

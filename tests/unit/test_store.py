@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edgebench.coordinator.jobspec import JobCreate, PlannedRun, plan_runs
 from edgebench.coordinator.store import MAX_ATTEMPTS, Store, StoreError
 from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunState, utcnow
 from edgebench.measure.packing import pack_reps
@@ -32,19 +33,10 @@ def _agent(store: Store, name: str) -> tuple[Agent, Device]:
 
 def _job(store: Store, device: str | None = None) -> Job:
     store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
+    spec = JobCreate(models=[SHA], n_prompt=[8], n_gen=[3], reps=1, device=device)
     job, _ = store.create_job(
-        Job(
-            model_sha256=SHA,
-            model_filename="m.gguf",
-            backend="llama_cpp",
-            variant="",
-            n_prompt=8,
-            n_gen=3,
-            reps=1,
-            warmup=0,
-            threads=1,
-            device_name=device,
-        )
+        Job(spec_json=spec.model_dump_json(), device_name=device),
+        plan_runs(spec, {SHA: "gguf"}),
     )
     return job
 
@@ -105,20 +97,9 @@ def test_named_device_only(store: Store) -> None:
 
 
 def test_create_job_refuses_unknown_model_or_device_and_stores_nothing(store: Store) -> None:
+    unknown = PlannedRun("c" * 64, "llama_cpp", "", 0, 1, 2)
     with pytest.raises(StoreError, match="never uploaded"):
-        store.create_job(
-            Job(
-                model_sha256="c" * 64,
-                model_filename="x",
-                backend="llama_cpp",
-                variant="",
-                n_prompt=1,
-                n_gen=2,
-                reps=1,
-                warmup=0,
-                threads=0,
-            )
-        )
+        store.create_job(Job(spec_json="{}"), [unknown])
     with pytest.raises(StoreError, match="no device"):
         _job(store, device="ghost")
     assert store.count(Job) == 0 and store.count(Run) == 0

@@ -11,6 +11,22 @@ from edgebench.agent.backends.base import Backend, BackendError
 # backend name -> (module, class, distribution that provides the engine)
 _REGISTRY: dict[str, tuple[str, str, str]] = {
     "llama_cpp": ("edgebench.agent.backends.llama_cpp", "LlamaCppBackend", "llama-cpp-python"),
+    "onnx": ("edgebench.agent.backends.onnx", "OnnxBackend", "onnxruntime-genai"),
+    "transformers": (
+        "edgebench.agent.backends.transformers",
+        "TransformersBackend",
+        "transformers",
+    ),
+}
+# The extra that installs each backend's engine.
+EXTRAS = {"llama_cpp": "llama", "onnx": "onnx", "transformers": "hf"}
+# The model artifact format each backend loads.
+SOURCE_FORMATS = {"llama_cpp": "gguf", "onnx": "onnx", "transformers": "hf"}
+# Variants each backend can produce ('' = the model as it is), known without importing it.
+VARIANTS = {
+    "llama_cpp": ("F32", "F16", "Q8_0", "Q5_K_M", "Q4_K_M", "Q4_0"),
+    "onnx": ("fp32", "int8"),
+    "transformers": ("fp32", "bf16", "fp16"),
 }
 
 
@@ -26,7 +42,7 @@ def create_backend(name: str) -> Backend:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise BackendError(
-            f"backend {name!r} needs {dist}: pip install 'edgebench[llama]' ({exc})"
+            f"backend {name!r} needs {dist}: pip install 'edgebench[{EXTRAS[name]}]' ({exc})"
         ) from exc
     backend: Backend = getattr(module, class_name)()
     return backend

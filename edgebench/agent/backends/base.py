@@ -1,49 +1,86 @@
 """The one interface every inference engine implements.
 
-A backend loads a model, turns text into its own tokens, and generates with one
-timestamp per token taken inside its decode loop. It knows nothing about repetitions,
-statistics or the coordinator: the runner does that (MLPerf LoadGen's split).
+A backend prepares a model variant (quantizes and caches it where it can), loads it,
+turns text into its own tokens, and generates with one timestamp per token taken inside
+its decode loop. It knows nothing about repetitions, statistics or the coordinator: the
+runner does that (MLPerf LoadGen's split of system under test, workload and timing).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from edgebench.errors import EdgebenchError
 from edgebench.measure.record import RepTiming
 
 
 class BackendError(EdgebenchError, RuntimeError):
-    """A model the backend cannot load or run; the message is meant for the user."""
+    """A model the backend cannot prepare, load or run; the message is for the user."""
 
 
 @dataclass(frozen=True)
 class EngineSettings:
-    threads: int  # 0: the backend picks (physical cores)
-    n_ctx: int
+    threads: int = 0  # 0: the backend picks (physical cores)
+    n_ctx: int = 0  # 0: the runner sizes it from the workload
     n_batch: int = 512
+    n_ubatch: int = 512
+    n_gpu_layers: int = 0  # llama.cpp: layers offloaded to a GPU (-1: all)
+    flash_attn: bool = False  # llama.cpp
+    repack: bool | None = None  # llama.cpp weight repacking; None: the backend's default
+    provider: str = "cpu"  # ONNX Runtime execution provider: cpu, cuda, tensorrt
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 class Backend(Protocol):
     name: str
+    # Variants this backend can produce from a source model ('' = the source as it is).
+    variants: tuple[str, ...]
 
     def engine_version(self) -> str: ...
+
+    def build_info(self) -> dict[str, Any]:
+        """How the engine was built and what it will use (system info, providers...)."""
+        ...
+
+    def source_format(self) -> str:
+        """The artifact format this backend loads: gguf, onnx or hf."""
+        ...
+
+    def prepare(self, source: Path, source_sha256: str, variant: str, cache: Path) -> Path:
+        """The model file or folder of `variant`, made from `source` once and cached under
+        `cache` (keyed by the source's sha256); BackendError if it cannot be made."""
+        ...
 
     def load(self, model_path: Path, settings: EngineSettings) -> None: ...
 
     def tokenize(self, text: str) -> list[int]: ...
 
-    def generate(self, prompt: list[int], n_gen: int) -> RepTiming:
-        """Prefills `prompt` and generates exactly `n_gen` tokens (EOS ignored) from a
-        clean context; returns the prefill duration and one timestamp per token."""
+    def generate(self, context: list[int], prompt: list[int], n_gen: int) -> RepTiming:
+        """From a clean state, feeds `context` (untimed: the prompt-depth setting), then
+        prefills `prompt` and generates exactly `n_gen` tokens, EOS ignored. Returns the
+        start time, the prefill duration and one timestamp per generated token."""
         ...
 
     def threads(self) -> int: ...
 
     def variant(self) -> str:
-        """The loaded model's quantization or dtype, e.g. Q4_K_M, F16."""
+        """The loaded model's quantization or dtype, e.g. Q4_K_M, F16, int8, bf16."""
+        ...
+
+    def context_limit(self) -> int:
+        """The most tokens (context + prompt + generated) one repetition may hold."""
         ...
 
     def close(self) -> None: ...
+
+
+def check_variant(backend_name: str, variants: tuple[str, ...], variant: str) -> None:
+    """A clear error, before any work, for a variant the backend cannot produce.
+    The empty variant means the source model as it is."""
+    if variant and variant not in variants:
+        raise BackendError(
+            f"backend {backend_name} cannot produce variant {variant!r}; "
+            f"it can produce: {', '.join(variants)} (or '' for the model as it is)"
+        )

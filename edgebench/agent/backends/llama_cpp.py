@@ -8,6 +8,8 @@ llama.cpp's own tools (the per-token Python cost of `Llama.generate` is what thi
 
 from __future__ import annotations
 
+import ctypes
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,8 @@ from typing import Any
 import llama_cpp
 import psutil
 
-from edgebench.agent.backends.base import BackendError, EngineSettings
+from edgebench.agent.backends import VARIANTS
+from edgebench.agent.backends.base import BackendError, EngineSettings, check_variant
 from edgebench.measure.record import RepTiming
 
 GGUF_MAGIC = b"GGUF"
@@ -25,6 +28,9 @@ FILE_TYPES = {
     10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M",
     16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16",
 }  # fmt: skip
+VARIANT_FTYPES = {name: code for code, name in FILE_TYPES.items()}
+# Sources llama.cpp's quantizer takes without requantizing (which loses quality).
+UNQUANTIZED = {"F32", "F16", "BF16"}
 
 
 def check_gguf(path: Path) -> None:
@@ -36,84 +42,180 @@ def check_gguf(path: Path) -> None:
             raise BackendError(f"not a GGUF model file: {path}")
 
 
+def gguf_file_type(path: Path) -> str:
+    """The variant a GGUF file declares (`general.file_type`), read without loading it."""
+    import gguf
+
+    check_gguf(path)
+    reader = gguf.GGUFReader(str(path), "r")
+    field = reader.get_field("general.file_type")
+    if field is None:
+        return "F32"  # llama.cpp's own default when the key is absent
+    code = int(field.contents())
+    return FILE_TYPES.get(code, f"ftype{code}")
+
+
+@llama_cpp.llama_log_callback
+def _drop_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    return None
+
+
+_initialized = False
+
+
+def _init_quietly() -> None:
+    """Initializes llama.cpp once, with its log (load and quantize chatter) silenced."""
+    global _initialized
+    if not _initialized:
+        llama_cpp.llama_log_set(_drop_log, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+        _initialized = True
+
+
+def _repack_default() -> bool:
+    """Weight repacking (llama.cpp's extra CPU buffer types) is on, except on CPUs with
+    Intel AMX: there llama.cpp 0.3.36's AMX matmul crashes on quantized weights (seen on
+    this project's 2-core Xeon VM). `--repack` turns it back on."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    return "amx_tile" not in flags
+
+
 class LlamaCppBackend:
     name = "llama_cpp"
+    variants = VARIANTS["llama_cpp"]
 
     def __init__(self) -> None:
-        self._llm: Any = None
+        self._model: Any = None
+        self._ctx: Any = None
         self._batch: Any = None
         self._batch_size = 0
         self._sampler: Any = None
         self._n_batch = 512
         self._threads = 0
+        self._variant = ""
+        self._repack = True
 
     def engine_version(self) -> str:
         return str(llama_cpp.__version__)
 
-    def system_info(self) -> str:
-        return bytes(llama_cpp.llama_print_system_info()).decode(errors="replace").strip()
+    def build_info(self) -> dict[str, Any]:
+        info = bytes(llama_cpp.llama_print_system_info()).decode(errors="replace").strip()
+        return {
+            "system_info": info,
+            "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+            "repack": self._repack,
+        }
+
+    def source_format(self) -> str:
+        return "gguf"
 
     def threads(self) -> int:
         return self._threads
 
     def variant(self) -> str:
-        """The quantization the file declares in its own metadata."""
-        file_type = str(self._loaded().metadata.get("general.file_type", ""))
-        return (
-            FILE_TYPES.get(int(file_type), f"ftype{file_type}")
-            if file_type.isdigit()
-            else "unknown"
+        return self._variant
+
+    def context_limit(self) -> int:
+        return int(llama_cpp.llama_n_ctx(self._loaded()))
+
+    def prepare(self, source: Path, source_sha256: str, variant: str, cache: Path) -> Path:
+        check_variant(self.name, self.variants, variant)
+        have = gguf_file_type(source)
+        if not variant or variant == have:
+            return source
+        if have not in UNQUANTIZED:
+            raise BackendError(
+                f"cannot make {variant} from a {have} model: quantize from an F32 or F16 GGUF"
+            )
+        target = cache / f"{source_sha256}-{variant.lower()}.gguf"
+        if target.is_file():
+            return target
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        _init_quietly()
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = VARIANT_FTYPES[variant]
+        params.nthread = psutil.cpu_count(logical=False) or 1
+        status = llama_cpp.llama_model_quantize(
+            str(source).encode(), str(partial).encode(), ctypes.byref(params)
         )
+        if status != 0 or not partial.is_file():
+            partial.unlink(missing_ok=True)
+            raise BackendError(f"llama.cpp could not quantize {source.name} to {variant}")
+        os.replace(partial, target)
+        return target
 
     def load(self, model_path: Path, settings: EngineSettings) -> None:
         check_gguf(model_path)
+        _init_quietly()
         self._threads = settings.threads or psutil.cpu_count(logical=False) or 1
         self._n_batch = settings.n_batch
-        try:
-            self._llm = llama_cpp.Llama(
-                model_path=str(model_path),
-                n_ctx=settings.n_ctx,
-                n_batch=settings.n_batch,
-                n_ubatch=settings.n_batch,
-                n_threads=self._threads,
-                n_threads_batch=self._threads,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise BackendError(f"llama.cpp could not load {model_path}: {exc}") from exc
+        self._repack = _repack_default() if settings.repack is None else settings.repack
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = (
+            0x7FFFFFFF if settings.n_gpu_layers < 0 else settings.n_gpu_layers
+        )
+        model_params.use_extra_bufts = self._repack
+        self._model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params)
+        if not self._model:
+            raise BackendError(f"llama.cpp could not load {model_path}")
+        ctx_params = llama_cpp.llama_context_default_params()
+        ctx_params.n_ctx = settings.n_ctx
+        ctx_params.n_batch = settings.n_batch
+        ctx_params.n_ubatch = min(settings.n_ubatch, settings.n_batch)
+        ctx_params.n_threads = self._threads
+        ctx_params.n_threads_batch = self._threads
+        ctx_params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if settings.flash_attn
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
+        if not self._ctx:
+            self.close()
+            raise BackendError(f"llama.cpp could not create a context for {model_path}")
+        self._variant = self._file_type()
         self._sampler = llama_cpp.llama_sampler_chain_init(
             llama_cpp.llama_sampler_chain_default_params()
         )
         llama_cpp.llama_sampler_chain_add(self._sampler, llama_cpp.llama_sampler_init_greedy())
 
     def tokenize(self, text: str) -> list[int]:
-        tokens: list[int] = self._loaded().tokenize(text.encode(), add_bos=True, special=False)
-        return tokens
+        vocab = llama_cpp.llama_model_get_vocab(self._loaded_model())
+        data = text.encode()
+        capacity = len(data) + 8
+        tokens = (llama_cpp.llama_token * capacity)()
+        count = llama_cpp.llama_tokenize(vocab, data, len(data), tokens, capacity, True, False)
+        if count < 0:
+            raise BackendError("llama.cpp could not tokenize the prompt corpus")
+        return list(tokens[:count])
 
-    def generate(self, prompt: list[int], n_gen: int) -> RepTiming:
-        llm = self._loaded()
-        if len(prompt) + n_gen > llm.n_ctx():
+    def generate(self, context: list[int], prompt: list[int], n_gen: int) -> RepTiming:
+        ctx = self._loaded()
+        needed = len(context) + len(prompt) + n_gen
+        limit = self.context_limit()
+        if needed > limit:
             raise BackendError(
-                f"prompt ({len(prompt)}) + generation ({n_gen}) exceed the context ({llm.n_ctx()})"
+                f"depth + prompt + generation ({needed}) exceed the context ({limit})"
             )
-        ctx = llm.ctx
-        batch = self._ensure_batch(min(len(prompt), self._n_batch))
+        batch = self._ensure_batch(min(max(len(prompt), len(context)), self._n_batch))
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
         llama_cpp.llama_sampler_reset(self._sampler)
+        self._feed(ctx, batch, context, 0, logits_last=False)
+        llama_cpp.llama_synchronize(ctx)
         clock = time.perf_counter_ns
         start = clock()
-        for offset in range(0, len(prompt), self._n_batch):
-            chunk = prompt[offset : offset + self._n_batch]
-            last_chunk = offset + len(chunk) == len(prompt)
-            self._fill(batch, chunk, offset, logits_last=last_chunk)
-            self._decode(ctx, batch)
+        self._feed(ctx, batch, prompt, len(context), logits_last=True)
         llama_cpp.llama_synchronize(ctx)
         prefill_ns = clock() - start
         sample = llama_cpp.llama_sampler_sample
         sampler = self._sampler
         token = sample(sampler, ctx, -1)
         stamps = [clock() - start]
-        position = len(prompt)
+        position = len(context) + len(prompt)
         one = self._fill
         for _ in range(n_gen - 1):
             one(batch, (token,), position, logits_last=True)
@@ -121,7 +223,16 @@ class LlamaCppBackend:
             token = sample(sampler, ctx, -1)
             stamps.append(clock() - start)
             position += 1
-        return RepTiming(prefill_ns=prefill_ns, token_ns=tuple(stamps))
+        return RepTiming(prefill_ns=prefill_ns, token_ns=tuple(stamps), start_ns=start)
+
+    def _feed(
+        self, ctx: Any, batch: Any, tokens: list[int], first: int, *, logits_last: bool
+    ) -> None:
+        for offset in range(0, len(tokens), self._n_batch):
+            chunk = tokens[offset : offset + self._n_batch]
+            last = logits_last and offset + len(chunk) == len(tokens)
+            self._fill(batch, chunk, first + offset, logits_last=last)
+            self._decode(ctx, batch)
 
     def close(self) -> None:
         if self._batch is not None:
@@ -130,14 +241,32 @@ class LlamaCppBackend:
         if self._sampler is not None:
             llama_cpp.llama_sampler_free(self._sampler)
             self._sampler = None
-        if self._llm is not None:
-            self._llm.close()
-            self._llm = None
+        if self._ctx is not None:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if self._model is not None:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
 
     def _loaded(self) -> Any:
-        if self._llm is None:
+        if self._ctx is None:
             raise BackendError("no model is loaded")
-        return self._llm
+        return self._ctx
+
+    def _loaded_model(self) -> Any:
+        if self._model is None:
+            raise BackendError("no model is loaded")
+        return self._model
+
+    def _file_type(self) -> str:
+        buffer = ctypes.create_string_buffer(64)
+        length = llama_cpp.llama_model_meta_val_str(
+            self._loaded_model(), b"general.file_type", buffer, len(buffer)
+        )
+        if length < 0:
+            return "F32"
+        code = int(buffer.value.decode() or 0)
+        return FILE_TYPES.get(code, f"ftype{code}")
 
     def _ensure_batch(self, size: int) -> Any:
         size = max(size, 1)

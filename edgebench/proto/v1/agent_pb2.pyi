@@ -365,7 +365,7 @@ class ModelRef(_message.Message):
     filename: _builtins.str
     size_bytes: _builtins.int
     format: _builtins.str
-    """"gguf" """
+    """"gguf" (a file), "onnx" or "hf" (a folder, sent as a tar)"""
     def __init__(
         self,
         *,
@@ -384,6 +384,8 @@ Global___ModelRef: _TypeAlias = ModelRef  # noqa: Y015
 
 @_typing.final
 class Workload(_message.Message):
+    """One test of a job's matrix, with the settings of the engine."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BACKEND_FIELD_NUMBER: _builtins.int
@@ -393,16 +395,43 @@ class Workload(_message.Message):
     WARMUP_FIELD_NUMBER: _builtins.int
     THREADS_FIELD_NUMBER: _builtins.int
     N_CTX_FIELD_NUMBER: _builtins.int
+    VARIANT_FIELD_NUMBER: _builtins.int
+    N_DEPTH_FIELD_NUMBER: _builtins.int
+    SUSTAINED_SECONDS_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    N_BATCH_FIELD_NUMBER: _builtins.int
+    N_UBATCH_FIELD_NUMBER: _builtins.int
+    N_GPU_LAYERS_FIELD_NUMBER: _builtins.int
+    FLASH_ATTN_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    NOISY_PCT_FIELD_NUMBER: _builtins.int
+    MAX_REPS_FIELD_NUMBER: _builtins.int
+    MAX_SECONDS_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
-    """"llama_cpp" """
+    """"llama_cpp", "onnx", "transformers" """
     n_prompt: _builtins.int
     n_gen: _builtins.int
     reps: _builtins.int
+    """0 = auto: until the decode ci95 is within 2% of the mean"""
     warmup: _builtins.int
     threads: _builtins.int
     """0 = the backend's default (physical cores)"""
     n_ctx: _builtins.int
-    """0 = n_prompt + n_gen rounded up"""
+    """0 = depth + prompt + generation rounded up"""
+    variant: _builtins.str
+    """"" = the model as it is; else e.g. "Q4_K_M", "int8", "bf16" """
+    n_depth: _builtins.int
+    sustained_seconds: _builtins.float
+    """> 0: sustained mode"""
+    window_seconds: _builtins.float
+    n_batch: _builtins.int
+    n_ubatch: _builtins.int
+    n_gpu_layers: _builtins.int
+    flash_attn: _builtins.bool
+    provider: _builtins.str
+    noisy_pct: _builtins.float
+    max_reps: _builtins.int
+    max_seconds: _builtins.float
     def __init__(
         self,
         *,
@@ -413,10 +442,22 @@ class Workload(_message.Message):
         warmup: _builtins.int = ...,
         threads: _builtins.int = ...,
         n_ctx: _builtins.int = ...,
+        variant: _builtins.str = ...,
+        n_depth: _builtins.int = ...,
+        sustained_seconds: _builtins.float = ...,
+        window_seconds: _builtins.float = ...,
+        n_batch: _builtins.int = ...,
+        n_ubatch: _builtins.int = ...,
+        n_gpu_layers: _builtins.int = ...,
+        flash_attn: _builtins.bool = ...,
+        provider: _builtins.str = ...,
+        noisy_pct: _builtins.float = ...,
+        max_reps: _builtins.int = ...,
+        max_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "n_ctx", b"n_ctx", "n_gen", b"n_gen", "n_prompt", b"n_prompt", "reps", b"reps", "threads", b"threads", "warmup", b"warmup"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "flash_attn", b"flash_attn", "max_reps", b"max_reps", "max_seconds", b"max_seconds", "n_batch", b"n_batch", "n_ctx", b"n_ctx", "n_depth", b"n_depth", "n_gen", b"n_gen", "n_gpu_layers", b"n_gpu_layers", "n_prompt", b"n_prompt", "n_ubatch", b"n_ubatch", "noisy_pct", b"noisy_pct", "provider", b"provider", "reps", b"reps", "sustained_seconds", b"sustained_seconds", "threads", b"threads", "variant", b"variant", "warmup", b"warmup", "window_seconds", b"window_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -491,7 +532,10 @@ class RepTimings(_message.Message):
 
     TOKEN_NS_FIELD_NUMBER: _builtins.int
     PREFILL_NS_FIELD_NUMBER: _builtins.int
+    START_NS_FIELD_NUMBER: _builtins.int
     prefill_ns: _builtins.int
+    start_ns: _builtins.int
+    """perf_counter_ns at the start of the rep (sustained windows)"""
     @_builtins.property
     def token_ns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
@@ -499,10 +543,11 @@ class RepTimings(_message.Message):
         *,
         token_ns: _abc.Iterable[_builtins.int] | None = ...,
         prefill_ns: _builtins.int = ...,
+        start_ns: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["prefill_ns", b"prefill_ns", "token_ns", b"token_ns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["prefill_ns", b"prefill_ns", "start_ns", b"start_ns", "token_ns", b"token_ns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -539,6 +584,18 @@ class Metrics(_message.Message):
     DEFINITIONS_VERSION_FIELD_NUMBER: _builtins.int
     PREFILL_TPS_CI95_FIELD_NUMBER: _builtins.int
     DECODE_TPS_CI95_FIELD_NUMBER: _builtins.int
+    MODEL_SIZE_MB_FIELD_NUMBER: _builtins.int
+    N_DEPTH_FIELD_NUMBER: _builtins.int
+    DECODE_TPS_PER_CORE_FIELD_NUMBER: _builtins.int
+    DECODE_TPS_PER_GHZ_CORE_FIELD_NUMBER: _builtins.int
+    OTHER_CPU_PCT_FIELD_NUMBER: _builtins.int
+    NOISY_FIELD_NUMBER: _builtins.int
+    STABILITY_FIELD_NUMBER: _builtins.int
+    SOURCE_SHA256_FIELD_NUMBER: _builtins.int
+    REPS_MODE_FIELD_NUMBER: _builtins.int
+    WINDOW_S_FIELD_NUMBER: _builtins.int
+    WINDOWS_TPS_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_JSON_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     variant: _builtins.str
     model_sha256: _builtins.str
@@ -565,8 +622,26 @@ class Metrics(_message.Message):
     definitions_version: _builtins.str
     prefill_tps_ci95: _builtins.float
     decode_tps_ci95: _builtins.float
+    model_size_mb: _builtins.float
+    n_depth: _builtins.int
+    decode_tps_per_core: _builtins.float
+    decode_tps_per_ghz_core: _builtins.float
+    """unset when the clock is unknown"""
+    other_cpu_pct: _builtins.float
+    """unset when the run was too short"""
+    noisy: _builtins.bool
+    stability: _builtins.float
+    """sustained mode only"""
+    source_sha256: _builtins.str
+    reps_mode: _builtins.str
+    """"fixed", "auto", "sustained" """
+    window_s: _builtins.float
+    environment_json: _builtins.str
+    """provenance snapshot, a JSON object"""
     @_builtins.property
     def rep_timings(self) -> _containers.RepeatedCompositeFieldContainer[Global___RepTimings]: ...
+    @_builtins.property
+    def windows_tps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
     def __init__(
         self,
         *,
@@ -597,12 +672,39 @@ class Metrics(_message.Message):
         definitions_version: _builtins.str = ...,
         prefill_tps_ci95: _builtins.float = ...,
         decode_tps_ci95: _builtins.float = ...,
+        model_size_mb: _builtins.float = ...,
+        n_depth: _builtins.int = ...,
+        decode_tps_per_core: _builtins.float = ...,
+        decode_tps_per_ghz_core: _builtins.float | None = ...,
+        other_cpu_pct: _builtins.float | None = ...,
+        noisy: _builtins.bool = ...,
+        stability: _builtins.float | None = ...,
+        source_sha256: _builtins.str = ...,
+        reps_mode: _builtins.str = ...,
+        window_s: _builtins.float | None = ...,
+        windows_tps: _abc.Iterable[_builtins.float] | None = ...,
+        environment_json: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_decode_tps_per_ghz_core", b"_decode_tps_per_ghz_core", "_other_cpu_pct", b"_other_cpu_pct", "_stability", b"_stability", "_window_s", b"_window_s", "decode_tps_per_ghz_core", b"decode_tps_per_ghz_core", "other_cpu_pct", b"other_cpu_pct", "stability", b"stability", "window_s", b"window_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "decode_tps", b"decode_tps", "decode_tps_ci95", b"decode_tps_ci95", "decode_tps_std", b"decode_tps_std", "definitions_version", b"definitions_version", "e2e_ms", b"e2e_ms", "e2e_ms_std", b"e2e_ms_std", "engine_version", b"engine_version", "itl_max_ms", b"itl_max_ms", "itl_p50_ms", b"itl_p50_ms", "itl_p90_ms", b"itl_p90_ms", "itl_p95_ms", b"itl_p95_ms", "itl_p99_ms", b"itl_p99_ms", "load_ms", b"load_ms", "model_sha256", b"model_sha256", "n_gen", b"n_gen", "n_prompt", b"n_prompt", "peak_rss_mb", b"peak_rss_mb", "prefill_tps", b"prefill_tps", "prefill_tps_ci95", b"prefill_tps_ci95", "prefill_tps_std", b"prefill_tps_std", "rep_timings", b"rep_timings", "reps", b"reps", "threads", b"threads", "ttft_ms", b"ttft_ms", "ttft_ms_std", b"ttft_ms_std", "variant", b"variant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_decode_tps_per_ghz_core", b"_decode_tps_per_ghz_core", "_other_cpu_pct", b"_other_cpu_pct", "_stability", b"_stability", "_window_s", b"_window_s", "backend", b"backend", "decode_tps", b"decode_tps", "decode_tps_ci95", b"decode_tps_ci95", "decode_tps_per_core", b"decode_tps_per_core", "decode_tps_per_ghz_core", b"decode_tps_per_ghz_core", "decode_tps_std", b"decode_tps_std", "definitions_version", b"definitions_version", "e2e_ms", b"e2e_ms", "e2e_ms_std", b"e2e_ms_std", "engine_version", b"engine_version", "environment_json", b"environment_json", "itl_max_ms", b"itl_max_ms", "itl_p50_ms", b"itl_p50_ms", "itl_p90_ms", b"itl_p90_ms", "itl_p95_ms", b"itl_p95_ms", "itl_p99_ms", b"itl_p99_ms", "load_ms", b"load_ms", "model_sha256", b"model_sha256", "model_size_mb", b"model_size_mb", "n_depth", b"n_depth", "n_gen", b"n_gen", "n_prompt", b"n_prompt", "noisy", b"noisy", "other_cpu_pct", b"other_cpu_pct", "peak_rss_mb", b"peak_rss_mb", "prefill_tps", b"prefill_tps", "prefill_tps_ci95", b"prefill_tps_ci95", "prefill_tps_std", b"prefill_tps_std", "rep_timings", b"rep_timings", "reps", b"reps", "reps_mode", b"reps_mode", "source_sha256", b"source_sha256", "stability", b"stability", "threads", b"threads", "ttft_ms", b"ttft_ms", "ttft_ms_std", b"ttft_ms_std", "variant", b"variant", "window_s", b"window_s", "windows_tps", b"windows_tps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__decode_tps_per_ghz_core: _TypeAlias = _typing.Literal["decode_tps_per_ghz_core"]  # noqa: Y015
+    _WhichOneofArgType__decode_tps_per_ghz_core: _TypeAlias = _typing.Literal["_decode_tps_per_ghz_core", b"_decode_tps_per_ghz_core"]  # noqa: Y015
+    _WhichOneofReturnType__other_cpu_pct: _TypeAlias = _typing.Literal["other_cpu_pct"]  # noqa: Y015
+    _WhichOneofArgType__other_cpu_pct: _TypeAlias = _typing.Literal["_other_cpu_pct", b"_other_cpu_pct"]  # noqa: Y015
+    _WhichOneofReturnType__stability: _TypeAlias = _typing.Literal["stability"]  # noqa: Y015
+    _WhichOneofArgType__stability: _TypeAlias = _typing.Literal["_stability", b"_stability"]  # noqa: Y015
+    _WhichOneofReturnType__window_s: _TypeAlias = _typing.Literal["window_s"]  # noqa: Y015
+    _WhichOneofArgType__window_s: _TypeAlias = _typing.Literal["_window_s", b"_window_s"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__decode_tps_per_ghz_core) -> _WhichOneofReturnType__decode_tps_per_ghz_core | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__other_cpu_pct) -> _WhichOneofReturnType__other_cpu_pct | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stability) -> _WhichOneofReturnType__stability | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__window_s) -> _WhichOneofReturnType__window_s | None: ...
 
 Global___Metrics: _TypeAlias = Metrics  # noqa: Y015
 

@@ -1,0 +1,100 @@
+"""The reference check: llama.cpp's own llama-bench on the same file, threads and lengths.
+
+llama-bench times prompt processing (pp) from an empty context and text generation (tg)
+one token at a time without sampling. Our prefill is compared with its pp at the same
+prompt length; our decode (which follows the prompt) with its tg at depth n_prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from edgebench import paths
+from edgebench.agent.backends import create_backend
+from edgebench.agent.runner import BenchSpec
+from edgebench.errors import EdgebenchError
+from edgebench.measure.record import BenchResult
+
+
+@dataclass(frozen=True)
+class ReferenceFigures:
+    prefill_tps: float
+    decode_tps: float
+
+
+def find_llama_bench(given: Path | None) -> Path:
+    found = str(given) if given else shutil.which("llama-bench")
+    if not found or not Path(found).is_file():
+        raise EdgebenchError(
+            "llama-bench not found: put it on PATH or pass --llama-bench PATH "
+            "(benchmarks/build_llama_bench.sh builds the one matching our llama.cpp)"
+        )
+    return Path(found)
+
+
+def _llama_bench_json(tool: Path, args: list[str]) -> list[dict[str, Any]]:
+    done = subprocess.run([str(tool), *args, "-o", "json"], capture_output=True, text=True,
+                          check=False, timeout=3600)  # fmt: skip
+    if done.returncode != 0:
+        raise EdgebenchError(f"llama-bench failed: {done.stderr.strip()[-500:]}")
+    try:
+        rows: list[dict[str, Any]] = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise EdgebenchError("llama-bench did not print JSON") from None
+    return rows
+
+
+def run_llama_bench(
+    tool: Path, model: Path, result: BenchResult, spec: BenchSpec, repack: bool
+) -> ReferenceFigures:
+    settings = spec.settings
+    common = [
+        "-m", str(model), "-t", str(result.threads), "-r", str(result.reps),
+        "-b", str(settings.n_batch), "-ub", str(min(settings.n_ubatch, settings.n_batch)),
+        "-ngl", str(settings.n_gpu_layers), "-fa", "1" if settings.flash_attn else "0",
+        "--repack", "1" if repack else "0",
+    ]  # fmt: skip
+    prefill = _llama_bench_json(
+        tool, [*common, "-p", str(result.n_prompt), "-n", "0", "-d", str(result.n_depth)]
+    )
+    decode = _llama_bench_json(
+        tool, [*common, "-p", "0", "-n", str(result.n_gen - 1),
+               "-d", str(result.n_depth + result.n_prompt)],
+    )  # fmt: skip
+    return ReferenceFigures(float(prefill[0]["avg_ts"]), float(decode[0]["avg_ts"]))
+
+
+def compare_with_llama_bench(
+    tool: Path, source: Path, spec: BenchSpec, results: list[BenchResult], console: Console
+) -> list[tuple[BenchResult, ReferenceFigures]]:
+    if spec.backend != "llama_cpp":
+        raise EdgebenchError("--reference compares the llama_cpp backend only")
+    backend = create_backend("llama_cpp")
+    pairs = []
+    for result in results:
+        model = backend.prepare(source, result.source_sha256, spec.variant,
+                                paths.cache_dir() / "variants")  # fmt: skip
+        repack = bool(result.environment.get("engine_build", {}).get("repack", True))
+        pairs.append((result, run_llama_bench(tool, model, result, spec, repack)))
+    table = Table(title=f"edgebench vs llama-bench ({tool})")
+    for header in ("Test", "Prefill tok/s", "llama-bench pp", "Ratio", "Decode tok/s",
+                   "llama-bench tg", "Ratio"):  # fmt: skip
+        table.add_column(header, justify="right")
+    for result, ref in pairs:
+        table.add_row(
+            f"pp{result.n_prompt}+tg{result.n_gen}@d{result.n_depth}",
+            f"{result.prefill_tps:.1f}", f"{ref.prefill_tps:.1f}",
+            f"{result.prefill_tps / ref.prefill_tps:.3f}",
+            f"{result.decode_tps:.1f}", f"{ref.decode_tps:.1f}",
+            f"{result.decode_tps / ref.decode_tps:.3f}",
+        )  # fmt: skip
+    console.print(table)
+    return pairs

@@ -1,0 +1,206 @@
+"""Every backend on a generated model: real engines, real files, the same contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgebench.agent.backends import BackendError, create_backend
+from edgebench.agent.backends.base import EngineSettings
+from edgebench.agent.runner import BenchSpec, run_benchmark
+from edgebench.modelgen import build_vocab
+
+
+def test_generated_vocabulary_is_unique_and_has_byte_fallback() -> None:
+    tokens, scores, types = build_vocab()
+    assert len(tokens) == len(set(tokens)) == len(scores) == len(types)
+    assert len(tokens) % 64 == 0 and 300 <= len(tokens) <= 1000
+    assert tokens[3] == "<0x00>" and tokens[258] == "<0xFF>"
+
+
+@pytest.fixture(params=["llama_cpp", "onnx", "transformers"])
+def engine(request: pytest.FixtureRequest, tiny_model: Path, tiny_onnx: Path, tiny_hf: Path):
+    return request.param, {"llama_cpp": tiny_model, "onnx": tiny_onnx, "transformers": tiny_hf}[
+        request.param
+    ]
+
+
+def test_every_backend_times_exactly_n_tokens_per_rep(engine, tmp_path: Path) -> None:
+    name, model = engine
+    phases: list[tuple[str, int]] = []
+    spec = BenchSpec(backend=name, n_prompt=(24,), n_gen=(10,), n_depth=(0, 16), reps=3)
+    results = run_benchmark(
+        model,
+        spec,
+        cache_dir=tmp_path,
+        progress=lambda phase, done, total: phases.append((phase, done)),
+    )
+    assert [(r.n_depth, r.n_prompt, r.n_gen) for r in results] == [(0, 24, 10), (16, 24, 10)]
+    for result in results:
+        assert result.backend == name and result.reps == 3
+        assert [len(r.token_ns) for r in result.rep_timings] == [10, 10, 10]
+        assert result.ttft_ms > 0 and result.decode_tps > 0 and result.prefill_tps > 0
+        assert result.model_size_mb > 0 and len(result.model_sha256) == 64
+        assert result.decode_tps_per_core == pytest.approx(result.decode_tps / result.threads)
+        for rep in result.rep_timings:
+            assert 0 < rep.prefill_ns <= rep.token_ns[0]
+            assert all(b > a for a, b in zip(rep.token_ns, rep.token_ns[1:], strict=False))
+        env = result.environment
+        assert env["engine"] == name and env["engine_version"] and env["engine_build"]
+        assert env["hardware"]["cpu_cores_logical"] > 0 and env["corpus_version"]
+    assert phases[0][0] == "preparing" and ("measuring", 3) in phases
+
+
+@pytest.mark.parametrize(
+    ("name", "variant", "smaller"),
+    [
+        ("llama_cpp", "Q4_K_M", True),
+        ("llama_cpp", "Q8_0", True),
+        ("onnx", "int8", True),
+        ("transformers", "bf16", False),
+    ],
+)
+def test_variants_are_made_once_and_reused(
+    name: str,
+    variant: str,
+    smaller: bool,
+    tiny_model: Path,
+    tiny_onnx: Path,
+    tiny_hf: Path,
+    tmp_path: Path,
+) -> None:
+    source = {"llama_cpp": tiny_model, "onnx": tiny_onnx, "transformers": tiny_hf}[name]
+    spec = BenchSpec(backend=name, variant=variant, n_prompt=(8,), n_gen=(4,), reps=1, warmup=0)
+    first = run_benchmark(source, spec, cache_dir=tmp_path)[0]
+    assert first.variant == variant
+    made = sorted(tmp_path.iterdir())
+    if smaller:
+        assert len(made) == 1 and first.model_sha256 != first.source_sha256
+        assert (
+            first.model_size_mb
+            < run_benchmark(
+                source,
+                BenchSpec(backend=name, n_prompt=(8,), n_gen=(4,), reps=1, warmup=0),
+                cache_dir=tmp_path,
+            )[0].model_size_mb
+        )
+        stamp = made[0].stat().st_mtime_ns
+        again = run_benchmark(source, spec, cache_dir=tmp_path)[0]
+        assert again.model_sha256 == first.model_sha256
+        assert made[0].stat().st_mtime_ns == stamp  # reused from the cache, not remade
+    else:
+        assert made == []  # a dtype is chosen at load: nothing to make
+
+
+@pytest.mark.parametrize(
+    ("name", "variant"), [("llama_cpp", "int8"), ("onnx", "Q4_K_M"), ("transformers", "Q4_0")]
+)
+def test_unsupported_variant_fails_before_any_work(name: str, variant: str, tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="cannot produce variant"):
+        run_benchmark(
+            tmp_path / "never-read", BenchSpec(backend=name, variant=variant), cache_dir=tmp_path
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_quantized_source_is_not_requantized(tiny_model: Path, tmp_path: Path) -> None:
+    spec = BenchSpec(variant="Q4_0", n_prompt=(8,), n_gen=(4,), reps=1, warmup=0)
+    quantized = next(iter([run_benchmark(tiny_model, spec, cache_dir=tmp_path)]))[0]
+    q4 = next(tmp_path.iterdir())
+    assert quantized.variant == "Q4_0"
+    with pytest.raises(BackendError, match="quantize from an F32 or F16 GGUF"):
+        run_benchmark(q4, BenchSpec(variant="Q8_0"), cache_dir=tmp_path / "other")
+
+
+def test_context_is_checked(tiny_model: Path) -> None:
+    backend = create_backend("llama_cpp")
+    backend.load(tiny_model, EngineSettings(threads=1, n_ctx=256))
+    try:
+        with pytest.raises(BackendError, match="exceed the context"):
+            backend.generate([1] * 200, [1] * 200, 10)
+    finally:
+        backend.close()
+
+
+def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="unknown backend"):
+        create_backend("tensorflow")
+    not_gguf = tmp_path / "model.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(BackendError, match="not a GGUF"):
+        run_benchmark(not_gguf, BenchSpec(reps=1), cache_dir=tmp_path)
+    with pytest.raises(BackendError, match="not found"):
+        run_benchmark(tmp_path / "missing.gguf", BenchSpec(reps=1), cache_dir=tmp_path)
+    with pytest.raises(BackendError, match=r"genai_config\.json"):
+        run_benchmark(tmp_path, BenchSpec(backend="onnx", reps=1), cache_dir=tmp_path)
+    with pytest.raises(BackendError, match=r"config\.json"):
+        run_benchmark(tmp_path, BenchSpec(backend="transformers", reps=1), cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="at least 2"):
+        run_benchmark(not_gguf, BenchSpec(n_gen=(1,)), cache_dir=tmp_path)
+
+
+def test_auto_reps_stop_between_min_and_max(tiny_model: Path, tmp_path: Path) -> None:
+    spec = BenchSpec(n_prompt=(8,), n_gen=(32,), reps=0, min_reps=3, max_reps=6, target_ci=0.5)
+    result = run_benchmark(tiny_model, spec, cache_dir=tmp_path)[0]
+    assert result.reps_mode == "auto"
+    assert result.reps == 3  # a 50% target is met as soon as the minimum is reached
+    strict = BenchSpec(n_prompt=(8,), n_gen=(8,), reps=0, min_reps=3, max_reps=4, target_ci=0.0)
+    assert run_benchmark(tiny_model, strict, cache_dir=tmp_path)[0].reps == 4  # the cap
+
+
+def test_sustained_mode_reports_windows_and_stability(tiny_model: Path, tmp_path: Path) -> None:
+    spec = BenchSpec(n_prompt=(8,), n_gen=(32,), sustained_seconds=1.2, window_seconds=0.4)
+    result = run_benchmark(tiny_model, spec, cache_dir=tmp_path)[0]
+    assert result.reps_mode == "sustained" and result.window_s == 0.4
+    assert 2 <= len(result.windows_tps) <= 3 and all(w > 0 for w in result.windows_tps)
+    assert result.stability == pytest.approx(min(result.windows_tps) / max(result.windows_tps))
+    assert result.stability is not None and 0 < result.stability <= 1
+    starts = [r.start_ns for r in result.rep_timings]
+    assert starts == sorted(starts) and len(starts) == result.reps
+
+
+def test_bench_command_prints_one_object_per_test(tiny_model: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgebench",
+            "bench",
+            str(tiny_model),
+            "-p",
+            "16,32",
+            "-n",
+            "8",
+            "-r",
+            "2",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"EDGEBENCH_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    rows = json.loads(done.stdout)
+    assert [(r["n_prompt"], r["n_gen"], r["reps"]) for r in rows] == [(16, 8, 2), (32, 8, 2)]
+    assert [len(r["token_ns"]) for r in rows[0]["rep_timings"]] == [8, 8]
+    assert rows[0]["environment"]["engine"] == "llama_cpp"
+    missing = subprocess.run(
+        [sys.executable, "-m", "edgebench", "bench", "nope.gguf"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: model not found: nope.gguf"
+    bad_variant = subprocess.run(
+        [sys.executable, "-m", "edgebench", "bench", str(tiny_model), "--variant", "int8"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad_variant.returncode == 1 and "cannot produce variant 'int8'" in bad_variant.stderr

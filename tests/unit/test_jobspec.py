@@ -1,0 +1,66 @@
+"""A job's matrix: every combination, and a clear error for what cannot run."""
+
+import pytest
+from pydantic import ValidationError
+
+from edgebench.coordinator.jobspec import JobCreate, JobSpecError, plan_runs
+
+GGUF, ONNX, HF = "a" * 64, "b" * 64, "c" * 64
+FORMATS = {GGUF: "gguf", ONNX: "onnx", HF: "hf"}
+
+
+def test_matrix_expands_models_backends_variants_and_sizes() -> None:
+    spec = JobCreate(
+        models=[GGUF, ONNX, HF],
+        variants=["", "Q4_K_M", "int8", "bf16"],
+        n_prompt=[16, 64],
+        n_gen=[32],
+        n_depth=[0, 128],
+    )
+    runs = plan_runs(spec, FORMATS)
+    by_backend = {b: {r.variant for r in runs if r.backend == b} for b in {r.backend for r in runs}}
+    assert by_backend == {
+        "llama_cpp": {"", "Q4_K_M"},
+        "onnx": {"", "int8"},
+        "transformers": {"", "bf16"},
+    }
+    assert len(runs) == 3 * 2 * 2 * 2  # backends x variants x prompts x depths
+    assert {r.model_sha256 for r in runs if r.backend == "onnx"} == {ONNX}
+
+
+def test_bad_matrices_are_refused_with_the_reason() -> None:
+    with pytest.raises(JobSpecError, match="needs a onnx model"):
+        plan_runs(JobCreate(models=[GGUF], backends=["llama_cpp", "onnx"]), FORMATS)
+    with pytest.raises(JobSpecError, match="variant 'int8' cannot be made by llama_cpp"):
+        plan_runs(JobCreate(models=[GGUF], variants=["int8"]), FORMATS)
+    with pytest.raises(JobSpecError, match="no chosen backend can run model"):
+        plan_runs(JobCreate(models=[GGUF, HF], backends=["llama_cpp"]), FORMATS)
+    with pytest.raises(JobSpecError, match="unknown backend"):
+        plan_runs(JobCreate(models=[GGUF], backends=["tensorflow"]), FORMATS)
+    with pytest.raises(JobSpecError, match="at most 1000"):
+        plan_runs(
+            JobCreate(
+                models=[GGUF],
+                n_prompt=list(range(1, 17)),
+                n_gen=list(range(2, 18)),
+                n_depth=list(range(16)),
+            ),
+            FORMATS,
+        )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"models": []},
+        {"models": ["xyz"]},
+        {"models": [GGUF], "n_gen": [1]},
+        {"models": [GGUF], "n_prompt": [0]},
+        {"models": [GGUF], "reps": -1},
+        {"models": [GGUF], "provider": "rocm"},
+        {"models": [GGUF], "device": "a b"},
+    ],
+)
+def test_malformed_requests_fail_validation(body: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        JobCreate.model_validate(body)
