@@ -14,14 +14,27 @@ from edgebench.report import FORMATS, render
 app = typer.Typer(help="Export stored results.", no_args_is_help=True)
 
 
+PROVENANCE = (
+    "engine_version",
+    "definitions_version",
+    "source_sha256",
+    "reps_mode",
+    "window_s",
+    "windows_tps",
+    "environment",
+    "rep_timings",
+)
+
+
 def result_rows(results: list[dict[str, Any]], *, timings: bool) -> list[dict[str, Any]]:
-    """Flat rows: identity columns, then the stable fields (and raw timings on request)."""
+    """Flat rows: identity columns, then the stable fields; with `timings` (json, jsonl)
+    also the provenance, the sustained curve and the raw per-token timestamps."""
     rows = []
     for r in results:
         row = {"result_id": r["id"], "job_id": r["job_id"], "device": r["device_name"]}
         row.update(r["fields"])
-        if timings and r.get("rep_timings") is not None:
-            row["rep_timings"] = r["rep_timings"]
+        if timings:
+            row.update({key: r.get(key) for key in PROVENANCE})
         rows.append(row)
     return rows
 

@@ -211,17 +211,23 @@ class LlamaCppBackend:
         self._feed(ctx, batch, prompt, len(context), logits_last=True)
         llama_cpp.llama_synchronize(ctx)
         prefill_ns = clock() - start
-        sample = llama_cpp.llama_sampler_sample
+        sample, decode = llama_cpp.llama_sampler_sample, llama_cpp.llama_decode
         sampler = self._sampler
         token = sample(sampler, ctx, -1)
         stamps = [clock() - start]
+        append = stamps.append
+        # One-token batch: only the token and its position change from step to step.
+        self._fill(batch, (token,), 0, logits_last=True)
+        tokens, positions = batch.token, batch.pos
         position = len(context) + len(prompt)
-        one = self._fill
         for _ in range(n_gen - 1):
-            one(batch, (token,), position, logits_last=True)
-            self._decode(ctx, batch)
+            tokens[0] = token
+            positions[0] = position
+            status = decode(ctx, batch)
+            if status != 0:
+                raise BackendError(f"llama_decode failed with status {status}")
             token = sample(sampler, ctx, -1)
-            stamps.append(clock() - start)
+            append(clock() - start)
             position += 1
         return RepTiming(prefill_ns=prefill_ns, token_ns=tuple(stamps), start_ns=start)
 
