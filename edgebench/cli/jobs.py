@@ -100,6 +100,24 @@ def submit(
     sustained: Annotated[
         str | None, typer.Option(help="Sustained mode for this long, e.g. 300s.")
     ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", min=1, help="llama.cpp logical batch.")
+    ] = 512,
+    ubatch_size: Annotated[
+        int, typer.Option("--ubatch-size", "-ub", min=1, help="llama.cpp physical batch.")
+    ] = 512,
+    n_gpu_layers: Annotated[
+        int, typer.Option("--n-gpu-layers", "-ngl", help="llama.cpp layers on the GPU (-1: all).")
+    ] = 0,
+    flash_attn: Annotated[
+        bool, typer.Option("--flash-attn/--no-flash-attn", help="llama.cpp flash attention.")
+    ] = False,
+    provider: Annotated[
+        str,
+        typer.Option(
+            help="ONNX Runtime provider (cpu, cuda, tensorrt); transformers: cpu or cuda."
+        ),
+    ] = "cpu",
     device: Annotated[
         str | None, typer.Option(help="Run on this device only [default: any one].")
     ] = None,
@@ -128,6 +146,11 @@ def submit(
         "warmup": warmup,
         "threads": threads,
         "sustained_seconds": parse_seconds(sustained) if sustained else 0.0,
+        "n_batch": batch_size,
+        "n_ubatch": ubatch_size,
+        "n_gpu_layers": n_gpu_layers,
+        "flash_attn": flash_attn,
+        "provider": provider,
         "device": device,
     }
     job = api.submit_job(body)
