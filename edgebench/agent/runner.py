@@ -16,6 +16,8 @@ from edgebench.agent.backends import create_backend
 from edgebench.agent.backends.base import Backend, BackendError, EngineSettings, check_variant
 from edgebench.agent.interference import DEFAULT_NOISY_PCT, InterferenceMeter
 from edgebench.agent.memory import peak_rss_mb, reset_peak_rss
+from edgebench.agent.sampler import PhaseWindows, Sampler, Window, sensor_summary
+from edgebench.agent.sensors import Roots, detect_sources, power_state
 from edgebench.agent.workload import CORPUS_VERSION, prompt_tokens
 from edgebench.measure.record import BenchResult, RepTiming, summarize
 from edgebench.measure.stats import relative_ci95
@@ -54,6 +56,11 @@ class BenchSpec:
     window_seconds: float = 5.0
     noisy_pct: float = DEFAULT_NOISY_PCT
     settings: EngineSettings = field(default_factory=EngineSettings)
+    sample_hz: float = 10.0
+    idle_seconds: float = 2.0  # idle baseline before each test (only where power is measured)
+    cooldown_c: float | None = None  # wait until the hottest sensor is below this first
+    cooldown_max_seconds: float = 300.0
+    roots: Roots | None = None  # where sensors are read; None: the real /sys, /proc, PATH
 
     def validate(self) -> None:
         if not self.n_prompt or min(self.n_prompt) < 1:
@@ -70,6 +77,8 @@ class BenchSpec:
             raise ValueError("sustained duration and window must be positive")
         if self.sustained_seconds and self.sustained_seconds < 2 * self.window_seconds:
             raise ValueError("a sustained run needs at least two windows")
+        if self.sample_hz <= 0 or self.idle_seconds < 0 or self.cooldown_max_seconds < 0:
+            raise ValueError("sampling rate, idle time and cool-down cap must be positive")
 
     def tests(self) -> list[Test]:
         return [
@@ -81,6 +90,9 @@ class BenchSpec:
         needed = max(t.n_depth + t.n_prompt + t.n_gen for t in self.tests())
         return self.settings.n_ctx or ((needed + 255) // 256) * 256
 
+
+# Sources that measure power or energy: only with one of them is an idle baseline useful.
+POWER_SOURCES = frozenset({"rapl", "nvml", "jetson", "raspberrypi"})
 
 # phase, repetitions done, repetitions planned
 Progress = Callable[[str, int, int], None]
@@ -98,6 +110,7 @@ class _Loaded:
     model_size_mb: float
     load_ms: float
     environment: dict[str, Any]
+    sampler: Sampler
 
 
 def run_benchmark(
@@ -113,17 +126,105 @@ def run_benchmark(
     report = progress or _quiet
     backend = create_backend(spec.backend)
     check_variant(backend.name, backend.variants, spec.variant)
+    roots = spec.roots or Roots()
+    sampler = Sampler(detect_sources(roots), hz=spec.sample_hz)
     try:
-        loaded = _prepare_and_load(backend, source, spec, cache_dir, source_sha256, report)
+        loaded = _prepare_and_load(backend, source, spec, cache_dir, source_sha256, report, sampler)
+        sampler.start()
         results = []
         for test in spec.tests():
-            if spec.sustained_seconds:
-                results.append(_sustained(loaded, test, spec, report))
-            else:
-                results.append(_measure(loaded, test, spec, report))
+            results.append(_run_test(loaded, test, spec, report))
         return [replace(r, source_sha256=loaded.source_sha256) for r in results]
     finally:
+        sampler.stop()
         backend.close()
+
+
+def _run_test(loaded: _Loaded, test: Test, spec: BenchSpec, report: Progress) -> BenchResult:
+    sampler = loaded.sampler
+    cooldown = _cool_down(sampler, spec, report) if spec.cooldown_c is not None else None
+    idle = _idle_baseline(sampler, spec, report)
+    measure = _sustained if spec.sustained_seconds else _measure
+    result = measure(loaded, test, spec, report)
+    return _with_sensors(result, sampler, idle, cooldown)
+
+
+def _measures_power(sampler: Sampler) -> bool:
+    return any(s.name in POWER_SOURCES for s in sampler.sources)
+
+
+def _idle_baseline(sampler: Sampler, spec: BenchSpec, report: Progress) -> Window | None:
+    """Power at rest just before the run, to subtract from the run's energy."""
+    if not spec.idle_seconds or not _measures_power(sampler):
+        return None
+    report("idle baseline", 0, spec.reps)
+    sampler.sample_now()
+    start = time.perf_counter_ns()
+    time.sleep(spec.idle_seconds)
+    sampler.sample_now()
+    return Window(start, time.perf_counter_ns())
+
+
+def _hottest(sampler: Sampler) -> float | None:
+    sampler.sample_now()
+    latest = sampler.snapshot()
+    newest = latest[-1].t_ns if latest else 0
+    temps = [s.reading.value for s in latest
+             if s.reading.kind == "temperature" and s.t_ns >= newest - 50_000_000]  # fmt: skip
+    return max((t for t in temps if t is not None), default=None)
+
+
+def _cool_down(sampler: Sampler, spec: BenchSpec, report: Progress) -> dict[str, Any]:
+    """Waits (up to the cap) until the hottest sensor is below the target temperature."""
+    assert spec.cooldown_c is not None
+    started = time.monotonic()
+    first = current = _hottest(sampler)
+    while current is not None and current >= spec.cooldown_c:
+        if time.monotonic() - started >= spec.cooldown_max_seconds:
+            break
+        report("cooling down", 0, spec.reps)
+        time.sleep(1.0)
+        current = _hottest(sampler)
+    return {"target_c": spec.cooldown_c, "start_c": first, "reached_c": current,
+            "waited_s": round(time.monotonic() - started, 3),
+            "reached": current is not None and current < spec.cooldown_c}  # fmt: skip
+
+
+MAX_STORED_SAMPLES = 20_000
+
+
+def _with_sensors(
+    result: BenchResult, sampler: Sampler, idle: Window | None, cooldown: dict[str, Any] | None
+) -> BenchResult:
+    reps = result.rep_timings
+    phases = PhaseWindows(
+        prefill=[Window(r.start_ns, r.start_ns + r.prefill_ns) for r in reps],
+        decode=[Window(r.start_ns + r.token_ns[0], r.start_ns + r.token_ns[-1]) for r in reps],
+        prefill_tokens=result.n_prompt * result.reps,
+        decode_tokens=(result.n_gen - 1) * result.reps,
+    )
+    samples = sampler.snapshot()
+    summary = sensor_summary(samples, phases, idle)
+    origin = idle.start_ns if idle else phases.span.start_ns
+    kept = [s for s in samples if s.t_ns >= origin - 1_000_000_000]
+    stride = max(1, len(kept) // MAX_STORED_SAMPLES + (len(kept) % MAX_STORED_SAMPLES > 0))
+    summary["samples"] = [
+        [round((s.t_ns - phases.span.start_ns) / 1e9, 4), s.reading.source, s.reading.name,
+         s.reading.kind, s.reading.value]
+        for s in kept[::stride]
+    ]  # fmt: skip
+    summary["samples_origin"] = "s from the start of the first measured repetition"
+    summary["cooldown"] = cooldown
+    summary["sources"] = [s.name for s in sampler.sources]
+    return replace(
+        result,
+        avg_power_w=summary["avg_power_w"],
+        prefill_j_per_token=summary["prefill_j_per_token"],
+        decode_j_per_token=summary["decode_j_per_token"],
+        temp_max_c=summary["temp_max_c"],
+        throttled=summary["throttled"],
+        sensors=summary,
+    )
 
 
 def _prepare_and_load(
@@ -133,6 +234,7 @@ def _prepare_and_load(
     cache_dir: Path,
     source_sha256: str | None,
     report: Progress,
+    sampler: Sampler,
 ) -> _Loaded:
     if not source.exists():
         raise BackendError(f"model not found: {source}")
@@ -146,7 +248,10 @@ def _prepare_and_load(
     backend.load(model, replace(spec.settings, n_ctx=spec.context_size()))
     load_ms = (time.perf_counter_ns() - started) / 1e6
     environment = environment_snapshot(backend, model_sha, spec)
-    return _Loaded(backend, sha, model_sha, tree_size(model) / 2**20, load_ms, environment)
+    environment["sensor_sources"] = [s.name for s in sampler.sources]
+    environment["power_state"] = power_state(spec.roots or Roots())
+    size_mb = tree_size(model) / 2**20
+    return _Loaded(backend, sha, model_sha, size_mb, load_ms, environment, sampler)
 
 
 def environment_snapshot(backend: Backend, model_sha: str, spec: BenchSpec) -> dict[str, Any]:

@@ -70,6 +70,7 @@ def metrics_message(result: BenchResult) -> pb.Metrics:
         reps_mode=result.reps_mode,
         windows_tps=result.windows_tps,
         environment_json=json.dumps(result.environment, sort_keys=True, default=str),
+        sensors_json=json.dumps(result.sensors, default=str),
         rep_timings=[
             pb.RepTimings(prefill_ns=r.prefill_ns, token_ns=r.token_ns, start_ns=r.start_ns)
             for r in result.rep_timings
@@ -93,6 +94,12 @@ def spec_from(workload: pb.Workload) -> BenchSpec:
         sustained_seconds=workload.sustained_seconds,
         window_seconds=workload.window_seconds or defaults.window_seconds,
         noisy_pct=workload.noisy_pct or defaults.noisy_pct,
+        sample_hz=workload.sample_hz or defaults.sample_hz,
+        idle_seconds=(
+            workload.idle_seconds if workload.HasField("idle_seconds") else defaults.idle_seconds
+        ),
+        cooldown_c=workload.cooldown_c if workload.HasField("cooldown_c") else None,
+        cooldown_max_seconds=workload.cooldown_max_seconds or defaults.cooldown_max_seconds,
         settings=EngineSettings(
             threads=workload.threads,
             n_ctx=workload.n_ctx,

@@ -6,11 +6,13 @@ import asyncio
 import logging
 import signal
 from dataclasses import replace
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from edgebench.cli.common import err, parse_tags
+from edgebench.cli.common import err, out, parse_tags, print_json
 
 app = typer.Typer(help="Enroll this device and run its agent.", no_args_is_help=True)
 
@@ -62,3 +64,41 @@ def run(
 
     err.print(f"agent {credential.device_name} connecting to {credential.coordinator}")
     asyncio.run(main())
+
+
+@app.command()
+def probe(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    sysfs_root: Annotated[
+        Path, typer.Option(help="Where sysfs is (like node_exporter's --path.sysfs).")
+    ] = Path("/sys"),
+    procfs_root: Annotated[Path, typer.Option(help="Where procfs is.")] = Path("/proc"),
+) -> None:
+    """Show the platform and every sensor found, with one reading each (what cannot be
+    read is listed as missing with the reason). Platform tools are found on PATH."""
+    from edgebench.agent.sensors import Roots, detect_sources, platform_of
+
+    roots = Roots(sysfs=sysfs_root, procfs=procfs_root)
+    sources = detect_sources(roots)
+    readings = [reading for source in sources for reading in source.read()]
+    report = {
+        "platform": platform_of(sources),
+        "sensors": [reading.to_dict() for reading in readings],
+    }
+    if as_json:
+        print_json(report)
+        return
+    out.print(f"platform: {report['platform']}", highlight=False)
+    table = Table(title="Sensors")
+    for header in ("Source", "Kind", "Name", "Scope", "Value", "Status"):
+        table.add_column(header)
+    for r in readings:
+        value = "" if r.value is None else f"{r.value:.3f} {r.unit}".strip()
+        if r.flags:
+            value += " " + ",".join(name for name, on in r.flags.items() if on)
+        status = r.status if r.status == "ok" else f"{r.status}: {r.reason}"
+        table.add_row(r.source, r.kind, r.name, r.scope, value, status)
+    if not readings:
+        out.print("no sensors found: energy, power and temperature will be reported missing")
+    else:
+        out.print(table)

@@ -48,6 +48,14 @@ def parse_seconds(text: str) -> float:
         raise typer.BadParameter(f"{text!r} is not a duration like 30s or 5m") from None
 
 
+def parse_celsius(text: str) -> float:
+    """'50C', '50' -> 50.0."""
+    try:
+        return float(text.strip().upper().removesuffix("C"))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a temperature like 50C") from None
+
+
 def bench(
     model: Annotated[
         Path,
@@ -124,6 +132,18 @@ def bench(
             min=0, max=100, help="Flag a run noisy above this share of CPU used by others."
         ),
     ] = 10.0,
+    idle_seconds: Annotated[
+        float,
+        typer.Option(min=0, help="Idle baseline before each test (only where power is measured)."),
+    ] = 2.0,
+    sample_hz: Annotated[
+        float, typer.Option(min=0.1, max=100, help="Sensor sampling rate.")
+    ] = 10.0,
+    cooldown_to: Annotated[
+        str | None,
+        typer.Option(help="First wait until the hottest sensor is below this, e.g. 50C."),
+    ] = None,
+    cooldown_max: Annotated[str, typer.Option(help="The longest cool-down wait.")] = "300s",
     reference: Annotated[
         bool,
         typer.Option(
@@ -160,6 +180,10 @@ def bench(
         sustained_seconds=parse_seconds(sustained) if sustained else 0.0,
         window_seconds=parse_seconds(window),
         noisy_pct=noisy_pct,
+        idle_seconds=idle_seconds,
+        sample_hz=sample_hz,
+        cooldown_c=parse_celsius(cooldown_to) if cooldown_to else None,
+        cooldown_max_seconds=parse_seconds(cooldown_max),
         settings=EngineSettings(
             threads=threads,
             n_batch=batch_size,

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgebench.agent.backends import backend_names
-from edgebench.cli.bench import int_list, parse_reps, parse_seconds
+from edgebench.cli.bench import int_list, parse_celsius, parse_reps, parse_seconds
 from edgebench.cli.client import CoordinatorClient
 from edgebench.cli.common import JsonOption, TokenOption, UrlOption, client, err, out, print_json
 from edgebench.cli.results import result_rows
@@ -100,6 +100,10 @@ def submit(
     sustained: Annotated[
         str | None, typer.Option(help="Sustained mode for this long, e.g. 300s.")
     ] = None,
+    cooldown_to: Annotated[
+        str | None,
+        typer.Option(help="Wait until the device is below this temperature first, e.g. 50C."),
+    ] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", min=1, help="llama.cpp logical batch.")
     ] = 512,
@@ -146,6 +150,7 @@ def submit(
         "warmup": warmup,
         "threads": threads,
         "sustained_seconds": parse_seconds(sustained) if sustained else 0.0,
+        "cooldown_c": parse_celsius(cooldown_to) if cooldown_to else None,
         "n_batch": batch_size,
         "n_ubatch": ubatch_size,
         "n_gpu_layers": n_gpu_layers,

@@ -22,6 +22,7 @@ PROVENANCE = (
     "window_s",
     "windows_tps",
     "environment",
+    "sensors",
     "rep_timings",
 )
 

@@ -39,6 +39,10 @@ class JobCreate(BaseModel):
     flash_attn: bool = False
     provider: str = Field(default="cpu", pattern=r"^(cpu|cuda|tensorrt|dml)$")
     noisy_pct: float = Field(default=10.0, ge=0, le=100)
+    idle_seconds: float = Field(default=2.0, ge=0, le=600)
+    sample_hz: float = Field(default=10.0, gt=0, le=100)
+    cooldown_c: float | None = Field(default=None, ge=0, le=150)
+    cooldown_max_seconds: float = Field(default=300.0, ge=0, le=7200)
     device: str | None = Field(default=None, pattern=NAME_RE.pattern)
 
     @field_validator("models")

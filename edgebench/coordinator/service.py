@@ -87,7 +87,7 @@ def assignment_for(
 ) -> pb.RunAssignment:
     run = claim.run
     spec = JobCreate.model_validate_json(claim.job.spec_json)
-    return pb.RunAssignment(
+    assignment = pb.RunAssignment(
         run_id=run.id,
         job_id=run.job_id,
         lease_epoch=run.lease_epoch,
@@ -117,8 +117,14 @@ def assignment_for(
             flash_attn=spec.flash_attn,
             provider=spec.provider,
             noisy_pct=spec.noisy_pct,
+            idle_seconds=spec.idle_seconds,
+            sample_hz=spec.sample_hz,
+            cooldown_max_seconds=spec.cooldown_max_seconds,
         ),
     )
+    if spec.cooldown_c is not None:
+        assignment.workload.cooldown_c = spec.cooldown_c
+    return assignment
 
 
 class AgentService(pb_grpc.AgentServiceServicer):

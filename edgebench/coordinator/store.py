@@ -47,6 +47,7 @@ RESULT_EXTRAS = (
     "window_s",
     "windows_json",
     "environment_json",
+    "sensors_json",
 )
 MAX_ATTEMPTS = 3
 

@@ -158,6 +158,11 @@ class Result(SQLModel, table=True):
     other_cpu_pct: float | None = None
     noisy: bool = False
     stability: float | None = None
+    avg_power_w: float | None = None
+    prefill_j_per_token: float | None = None
+    decode_j_per_token: float | None = None
+    temp_max_c: float | None = None
+    throttled: bool | None = None
     engine_version: str = ""
     definitions_version: str = ""
     source_sha256: str = ""
@@ -165,5 +170,6 @@ class Result(SQLModel, table=True):
     window_s: float | None = None
     windows_json: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     environment_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    sensors_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     # Raw per-token timestamps of every rep, packed (see edgebench.measure.packing).
     timings: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

@@ -20,6 +20,7 @@ MAX_REPS = 10_000
 MAX_TOKENS_PER_REP = 1_000_000
 MAX_WINDOWS = 100_000
 MAX_ENVIRONMENT = 64 * 1024
+MAX_SENSORS = 8 * 1024 * 1024
 
 
 class WireError(ValueError):
@@ -86,7 +87,8 @@ def result_values(metrics: pb.Metrics) -> tuple[dict[str, Any], list[RepTiming]]
     ):
         raise WireError("sustained windows must be at most 100000 finite, non-negative rates")
     values["windows_json"] = json.dumps(list(metrics.windows_tps))
-    values["environment_json"] = _environment(metrics.environment_json)
+    values["environment_json"] = _json_object(metrics.environment_json, "environment snapshot")
+    values["sensors_json"] = _json_object(metrics.sensors_json, "sensor record", MAX_SENSORS)
     for name in ("backend", "variant"):
         if not values[name] or len(values[name]) > 64:
             raise WireError(f"result field {name} is empty or too long")
@@ -106,13 +108,13 @@ def result_values(metrics: pb.Metrics) -> tuple[dict[str, Any], list[RepTiming]]
     return values, timings
 
 
-def _environment(text: str) -> str:
-    if len(text) > MAX_ENVIRONMENT:
-        raise WireError("environment snapshot is too large")
+def _json_object(text: str, what: str, limit: int = MAX_ENVIRONMENT) -> str:
+    if len(text) > limit:
+        raise WireError(f"{what} is too large")
     try:
         data = json.loads(text or "{}")
     except json.JSONDecodeError:
-        raise WireError("environment snapshot is not JSON") from None
+        raise WireError(f"{what} is not JSON") from None
     if not isinstance(data, dict):
-        raise WireError("environment snapshot must be a JSON object")
+        raise WireError(f"{what} must be a JSON object")
     return json.dumps(data, sort_keys=True)

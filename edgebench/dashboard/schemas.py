@@ -150,6 +150,7 @@ class ResultPublic(BaseModel):
     window_s: float | None
     windows_tps: list[float]
     environment: dict[str, Any]
+    sensors: dict[str, Any]
     rep_timings: list[dict[str, Any]] | None = None
 
     @classmethod
@@ -175,5 +176,6 @@ class ResultPublic(BaseModel):
             window_s=result.window_s,
             windows_tps=json.loads(result.windows_json),
             environment=json.loads(result.environment_json),
+            sensors=json.loads(result.sensors_json),
             rep_timings=reps,
         )

@@ -11,7 +11,7 @@ from typing import Any
 from edgebench.measure.stats import ci95_half_width, mean, percentile, stdev
 
 # Bumped whenever the boundary of a metric changes, so stored results stay comparable.
-DEFINITIONS_VERSION = "2"
+DEFINITIONS_VERSION = "3"
 
 # (name, unit, meaning) in export order. The names are a public contract.
 RESULT_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -46,17 +46,32 @@ RESULT_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("other_cpu_pct", "%", "machine CPU used by other processes during the reps; null under 1 s"),
     ("noisy", "", "true when other_cpu_pct was above the run's threshold"),
     ("stability", "", "sustained mode: slowest / fastest window throughput; null otherwise"),
+    ("avg_power_w", "W", "mean power of the energy scope over the measured reps (gross)"),
+    ("prefill_j_per_token", "J/token", "prefill energy minus idle baseline, per prompt token"),
+    ("decode_j_per_token", "J/token", "decode energy minus idle baseline, per generated token"),
+    ("temp_max_c", "C", "hottest sensor reading during the run"),
+    ("throttled", "", "a throttle flag turned on or a throttle counter went up during the run"),
 )
 FIELD_NAMES: tuple[str, ...] = tuple(name for name, _, _ in RESULT_FIELDS)
-NUMERIC_FIELDS: frozenset[str] = frozenset(FIELD_NAMES) - {
-    "backend",
-    "variant",
-    "model_sha256",
-    "noisy",
-}
-NULLABLE_FIELDS: frozenset[str] = frozenset(
-    {"decode_tps_per_ghz_core", "stability", "other_cpu_pct"}
+BOOLEAN_FIELDS: frozenset[str] = frozenset({"noisy", "throttled"})
+NUMERIC_FIELDS: frozenset[str] = (
+    frozenset(FIELD_NAMES) - {"backend", "variant", "model_sha256"} - BOOLEAN_FIELDS
 )
+# null = unknown (no sensor, too short to tell...), never zero
+NULLABLE_FIELDS: frozenset[str] = frozenset(
+    {
+        "decode_tps_per_ghz_core",
+        "stability",
+        "other_cpu_pct",
+        "avg_power_w",
+        "prefill_j_per_token",
+        "decode_j_per_token",
+        "temp_max_c",
+        "throttled",
+    }
+)
+# Fields that may be negative (temperatures below zero are real).
+SIGNED_FIELDS: frozenset[str] = frozenset({"temp_max_c"})
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,11 @@ class BenchResult:
     other_cpu_pct: float | None = None
     noisy: bool = False
     stability: float | None = None
+    avg_power_w: float | None = None
+    prefill_j_per_token: float | None = None
+    decode_j_per_token: float | None = None
+    temp_max_c: float | None = None
+    throttled: bool | None = None
     engine_version: str = ""
     definitions_version: str = DEFINITIONS_VERSION
     source_sha256: str = ""
@@ -112,6 +132,7 @@ class BenchResult:
     window_s: float | None = None  # sustained mode: window length
     windows_tps: list[float] = field(default_factory=list)  # sustained mode: the curve
     environment: dict[str, Any] = field(default_factory=dict)  # provenance snapshot
+    sensors: dict[str, Any] = field(default_factory=dict)  # energy detail, events, samples
     rep_timings: list[RepTiming] = field(default_factory=list)
 
     def fields(self) -> dict[str, Any]:
@@ -196,13 +217,15 @@ def implausibility(values: dict[str, Any]) -> str | None:
     """Why a result cannot be right (negative, infinite or impossible figures), or None."""
     if not isinstance(values.get("noisy"), bool):
         return "noisy must be true or false"
+    if values.get("throttled") is not None and not isinstance(values["throttled"], bool):
+        return "throttled must be true, false or null"
     for name in NUMERIC_FIELDS:
         value = values.get(name)
         if value is None and name in NULLABLE_FIELDS:
             continue
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return f"{name} is missing or not a number"
-        if not math.isfinite(value) or value < 0:
+        if not math.isfinite(value) or (value < 0 and name not in SIGNED_FIELDS):
             return f"{name} must be a finite, non-negative number (got {value})"
     if values["n_gen"] < 2 or values["reps"] < 1:
         return "a result needs at least 2 generated tokens and 1 repetition"

@@ -407,6 +407,10 @@ class Workload(_message.Message):
     NOISY_PCT_FIELD_NUMBER: _builtins.int
     MAX_REPS_FIELD_NUMBER: _builtins.int
     MAX_SECONDS_FIELD_NUMBER: _builtins.int
+    COOLDOWN_C_FIELD_NUMBER: _builtins.int
+    COOLDOWN_MAX_SECONDS_FIELD_NUMBER: _builtins.int
+    IDLE_SECONDS_FIELD_NUMBER: _builtins.int
+    SAMPLE_HZ_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     """"llama_cpp", "onnx", "transformers" """
     n_prompt: _builtins.int
@@ -432,6 +436,12 @@ class Workload(_message.Message):
     noisy_pct: _builtins.float
     max_reps: _builtins.int
     max_seconds: _builtins.float
+    cooldown_c: _builtins.float
+    """wait until the hottest sensor is below this first"""
+    cooldown_max_seconds: _builtins.float
+    idle_seconds: _builtins.float
+    """idle baseline before the run; unset: the default"""
+    sample_hz: _builtins.float
     def __init__(
         self,
         *,
@@ -454,12 +464,23 @@ class Workload(_message.Message):
         noisy_pct: _builtins.float = ...,
         max_reps: _builtins.int = ...,
         max_seconds: _builtins.float = ...,
+        cooldown_c: _builtins.float | None = ...,
+        cooldown_max_seconds: _builtins.float = ...,
+        idle_seconds: _builtins.float | None = ...,
+        sample_hz: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cooldown_c", b"_cooldown_c", "_idle_seconds", b"_idle_seconds", "cooldown_c", b"cooldown_c", "idle_seconds", b"idle_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "flash_attn", b"flash_attn", "max_reps", b"max_reps", "max_seconds", b"max_seconds", "n_batch", b"n_batch", "n_ctx", b"n_ctx", "n_depth", b"n_depth", "n_gen", b"n_gen", "n_gpu_layers", b"n_gpu_layers", "n_prompt", b"n_prompt", "n_ubatch", b"n_ubatch", "noisy_pct", b"noisy_pct", "provider", b"provider", "reps", b"reps", "sustained_seconds", b"sustained_seconds", "threads", b"threads", "variant", b"variant", "warmup", b"warmup", "window_seconds", b"window_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cooldown_c", b"_cooldown_c", "_idle_seconds", b"_idle_seconds", "backend", b"backend", "cooldown_c", b"cooldown_c", "cooldown_max_seconds", b"cooldown_max_seconds", "flash_attn", b"flash_attn", "idle_seconds", b"idle_seconds", "max_reps", b"max_reps", "max_seconds", b"max_seconds", "n_batch", b"n_batch", "n_ctx", b"n_ctx", "n_depth", b"n_depth", "n_gen", b"n_gen", "n_gpu_layers", b"n_gpu_layers", "n_prompt", b"n_prompt", "n_ubatch", b"n_ubatch", "noisy_pct", b"noisy_pct", "provider", b"provider", "reps", b"reps", "sample_hz", b"sample_hz", "sustained_seconds", b"sustained_seconds", "threads", b"threads", "variant", b"variant", "warmup", b"warmup", "window_seconds", b"window_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__cooldown_c: _TypeAlias = _typing.Literal["cooldown_c"]  # noqa: Y015
+    _WhichOneofArgType__cooldown_c: _TypeAlias = _typing.Literal["_cooldown_c", b"_cooldown_c"]  # noqa: Y015
+    _WhichOneofReturnType__idle_seconds: _TypeAlias = _typing.Literal["idle_seconds"]  # noqa: Y015
+    _WhichOneofArgType__idle_seconds: _TypeAlias = _typing.Literal["_idle_seconds", b"_idle_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cooldown_c) -> _WhichOneofReturnType__cooldown_c | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__idle_seconds) -> _WhichOneofReturnType__idle_seconds | None: ...
 
 Global___Workload: _TypeAlias = Workload  # noqa: Y015
 
@@ -596,6 +617,12 @@ class Metrics(_message.Message):
     WINDOW_S_FIELD_NUMBER: _builtins.int
     WINDOWS_TPS_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_JSON_FIELD_NUMBER: _builtins.int
+    AVG_POWER_W_FIELD_NUMBER: _builtins.int
+    PREFILL_J_PER_TOKEN_FIELD_NUMBER: _builtins.int
+    DECODE_J_PER_TOKEN_FIELD_NUMBER: _builtins.int
+    TEMP_MAX_C_FIELD_NUMBER: _builtins.int
+    THROTTLED_FIELD_NUMBER: _builtins.int
+    SENSORS_JSON_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     variant: _builtins.str
     model_sha256: _builtins.str
@@ -638,6 +665,15 @@ class Metrics(_message.Message):
     window_s: _builtins.float
     environment_json: _builtins.str
     """provenance snapshot, a JSON object"""
+    avg_power_w: _builtins.float
+    """unset: no power or energy sensor"""
+    prefill_j_per_token: _builtins.float
+    decode_j_per_token: _builtins.float
+    temp_max_c: _builtins.float
+    throttled: _builtins.bool
+    """unset: no throttle signal on this device"""
+    sensors_json: _builtins.str
+    """energy detail, throttle events, samples"""
     @_builtins.property
     def rep_timings(self) -> _containers.RepeatedCompositeFieldContainer[Global___RepTimings]: ...
     @_builtins.property
@@ -684,25 +720,51 @@ class Metrics(_message.Message):
         window_s: _builtins.float | None = ...,
         windows_tps: _abc.Iterable[_builtins.float] | None = ...,
         environment_json: _builtins.str = ...,
+        avg_power_w: _builtins.float | None = ...,
+        prefill_j_per_token: _builtins.float | None = ...,
+        decode_j_per_token: _builtins.float | None = ...,
+        temp_max_c: _builtins.float | None = ...,
+        throttled: _builtins.bool | None = ...,
+        sensors_json: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_decode_tps_per_ghz_core", b"_decode_tps_per_ghz_core", "_other_cpu_pct", b"_other_cpu_pct", "_stability", b"_stability", "_window_s", b"_window_s", "decode_tps_per_ghz_core", b"decode_tps_per_ghz_core", "other_cpu_pct", b"other_cpu_pct", "stability", b"stability", "window_s", b"window_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_avg_power_w", b"_avg_power_w", "_decode_j_per_token", b"_decode_j_per_token", "_decode_tps_per_ghz_core", b"_decode_tps_per_ghz_core", "_other_cpu_pct", b"_other_cpu_pct", "_prefill_j_per_token", b"_prefill_j_per_token", "_stability", b"_stability", "_temp_max_c", b"_temp_max_c", "_throttled", b"_throttled", "_window_s", b"_window_s", "avg_power_w", b"avg_power_w", "decode_j_per_token", b"decode_j_per_token", "decode_tps_per_ghz_core", b"decode_tps_per_ghz_core", "other_cpu_pct", b"other_cpu_pct", "prefill_j_per_token", b"prefill_j_per_token", "stability", b"stability", "temp_max_c", b"temp_max_c", "throttled", b"throttled", "window_s", b"window_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_decode_tps_per_ghz_core", b"_decode_tps_per_ghz_core", "_other_cpu_pct", b"_other_cpu_pct", "_stability", b"_stability", "_window_s", b"_window_s", "backend", b"backend", "decode_tps", b"decode_tps", "decode_tps_ci95", b"decode_tps_ci95", "decode_tps_per_core", b"decode_tps_per_core", "decode_tps_per_ghz_core", b"decode_tps_per_ghz_core", "decode_tps_std", b"decode_tps_std", "definitions_version", b"definitions_version", "e2e_ms", b"e2e_ms", "e2e_ms_std", b"e2e_ms_std", "engine_version", b"engine_version", "environment_json", b"environment_json", "itl_max_ms", b"itl_max_ms", "itl_p50_ms", b"itl_p50_ms", "itl_p90_ms", b"itl_p90_ms", "itl_p95_ms", b"itl_p95_ms", "itl_p99_ms", b"itl_p99_ms", "load_ms", b"load_ms", "model_sha256", b"model_sha256", "model_size_mb", b"model_size_mb", "n_depth", b"n_depth", "n_gen", b"n_gen", "n_prompt", b"n_prompt", "noisy", b"noisy", "other_cpu_pct", b"other_cpu_pct", "peak_rss_mb", b"peak_rss_mb", "prefill_tps", b"prefill_tps", "prefill_tps_ci95", b"prefill_tps_ci95", "prefill_tps_std", b"prefill_tps_std", "rep_timings", b"rep_timings", "reps", b"reps", "reps_mode", b"reps_mode", "source_sha256", b"source_sha256", "stability", b"stability", "threads", b"threads", "ttft_ms", b"ttft_ms", "ttft_ms_std", b"ttft_ms_std", "variant", b"variant", "window_s", b"window_s", "windows_tps", b"windows_tps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_power_w", b"_avg_power_w", "_decode_j_per_token", b"_decode_j_per_token", "_decode_tps_per_ghz_core", b"_decode_tps_per_ghz_core", "_other_cpu_pct", b"_other_cpu_pct", "_prefill_j_per_token", b"_prefill_j_per_token", "_stability", b"_stability", "_temp_max_c", b"_temp_max_c", "_throttled", b"_throttled", "_window_s", b"_window_s", "avg_power_w", b"avg_power_w", "backend", b"backend", "decode_j_per_token", b"decode_j_per_token", "decode_tps", b"decode_tps", "decode_tps_ci95", b"decode_tps_ci95", "decode_tps_per_core", b"decode_tps_per_core", "decode_tps_per_ghz_core", b"decode_tps_per_ghz_core", "decode_tps_std", b"decode_tps_std", "definitions_version", b"definitions_version", "e2e_ms", b"e2e_ms", "e2e_ms_std", b"e2e_ms_std", "engine_version", b"engine_version", "environment_json", b"environment_json", "itl_max_ms", b"itl_max_ms", "itl_p50_ms", b"itl_p50_ms", "itl_p90_ms", b"itl_p90_ms", "itl_p95_ms", b"itl_p95_ms", "itl_p99_ms", b"itl_p99_ms", "load_ms", b"load_ms", "model_sha256", b"model_sha256", "model_size_mb", b"model_size_mb", "n_depth", b"n_depth", "n_gen", b"n_gen", "n_prompt", b"n_prompt", "noisy", b"noisy", "other_cpu_pct", b"other_cpu_pct", "peak_rss_mb", b"peak_rss_mb", "prefill_j_per_token", b"prefill_j_per_token", "prefill_tps", b"prefill_tps", "prefill_tps_ci95", b"prefill_tps_ci95", "prefill_tps_std", b"prefill_tps_std", "rep_timings", b"rep_timings", "reps", b"reps", "reps_mode", b"reps_mode", "sensors_json", b"sensors_json", "source_sha256", b"source_sha256", "stability", b"stability", "temp_max_c", b"temp_max_c", "threads", b"threads", "throttled", b"throttled", "ttft_ms", b"ttft_ms", "ttft_ms_std", b"ttft_ms_std", "variant", b"variant", "window_s", b"window_s", "windows_tps", b"windows_tps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__avg_power_w: _TypeAlias = _typing.Literal["avg_power_w"]  # noqa: Y015
+    _WhichOneofArgType__avg_power_w: _TypeAlias = _typing.Literal["_avg_power_w", b"_avg_power_w"]  # noqa: Y015
+    _WhichOneofReturnType__decode_j_per_token: _TypeAlias = _typing.Literal["decode_j_per_token"]  # noqa: Y015
+    _WhichOneofArgType__decode_j_per_token: _TypeAlias = _typing.Literal["_decode_j_per_token", b"_decode_j_per_token"]  # noqa: Y015
     _WhichOneofReturnType__decode_tps_per_ghz_core: _TypeAlias = _typing.Literal["decode_tps_per_ghz_core"]  # noqa: Y015
     _WhichOneofArgType__decode_tps_per_ghz_core: _TypeAlias = _typing.Literal["_decode_tps_per_ghz_core", b"_decode_tps_per_ghz_core"]  # noqa: Y015
     _WhichOneofReturnType__other_cpu_pct: _TypeAlias = _typing.Literal["other_cpu_pct"]  # noqa: Y015
     _WhichOneofArgType__other_cpu_pct: _TypeAlias = _typing.Literal["_other_cpu_pct", b"_other_cpu_pct"]  # noqa: Y015
+    _WhichOneofReturnType__prefill_j_per_token: _TypeAlias = _typing.Literal["prefill_j_per_token"]  # noqa: Y015
+    _WhichOneofArgType__prefill_j_per_token: _TypeAlias = _typing.Literal["_prefill_j_per_token", b"_prefill_j_per_token"]  # noqa: Y015
     _WhichOneofReturnType__stability: _TypeAlias = _typing.Literal["stability"]  # noqa: Y015
     _WhichOneofArgType__stability: _TypeAlias = _typing.Literal["_stability", b"_stability"]  # noqa: Y015
+    _WhichOneofReturnType__temp_max_c: _TypeAlias = _typing.Literal["temp_max_c"]  # noqa: Y015
+    _WhichOneofArgType__temp_max_c: _TypeAlias = _typing.Literal["_temp_max_c", b"_temp_max_c"]  # noqa: Y015
+    _WhichOneofReturnType__throttled: _TypeAlias = _typing.Literal["throttled"]  # noqa: Y015
+    _WhichOneofArgType__throttled: _TypeAlias = _typing.Literal["_throttled", b"_throttled"]  # noqa: Y015
     _WhichOneofReturnType__window_s: _TypeAlias = _typing.Literal["window_s"]  # noqa: Y015
     _WhichOneofArgType__window_s: _TypeAlias = _typing.Literal["_window_s", b"_window_s"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__avg_power_w) -> _WhichOneofReturnType__avg_power_w | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__decode_j_per_token) -> _WhichOneofReturnType__decode_j_per_token | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__decode_tps_per_ghz_core) -> _WhichOneofReturnType__decode_tps_per_ghz_core | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__other_cpu_pct) -> _WhichOneofReturnType__other_cpu_pct | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__prefill_j_per_token) -> _WhichOneofReturnType__prefill_j_per_token | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__stability) -> _WhichOneofReturnType__stability | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temp_max_c) -> _WhichOneofReturnType__temp_max_c | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__throttled) -> _WhichOneofReturnType__throttled | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__window_s) -> _WhichOneofReturnType__window_s | None: ...
 

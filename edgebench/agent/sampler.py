@@ -1,0 +1,259 @@
+"""The sampler: a thread that reads every detected sensor source at a set rate, stamped
+with the same clock as the token timings (perf_counter_ns), and the maths that turns its
+samples into a run's energy, temperatures, clocks and throttle events."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgebench.agent.sensors import Reading, Source
+
+
+@dataclass(frozen=True)
+class Sample:
+    t_ns: int
+    reading: Reading
+
+
+class Sampler:
+    """Reads each source no more often than its own interval (vcgencmd is slow)."""
+
+    def __init__(self, sources: Sequence[Source], hz: float = 10.0) -> None:
+        if hz <= 0:
+            raise ValueError("the sampling rate must be positive")
+        self.sources = list(sources)
+        self.period_ns = int(1e9 / hz)
+        self.samples: list[Sample] = []
+        self._due = [0] * len(self.sources)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Sampler:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self.sources and self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="sampler", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def sample_now(self) -> None:
+        """Reads every source at once (window boundaries), whatever their interval."""
+        self._read(force=True)
+
+    def _loop(self) -> None:
+        next_ns = time.perf_counter_ns()
+        while not self._stop.is_set():
+            self._read(force=False)
+            next_ns += self.period_ns
+            delay = (next_ns - time.perf_counter_ns()) / 1e9
+            if delay > 0:
+                self._stop.wait(delay)
+            else:
+                next_ns = time.perf_counter_ns()  # fell behind: do not burst to catch up
+
+    def _read(self, force: bool) -> None:
+        with self._lock:  # sources keep counter state; one reader at a time
+            for index, source in enumerate(self.sources):
+                now = time.perf_counter_ns()
+                if not force and now < self._due[index]:
+                    continue
+                self._due[index] = now + int(source.interval_s * 1e9)
+                readings = source.read()
+                stamp = time.perf_counter_ns()
+                self.samples.extend(Sample(stamp, r) for r in readings if r.status == "ok")
+
+    def snapshot(self) -> list[Sample]:
+        with self._lock:
+            return list(self.samples)
+
+
+@dataclass
+class EnergyTimeline:
+    """Cumulative energy (J) of the device's primary scopes, as a function of time.
+    Energy counters are used as they are; power readings are integrated (trapezoid).
+    Where a source has both, the counter wins (it is what the hardware accumulated)."""
+
+    series: dict[tuple[str, str], list[tuple[int, float]]] = field(default_factory=dict)
+    scopes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, samples: Iterable[Sample]) -> EnergyTimeline:
+        energy: dict[tuple[str, str], list[tuple[int, float]]] = {}
+        power: dict[tuple[str, str], list[tuple[int, float]]] = {}
+        scopes: dict[tuple[str, str], str] = {}
+        for s in samples:
+            r = s.reading
+            if not r.primary or r.value is None:
+                continue
+            key = (r.source, r.name)
+            scopes[key] = r.scope
+            (energy if r.kind == "energy" else power).setdefault(key, []).append((s.t_ns, r.value))
+        series = dict(energy)
+        for key, points in power.items():
+            if (key[0], key[1]) in series or any(k[0] == key[0] for k in energy):
+                continue
+            series[key] = _integrate(points)
+        return cls(series, sorted({scopes[k] for k in series}))
+
+    def at(self, t_ns: int) -> float | None:
+        """Total cumulative energy at t (linear between samples), None outside coverage."""
+        total = 0.0
+        for points in self.series.values():
+            value = _interpolate(points, t_ns)
+            if value is None:
+                return None
+            total += value
+        return total if self.series else None
+
+    def between(self, start_ns: int, end_ns: int) -> float | None:
+        first, last = self.at(start_ns), self.at(end_ns)
+        return None if first is None or last is None else last - first
+
+
+def _integrate(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    cumulative = [(points[0][0], 0.0)]
+    for (t0, p0), (t1, p1) in itertools.pairwise(points):
+        cumulative.append((t1, cumulative[-1][1] + (p0 + p1) / 2 * (t1 - t0) / 1e9))
+    return cumulative
+
+
+def _interpolate(points: list[tuple[int, float]], t_ns: int) -> float | None:
+    times = [t for t, _ in points]
+    if not points or t_ns < times[0] or t_ns > times[-1]:
+        return None
+    index = bisect.bisect_left(times, t_ns)
+    if times[index] == t_ns:
+        return points[index][1]
+    (t0, v0), (t1, v1) = points[index - 1], points[index]
+    return v0 + (v1 - v0) * (t_ns - t0) / (t1 - t0)
+
+
+@dataclass(frozen=True)
+class Window:
+    start_ns: int
+    end_ns: int
+
+    @property
+    def seconds(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
+
+
+# Throttle readings whose value is a bit mask, not an event counter.
+BITMASK_SOURCES = frozenset({"raspberrypi", "nvml"})
+
+
+def throttle_events(samples: Sequence[Sample], origin_ns: int) -> list[dict[str, Any]]:
+    """Every change of a throttle reading after its first sample: flags that turned on and
+    counters that went up, with the time (s from origin)."""
+    first: dict[tuple[str, str], Reading] = {}
+    events = []
+    for s in samples:
+        r = s.reading
+        if r.kind != "throttle" or r.value is None:
+            continue
+        key = (r.source, r.name)
+        before = first.get(key)
+        if before is None:
+            first[key] = r
+            continue
+        turned_on = sorted(k for k, on in (r.flags or {}).items()
+                           if on and not (before.flags or {}).get(k))  # fmt: skip
+        is_counter = r.source not in BITMASK_SOURCES
+        counter_up = is_counter and before.value is not None and r.value > before.value
+        if turned_on or counter_up:
+            delta = r.value - (before.value or 0) if counter_up else 0
+            events.append({
+                "t_s": round((s.t_ns - origin_ns) / 1e9, 3),
+                "source": r.source,
+                "name": r.name,
+                "flags_on": turned_on,
+                "count_delta": delta,
+            })  # fmt: skip
+            first[key] = r
+    return events
+
+
+@dataclass(frozen=True)
+class PhaseWindows:
+    prefill: list[Window]
+    decode: list[Window]
+    prefill_tokens: int
+    decode_tokens: int
+
+    @property
+    def span(self) -> Window:
+        return Window(self.prefill[0].start_ns, self.decode[-1].end_ns)
+
+
+def sensor_summary(
+    samples: Sequence[Sample], phases: PhaseWindows, idle: Window | None
+) -> dict[str, Any]:
+    """Energy per phase (gross and idle-subtracted), J/token, average power, temperatures,
+    clocks and throttle events of one run. Missing sensors give None, never zero."""
+    timeline = EnergyTimeline.of(samples)
+    span = phases.span
+    idle_j = timeline.between(idle.start_ns, idle.end_ns) if idle else None
+    idle_w = idle_j / idle.seconds if idle and idle_j is not None and idle.seconds > 0 else None
+    summary: dict[str, Any] = {"energy_scope": "+".join(timeline.scopes) or None,
+                               "idle_power_w": idle_w}  # fmt: skip
+    total_j = timeline.between(span.start_ns, span.end_ns)
+    summary["avg_power_w"] = total_j / span.seconds if total_j is not None else None
+    for phase, windows, tokens in (("prefill", phases.prefill, phases.prefill_tokens),
+                                   ("decode", phases.decode, phases.decode_tokens)):  # fmt: skip
+        parts = [timeline.between(w.start_ns, w.end_ns) for w in windows]
+        gross = None if any(p is None for p in parts) else sum(p or 0.0 for p in parts)
+        seconds = sum(w.seconds for w in windows)
+        net = gross - idle_w * seconds if gross is not None and idle_w is not None else None
+        summary[f"{phase}_j_gross"] = gross
+        summary[f"{phase}_j_net"] = net
+        summary[f"{phase}_j_per_token_gross"] = gross / tokens if gross is not None else None
+        summary[f"{phase}_j_per_token"] = max(net, 0.0) / tokens if net is not None else None
+    in_run = [s for s in samples if span.start_ns <= s.t_ns <= span.end_ns]
+    temps = [s for s in samples if s.reading.kind == "temperature"]
+    summary.update(_temperatures(temps, span))
+    clocks = [s.reading.value for s in in_run
+              if s.reading.kind == "frequency" and s.reading.scope == "cpu_core"]  # fmt: skip
+    summary["clock_min_mhz"] = min(clocks) if clocks else None  # type: ignore[type-var]
+    summary["clock_max_mhz"] = max(clocks) if clocks else None  # type: ignore[type-var]
+    has_throttle_source = any(s.reading.kind == "throttle" for s in samples)
+    events = throttle_events([s for s in samples if s.t_ns <= span.end_ns], span.start_ns)
+    events = [e for e in events if e["t_s"] >= 0]
+    summary["throttle_events"] = events
+    summary["throttled"] = bool(events) if has_throttle_source else None
+    return summary
+
+
+def _temperatures(temps: Sequence[Sample], span: Window) -> dict[str, float | None]:
+    """The hottest sensor at the start and end of the run, and the hottest reading in it."""
+
+    def hottest(chosen: list[Sample]) -> float | None:
+        values = [s.reading.value for s in chosen if s.reading.value is not None]
+        return max(values) if values else None
+
+    before = [s for s in temps if s.t_ns <= span.start_ns]
+    after = [s for s in temps if s.t_ns >= span.end_ns]
+    during = [s for s in temps if span.start_ns <= s.t_ns <= span.end_ns]
+    start = [s for s in before if s.t_ns == before[-1].t_ns] if before else []
+    end = [s for s in after if s.t_ns == after[0].t_ns] if after else []
+    return {
+        "temp_start_c": hottest(start),
+        "temp_max_c": hottest(start + during + end),
+        "temp_end_c": hottest(end),
+    }

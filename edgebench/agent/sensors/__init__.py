@@ -1,0 +1,55 @@
+"""The sensor layer: one module per source, each registering a detector here."""
+
+from __future__ import annotations
+
+from edgebench.agent.sensors import cpufreq, jetson, nvml, rapl, raspberrypi, thermal
+from edgebench.agent.sensors.base import Reading, Roots, Source, registered
+
+_ = (cpufreq, jetson, nvml, rapl, raspberrypi, thermal)  # imported for their registration
+
+
+def detect_sources(roots: Roots) -> list[Source]:
+    """Every source that is present under `roots`, in registration order."""
+    found = []
+    for detector in registered().values():
+        source = detector(roots)
+        if source is not None:
+            found.append(source)
+    return found
+
+
+def platform_of(sources: list[Source]) -> str:
+    names = {s.name for s in sources}
+    if "raspberrypi" in names:
+        return "raspberrypi"
+    if "jetson" in names:
+        return "jetson"
+    if "rapl" in names:
+        return "x86_rapl"
+    return "generic_linux"
+
+
+__all__ = ["Reading", "Roots", "Source", "detect_sources", "platform_of"]
+
+
+def power_state(roots: Roots) -> dict[str, object]:
+    """Settings that change performance, for the environment snapshot: cpufreq governor,
+    Jetson nvpmodel mode, Pi clock and voltage settings, GPU power limits."""
+    state: dict[str, object] = {}
+    try:
+        policy = roots.sysfs / "devices" / "system" / "cpu" / "cpu0" / "cpufreq"
+        state["cpufreq_governor"] = roots.read(policy / "scaling_governor")
+    except OSError:
+        pass
+    nvpmodel = roots.run("nvpmodel", "-q")
+    if nvpmodel:
+        state["nvpmodel"] = " ".join(nvpmodel.split())
+    pi_config = roots.run("vcgencmd", "get_config", "int")
+    if pi_config:
+        wanted = ("arm_freq", "over_voltage", "force_turbo", "temp_soft_limit")
+        state["pi_config"] = {
+            key: value
+            for key, _, value in (line.partition("=") for line in pi_config.splitlines())
+            if key in wanted
+        }
+    return state

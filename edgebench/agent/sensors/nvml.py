@@ -1,0 +1,119 @@
+"""NVIDIA GPUs through NVML (nvidia-ml-py): the board's total-energy counter where the GPU
+has one (Volta and newer), power otherwise; temperature; SM and memory clocks; clock-event
+(throttle) reasons decoded. Unsupported calls are reported missing, not zero."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from edgebench.agent.sensors.base import UNITS, Reading, Roots, missing, register
+
+ARCH_VOLTA = 5
+CLOCK_SM, CLOCK_MEM = 1, 2
+REASONS = {
+    "sw_power_cap": 0x004,
+    "hw_slowdown": 0x008,
+    "sw_thermal_slowdown": 0x020,
+    "hw_thermal_slowdown": 0x040,
+    "hw_power_brake_slowdown": 0x080,
+}
+
+
+def decode_reasons(mask: int) -> dict[str, bool]:
+    flags = {name: bool(mask & bit) for name, bit in REASONS.items()}
+    flags["thermal"] = flags["sw_thermal_slowdown"] or flags["hw_thermal_slowdown"]
+    flags["power"] = flags["sw_power_cap"] or flags["hw_power_brake_slowdown"]
+    return flags
+
+
+@dataclass
+class NvmlSource:
+    nvml: Any
+    handles: list[tuple[str, Any, bool]]  # (name, handle, has energy counter)
+    name: str = "nvml"
+    interval_s: float = 0.1
+
+    def read(self) -> list[Reading]:
+        readings = []
+        for gpu, handle, has_energy in self.handles:
+            board = self._energy(gpu, handle) if has_energy else self._power(gpu, handle)
+            readings.append(replace(board, primary=board.status == "ok"))
+            readings.append(self._call(gpu, "temperature", "gpu", handle, self._temperature))
+            readings.append(self._call(f"{gpu}/sm", "frequency", "gpu", handle, self._sm_clock))
+            readings.append(
+                self._call(f"{gpu}/mem", "frequency", "gpu_memory", handle, self._mem_clock)
+            )
+            readings.append(self._throttle(gpu, handle))
+        return readings
+
+    def _energy(self, gpu: str, handle: Any) -> Reading:
+        """mJ since the driver loaded: preferred over integrating power."""
+        get = self.nvml.nvmlDeviceGetTotalEnergyConsumption
+        return self._call(gpu, "energy", "gpu_board", handle, lambda h: get(h) / 1e3)
+
+    def _power(self, gpu: str, handle: Any) -> Reading:
+        get = self.nvml.nvmlDeviceGetPowerUsage
+        return self._call(gpu, "power", "gpu_board", handle, lambda h: get(h) / 1e3)
+
+    def _sm_clock(self, handle: Any) -> float:
+        return float(self.nvml.nvmlDeviceGetClockInfo(handle, CLOCK_SM))
+
+    def _mem_clock(self, handle: Any) -> float:
+        return float(self.nvml.nvmlDeviceGetClockInfo(handle, CLOCK_MEM))
+
+    def _temperature(self, handle: Any) -> float:
+        getter = getattr(self.nvml, "nvmlDeviceGetTemperatureV", None)
+        if getter is not None:
+            return float(getter(handle, 0))
+        return float(self.nvml.nvmlDeviceGetTemperature(handle, 0))
+
+    def _call(self, name: str, kind: str, scope: str, handle: Any, get: Any) -> Reading:
+        try:
+            value = float(get(handle))
+        except self.nvml.NVMLError as exc:
+            return missing(self.name, kind, name, scope, f"not supported by this GPU ({exc})")
+        return Reading(self.name, kind, name, scope, UNITS[kind], value)
+
+    def _throttle(self, gpu: str, handle: Any) -> Reading:
+        getter = (
+            getattr(self.nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+            or self.nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        )
+        try:
+            mask = int(getter(handle))
+        except self.nvml.NVMLError as exc:
+            return missing(self.name, "throttle", gpu, "gpu", f"not supported ({exc})")
+        return Reading(self.name, "throttle", gpu, "gpu", "", float(mask),
+                       flags=decode_reasons(mask))  # fmt: skip
+
+
+def _module(roots: Roots) -> Any:
+    if roots.nvml is not None:
+        return roots.nvml
+    try:
+        import pynvml  # nvidia-ml-py
+    except ImportError:
+        return None
+    return pynvml
+
+
+@register("nvml")
+def detect(roots: Roots) -> NvmlSource | None:
+    nvml = _module(roots)
+    if nvml is None:
+        return None
+    try:
+        nvml.nvmlInit()
+        count = int(nvml.nvmlDeviceGetCount())
+    except Exception:  # no driver, no GPU: NVML raises its own error types
+        return None
+    handles = []
+    for index in range(count):
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        try:
+            has_energy = int(nvml.nvmlDeviceGetArchitecture(handle)) >= ARCH_VOLTA
+        except nvml.NVMLError:
+            has_energy = False
+        handles.append((f"gpu{index}", handle, has_energy))
+    return NvmlSource(nvml, handles) if handles else None
