@@ -145,7 +145,9 @@ def _run_test(loaded: _Loaded, test: Test, spec: BenchSpec, report: Progress) ->
     cooldown = _cool_down(sampler, spec, report) if spec.cooldown_c is not None else None
     idle = _idle_baseline(sampler, spec, report)
     measure = _sustained if spec.sustained_seconds else _measure
+    sampler.sample_now()  # boundaries: every source read just before and just after
     result = measure(loaded, test, spec, report)
+    sampler.sample_now()
     return _with_sensors(result, sampler, idle, cooldown)
 
 

@@ -190,6 +190,9 @@ def throttle_events(samples: Sequence[Sample], origin_ns: int) -> list[dict[str,
     return events
 
 
+AFTER_RUN_NS = 500_000_000
+
+
 @dataclass(frozen=True)
 class PhaseWindows:
     prefill: list[Window]
@@ -225,7 +228,7 @@ def sensor_summary(
         summary[f"{phase}_j_net"] = net
         summary[f"{phase}_j_per_token_gross"] = gross / tokens if gross is not None else None
         summary[f"{phase}_j_per_token"] = max(net, 0.0) / tokens if net is not None else None
-    in_run = [s for s in samples if span.start_ns <= s.t_ns <= span.end_ns]
+    in_run = around(samples, span)
     temps = [s for s in samples if s.reading.kind == "temperature"]
     summary.update(_temperatures(temps, span))
     clocks = [s.reading.value for s in in_run
@@ -233,11 +236,31 @@ def sensor_summary(
     summary["clock_min_mhz"] = min(clocks) if clocks else None  # type: ignore[type-var]
     summary["clock_max_mhz"] = max(clocks) if clocks else None  # type: ignore[type-var]
     has_throttle_source = any(s.reading.kind == "throttle" for s in samples)
-    events = throttle_events([s for s in samples if s.t_ns <= span.end_ns], span.start_ns)
+    # The forced read just after the run sees what changed during it.
+    seen_until = span.end_ns + AFTER_RUN_NS
+    events = throttle_events([s for s in samples if s.t_ns <= seen_until], span.start_ns)
     events = [e for e in events if e["t_s"] >= 0]
     summary["throttle_events"] = events
     summary["throttled"] = bool(events) if has_throttle_source else None
     return summary
+
+
+def around(samples: Sequence[Sample], span: Window) -> list[Sample]:
+    """The samples of a run, per sensor: from its last read at or before the start (the
+    forced read) to its first read at or after the end, so a run shorter than the sampling
+    period still has a value at each end."""
+    by_sensor: dict[tuple[str, str, str], list[Sample]] = {}
+    for sample in samples:
+        r = sample.reading
+        by_sensor.setdefault((r.source, r.kind, r.name), []).append(sample)
+    kept: list[Sample] = []
+    for series in by_sensor.values():
+        before = [s.t_ns for s in series if s.t_ns <= span.start_ns]
+        after = [s.t_ns for s in series if s.t_ns >= span.end_ns]
+        first = before[-1] if before else span.start_ns
+        last = after[0] if after else span.end_ns
+        kept += [s for s in series if first <= s.t_ns <= last]
+    return sorted(kept, key=lambda s: s.t_ns)
 
 
 def _temperatures(temps: Sequence[Sample], span: Window) -> dict[str, float | None]:

@@ -77,7 +77,8 @@ def detect(roots: Roots) -> RaplSource | None:
         return None
     zones: list[Zone] = []
     seen: set[str] = set()
-    for entry in sorted(base.iterdir()):
+    # The MSR interface (intel-rapl) before the MMIO one, so a duplicate is the MMIO copy.
+    for entry in sorted(base.iterdir(), key=lambda p: ("mmio" in p.name, p.name)):
         if not entry.name.startswith("intel-rapl") or not (entry / "name").exists():
             continue
         try:

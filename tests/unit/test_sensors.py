@@ -1,0 +1,224 @@
+"""The real readers against fixture trees of real devices (and captured tool outputs
+behind scripts put first on PATH)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgebench.agent.sensors import Roots, detect_sources, platform_of
+from edgebench.agent.sensors.base import Reading, read_text
+from edgebench.agent.sensors.nvml import NvmlSource, decode_reasons
+from edgebench.agent.sensors.nvml import detect as detect_nvml
+from edgebench.agent.sensors.rapl import detect as detect_rapl
+from edgebench.agent.sensors.rapl import wrapped_delta
+from edgebench.agent.sensors.raspberrypi import decode_throttled, pmic_power_w
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def roots_for(device: str, **kw: Any) -> Roots:
+    tools = FIXTURES / device / "bin"
+    path = f"{tools}{os.pathsep}/usr/bin:/bin" if tools.is_dir() else "/usr/bin:/bin"
+    return Roots(
+        sysfs=FIXTURES / device / "sys", procfs=FIXTURES / device / "proc", path=path, **kw
+    )
+
+
+def readings(device: str, **kw: Any) -> dict[tuple[str, str], Reading]:
+    found = [r for s in detect_sources(roots_for(device, **kw)) for r in s.read()]
+    return {(r.source, r.name): r for r in found}
+
+
+def test_intel_desktop_rapl_zones_by_name_without_duplicates() -> None:
+    found = readings("intel_desktop")
+    rapl = {name: r for (source, name), r in found.items() if source == "rapl"}
+    assert sorted(rapl) == ["core", "package-0", "psys"]  # intel-rapl-mmio package-0 read once
+    assert rapl["package-0"].scope == "cpu_package" and rapl["package-0"].primary
+    assert rapl["core"].scope == "cpu_core" and not rapl["core"].primary  # a subset: never summed
+    assert rapl["psys"].scope == "platform" and not rapl["psys"].primary
+    assert rapl["package-0"].value == pytest.approx(240422.366267) and rapl["package-0"].unit == "J"
+    clock = found[("cpufreq", "cpu0")]
+    assert clock.value == pytest.approx(1699.981) and clock.unit == "MHz"
+    throttle = found[("cpufreq", "thermal_throttle")]
+    assert throttle.value == 5 + 30  # core counts summed, the package count once per package
+    assert found[("thermal", "x86_pkg_temp")].value == 55.0
+    assert found[("thermal", "coretemp/Package id 0")].unit == "C"
+
+
+def test_rapl_counter_wraps_between_reads(tmp_path: Path) -> None:
+    tree = tmp_path / "sys"
+    shutil.copytree(FIXTURES / "intel_desktop" / "sys", tree, symlinks=True)
+    energy = tree / "class" / "powercap" / "intel-rapl:0" / "energy_uj"
+    source = detect_rapl(Roots(sysfs=tree))
+    assert source is not None
+    energy.write_text("262143000000\n")  # 328850 uJ before the top of the range
+    first = {r.name: r for r in source.read()}["package-0"].value
+    energy.write_text("671150\n")  # wrapped: 328850 + 671150 = 1000000 uJ later
+    second = {r.name: r for r in source.read()}["package-0"].value
+    assert first is not None and second is not None
+    assert second - first == pytest.approx(1.0)
+    assert wrapped_delta(100, 50, 1000) == 950 and wrapped_delta(50, 100, 1000) == 50
+
+
+def test_amd_range_and_hwmon() -> None:
+    found = readings("amd_desktop")
+    assert found[("rapl", "package-0")].status == "ok"
+    assert found[("thermal", "k10temp/Tctl")].value == 61.25
+    assert platform_of(detect_sources(roots_for("amd_desktop"))) == "x86_rapl"
+
+
+def test_root_only_energy_is_missing_with_the_reason() -> None:
+    def deny_energy(path: Path) -> str:
+        if path.name == "energy_uj":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_text(path)
+
+    found = readings("intel_desktop", reader=deny_energy)
+    package = found[("rapl", "package-0")]
+    assert package.status == "missing" and package.value is None
+    assert "permission denied" in package.reason and "root" in package.reason
+
+
+def test_raspberry_pi_4_throttle_bits_and_no_power_sensor() -> None:
+    found = readings("raspberrypi4")
+    throttle = found[("raspberrypi", "get_throttled")]
+    assert throttle.value == 0x50005  # from the sysfs node, hex without 0x
+    assert throttle.flags is not None
+    assert throttle.flags["under_voltage_now"] and throttle.flags["throttled_now"]
+    assert throttle.flags["under_voltage_since_boot"] and throttle.flags["throttled_since_boot"]
+    assert not throttle.flags["arm_frequency_capped_now"]
+    assert found[("raspberrypi", "arm")].value == pytest.approx(700.154304)  # the real clock
+    power = found[("raspberrypi", "pmic_rails")]
+    assert power.status == "missing" and "no power sensor" in power.reason
+
+
+def test_raspberry_pi_5_pmic_rails_power() -> None:
+    found = readings("raspberrypi5")
+    power = found[("raspberrypi", "pmic_rails")]
+    capture = (FIXTURES / "raspberrypi5" / "pmic_read_adc.txt").read_text()
+    assert power.value == pytest.approx(pmic_power_w(capture))
+    # 12 rails have both V and I; EXT5V_V and BATT_V carry no current and add nothing
+    assert power.value == pytest.approx(1.7672, abs=1e-3)
+    assert power.scope == "pmic_rails" and power.unit == "W" and power.primary
+    assert found[("raspberrypi", "get_throttled")].value == 0  # vcgencmd fallback (no node)
+    assert decode_throttled(0x80000)["soft_temperature_limit_since_boot"]
+
+
+def test_jetson_orin_hwmon_rails_input_rail_is_the_total() -> None:
+    found = readings("jetson_orin_jp6")
+    vin = found[("jetson", "VDD_IN")]
+    assert vin.value == pytest.approx(5.072 * 1.312) and vin.scope == "module_input"
+    assert vin.primary
+    cpu = found[("jetson", "VDD_CPU_GPU_CV")]
+    assert cpu.value == pytest.approx(5.080 * 0.095) and not cpu.primary  # a sub-rail
+    assert ("jetson", "Sum of shunt voltages") not in found
+    assert found[("jetson", "gpu")].value == 306.0
+    assert found[("thermal", "gpu-thermal")].status == "missing"  # -256 C: offline
+    assert found[("jetson", "over_current")].value == 0
+
+
+def test_jetson_nano_iio_rails_in_milliwatts() -> None:
+    found = readings("jetson_nano_jp4")
+    assert found[("jetson", "POM_5V_IN")].value == pytest.approx(0.933)
+    assert found[("jetson", "POM_5V_IN")].primary
+    assert found[("jetson", "POM_5V_CPU")].value == pytest.approx(0.084)
+    assert ("thermal", "PMIC-Die") not in found  # a constant placeholder
+    assert found[("jetson", "gpu")].value == pytest.approx(76.8)
+
+
+def test_machine_without_sensors() -> None:
+    assert detect_sources(roots_for("no_sensors")) == []
+
+
+class FakeNvml:
+    """Stands in for nvidia-ml-py where no GPU exists (recorded shapes of its answers)."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, arch: int, energy_mj: int = 123_456_789) -> None:
+        self.arch, self.energy_mj = arch, energy_mj
+
+    def nvmlInit(self) -> None: ...
+    def nvmlDeviceGetCount(self) -> int:
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> str:
+        return f"h{i}"
+
+    def nvmlDeviceGetArchitecture(self, h: str) -> int:
+        return self.arch
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h: str) -> int:
+        return self.energy_mj
+
+    def nvmlDeviceGetPowerUsage(self, h: str) -> int:
+        return 71_500
+
+    def nvmlDeviceGetTemperatureV(self, h: str, sensor: int) -> int:
+        return 64
+
+    def nvmlDeviceGetClockInfo(self, h: str, clock: int) -> int:
+        if clock == 2:
+            raise self.NVMLError("Not Supported")
+        return 1410
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, h: str) -> int:
+        return 0x004 | 0x040
+
+
+def test_nvml_energy_counter_power_fallback_and_reasons() -> None:
+    volta = detect_nvml(Roots(nvml=FakeNvml(arch=7)))
+    assert isinstance(volta, NvmlSource)
+    found = {(r.kind, r.name): r for r in volta.read()}
+    board = found[("energy", "gpu0")]
+    assert board.value == pytest.approx(123456.789) and board.scope == "gpu_board" and board.primary
+    assert found[("temperature", "gpu0")].value == 64
+    assert found[("frequency", "gpu0/sm")].value == 1410
+    memory = found[("frequency", "gpu0/mem")]
+    assert memory.status == "missing" and "not supported" in memory.reason
+    flags = next(r for r in volta.read() if r.kind == "throttle").flags
+    assert flags is not None and flags["power"] and flags["thermal"] and not flags["hw_slowdown"]
+    pascal = detect_nvml(Roots(nvml=FakeNvml(arch=4)))
+    assert pascal is not None
+    kinds = {r.kind for r in pascal.read() if r.name == "gpu0"}
+    assert "power" in kinds and "energy" not in kinds  # no energy counter before Volta
+    assert decode_reasons(0x001) == {k: False for k in decode_reasons(0)}  # idle is no throttle
+
+
+def test_probe_json_through_the_cli() -> None:
+    env = {
+        **os.environ,
+        "PATH": f"{FIXTURES / 'raspberrypi5' / 'bin'}{os.pathsep}{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "edgebench", "agent", "probe", "--json",
+         "--sysfs-root", str(FIXTURES / "raspberrypi5" / "sys")],
+        capture_output=True, text=True, check=True, env=env,
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    assert report["platform"] == "raspberrypi"
+    kinds = {s["kind"] for s in report["sensors"]}
+    assert kinds == {"power", "throttle", "frequency", "temperature"}
+    for sensor in report["sensors"]:
+        assert set(sensor) >= {
+            "source",
+            "kind",
+            "name",
+            "scope",
+            "unit",
+            "value",
+            "status",
+            "reason",
+        }
+        assert sensor["unit"] in {"J", "W", "C", "MHz", ""}
+    throttle = next(s for s in report["sensors"] if s["kind"] == "throttle")
+    assert set(throttle["flags"]) >= {"under_voltage_now", "under_voltage_since_boot"}
