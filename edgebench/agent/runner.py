@@ -92,7 +92,7 @@ class BenchSpec:
 
 
 # Sources that measure power or energy: only with one of them is an idle baseline useful.
-POWER_SOURCES = frozenset({"rapl", "nvml", "jetson", "raspberrypi"})
+POWER_SOURCES = frozenset({"rapl", "nvml", "jetson", "tegrastats", "raspberrypi"})
 
 # phase, repetitions done, repetitions planned
 Progress = Callable[[str, int, int], None]

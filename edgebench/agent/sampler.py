@@ -52,6 +52,10 @@ class Sampler:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        for source in self.sources:  # sources that run a tool process end it here
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
 
     def sample_now(self) -> None:
         """Reads every source at once (window boundaries), whatever their interval."""

@@ -174,6 +174,9 @@ class FakeNvml:
     def nvmlDeviceGetCurrentClocksEventReasons(self, h: str) -> int:
         return 0x004 | 0x040
 
+    def nvmlDeviceGetPowerManagementLimit(self, h: str) -> int:
+        return 300_000
+
 
 def test_nvml_energy_counter_power_fallback_and_reasons() -> None:
     volta = detect_nvml(Roots(nvml=FakeNvml(arch=7)))
@@ -222,3 +225,41 @@ def test_probe_json_through_the_cli() -> None:
         assert sensor["unit"] in {"J", "W", "C", "MHz", ""}
     throttle = next(s for s in report["sensors"] if s["kind"] == "throttle")
     assert set(throttle["flags"]) >= {"under_voltage_now", "under_voltage_since_boot"}
+
+
+def test_tegrastats_lines_of_every_jetpack() -> None:
+    from edgebench.agent.sensors.tegrastats import parse_rails
+
+    jp4 = "APE 25 PLL@20.5C CPU@23.5C PMIC@100C POM_5V_IN 933/933 POM_5V_GPU 0/0 POM_5V_CPU 84/105"
+    assert parse_rails(jp4) == {"POM_5V_IN": 0.933, "POM_5V_GPU": 0.0, "POM_5V_CPU": 0.084}
+    jp6 = "tj@48.6C VDD_IN 4556mW/4556mW VDD_CPU_GPU_CV 483mW/483mW VDD_SOC 1451mW/1451mW"
+    assert parse_rails(jp6)["VDD_IN"] == 4.556
+    jp7 = "gpu@47.625C/47.625C VDD_GPU_SOC 5139mW/5139mW/5139mW VIN_SYS_5V0 5500mW/5500mW/5500mW"
+    assert parse_rails(jp7) == {"VDD_GPU_SOC": 5.139, "VIN_SYS_5V0": 5.5}
+
+
+def test_tegrastats_fallback_sums_rails_without_an_input_rail() -> None:
+    import time
+
+    sources = detect_sources(roots_for("jetson_agx_orin_tegrastats"))
+    source = next(s for s in sources if s.name == "tegrastats")
+    try:
+        deadline = time.monotonic() + 5
+        rails: list[Reading] = []
+        while not rails or rails[0].status != "ok":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+            rails = source.read()
+        names = {r.name: r for r in rails}
+        assert "NC" not in names and names["VDD_GPU_SOC"].value == 2.39
+        assert all(r.primary for r in rails)  # no input rail: every rail counts
+        assert platform_of(sources) == "jetson"
+    finally:
+        source.close()  # type: ignore[attr-defined]
+
+
+def test_power_state_for_the_environment_snapshot() -> None:
+    from edgebench.agent.sensors import power_state
+
+    state = power_state(roots_for("intel_desktop", nvml=FakeNvml(arch=8)))
+    assert state["cpufreq_governor"] == "powersave" and state["gpu_power_limit_w"] == [300.0]

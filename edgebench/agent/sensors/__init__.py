@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from edgebench.agent.sensors import cpufreq, jetson, nvml, rapl, raspberrypi, thermal
+from edgebench.agent.sensors import cpufreq, jetson, nvml, rapl, raspberrypi, tegrastats, thermal
 from edgebench.agent.sensors.base import Reading, Roots, Source, registered
+from edgebench.agent.sensors.nvml import nvml_module
 
-_ = (cpufreq, jetson, nvml, rapl, raspberrypi, thermal)  # imported for their registration
+_ = (cpufreq, jetson, nvml, rapl, raspberrypi, tegrastats, thermal)  # registered on import
 
 
 def detect_sources(roots: Roots) -> list[Source]:
@@ -22,7 +23,7 @@ def platform_of(sources: list[Source]) -> str:
     names = {s.name for s in sources}
     if "raspberrypi" in names:
         return "raspberrypi"
-    if "jetson" in names:
+    if names & {"jetson", "tegrastats"}:
         return "jetson"
     if "rapl" in names:
         return "x86_rapl"
@@ -44,6 +45,9 @@ def power_state(roots: Roots) -> dict[str, object]:
     nvpmodel = roots.run("nvpmodel", "-q")
     if nvpmodel:
         state["nvpmodel"] = " ".join(nvpmodel.split())
+    limits = _gpu_power_limits(roots)
+    if limits:
+        state["gpu_power_limit_w"] = limits
     pi_config = roots.run("vcgencmd", "get_config", "int")
     if pi_config:
         wanted = ("arm_freq", "over_voltage", "force_turbo", "temp_soft_limit")
@@ -53,3 +57,15 @@ def power_state(roots: Roots) -> dict[str, object]:
             if key in wanted
         }
     return state
+
+
+def _gpu_power_limits(roots: Roots) -> list[float]:
+    nvml = nvml_module(roots)
+    if nvml is None:
+        return []
+    try:
+        nvml.nvmlInit()
+        handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+        return [nvml.nvmlDeviceGetPowerManagementLimit(h) / 1000.0 for h in handles]
+    except Exception:  # NVML raises its own error types; a limit is optional provenance
+        return []

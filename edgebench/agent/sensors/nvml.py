@@ -88,7 +88,7 @@ class NvmlSource:
                        flags=decode_reasons(mask))  # fmt: skip
 
 
-def _module(roots: Roots) -> Any:
+def nvml_module(roots: Roots) -> Any:
     if roots.nvml is not None:
         return roots.nvml
     try:
@@ -100,7 +100,7 @@ def _module(roots: Roots) -> Any:
 
 @register("nvml")
 def detect(roots: Roots) -> NvmlSource | None:
-    nvml = _module(roots)
+    nvml = nvml_module(roots)
     if nvml is None:
         return None
     try:
