@@ -9,6 +9,7 @@ import json
 import logging
 import random
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -125,6 +126,7 @@ class Agent:
         self.outbox = Outbox(paths.data_dir() / "outbox.sqlite")
         self.cache = ModelCache(paths.cache_dir() / "models")
         self.active: ActiveRun | None = None
+        self._disconnected_at: float | None = None  # monotonic time the session was lost
         self._send_queue: asyncio.Queue[pb.AgentMessage] | None = None
         self._run_task: asyncio.Task[None] | None = None
 
@@ -147,6 +149,8 @@ class Agent:
                     backoff,
                 )
             self._send_queue = None
+            if self._disconnected_at is None:
+                self._disconnected_at = time.monotonic()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, 30.0)
@@ -170,6 +174,7 @@ class Agent:
             if welcome is grpc.aio.EOF or not welcome.HasField("welcome"):
                 raise RuntimeError("the coordinator did not welcome this agent")
             self.heartbeat_seconds = welcome.welcome.heartbeat_seconds or self.heartbeat_seconds
+            self._disconnected_at = None
             log.info(
                 "connected to %s as %s", self.credential.coordinator, welcome.welcome.device_name
             )
@@ -252,6 +257,11 @@ class Agent:
 
         def progress(phase: str, done: int, total: int) -> None:
             if active.cancelled.is_set():
+                raise RunCancelled()
+            lost = self._disconnected_at
+            if lost is not None and time.monotonic() - lost > assignment.lease_seconds:
+                # The lease has expired without our heartbeats: the run is someone else's now.
+                log.warning("run %s abandoned: no heartbeat for a whole lease", run_id)
                 raise RunCancelled()
             message = pb.RunProgress(
                 run_id=run_id, lease_epoch=epoch, phase=phase, rep=done, reps=total

@@ -82,7 +82,7 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Runs until `stop` is set (or the task is cancelled), then shuts down gracefully."""
-    store = Store(settings.db_url)
+    store = Store(settings.db_url, retry_base_seconds=settings.retry_base_seconds)
     created = store.ensure_admin_token(admin_token)
     if created:
         paths.write_private(paths.config_dir() / ADMIN_TOKEN_FILE, created + "\n")
@@ -170,7 +170,7 @@ async def _reap_forever(store: Store, dispatcher: Dispatcher, every_seconds: int
     while True:
         await asyncio.sleep(every_seconds)
         try:
-            if await asyncio.to_thread(store.reap_expired):
-                await dispatcher.dispatch()
+            await asyncio.to_thread(store.reap_expired)
+            await dispatcher.dispatch()  # also picks up runs whose retry backoff has passed
         except Exception:  # the reaper must outlive a failed round (database hiccup)
             log.exception("reaper round failed")

@@ -25,7 +25,12 @@ class CoordinatorSettings:
     http_port: int = 8080
     lease_seconds: int = 60
     reap_seconds: int = 10
-    heartbeat_seconds: int = 5
+    retry_base_seconds: float = 1.0
     # Refuses any single message over this size (results with raw timings are the biggest).
     max_message_bytes: int = 16 * 1024 * 1024
     max_artifact_bytes: int = 64 * 1024 * 1024 * 1024
+
+    @property
+    def heartbeat_seconds(self) -> int:
+        """Three heartbeats per lease (at most every 5 s), so one lost beat never expires it."""
+        return max(1, min(5, self.lease_seconds // 3))

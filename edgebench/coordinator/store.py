@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import random
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +39,16 @@ from edgebench.errors import EdgebenchError
 from edgebench.measure.record import FIELD_NAMES, implausibility
 
 ADMIN_TOKEN_KEY = "admin_token_sha256"
+RETRY_CAP_SECONDS = 60.0
+
+
+def retry_delay(attempts: int, base_seconds: float) -> float:
+    """Capped exponential backoff with jitter in [0.5, 1.5) of the step, so runs that
+    failed together do not all come back at once."""
+    step = min(base_seconds * 2.0 ** max(attempts - 1, 0), RETRY_CAP_SECONDS)
+    return step * (0.5 + random.random())
+
+
 # Result columns beyond the stable fields, taken from the checked wire values.
 RESULT_EXTRAS = (
     "engine_version",
@@ -96,8 +107,9 @@ class Claim:
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, retry_base_seconds: float = 1.0) -> None:
         self.url = url
+        self.retry_base_seconds = retry_base_seconds
         self.engine = make_engine(url)
         SQLModel.metadata.create_all(self.engine)
 
@@ -330,6 +342,7 @@ class Store:
                 select(Run)
                 .where(Run.state == RunState.QUEUED)
                 .where((col(Run.device_name).is_(None)) | (Run.device_name == device.name))
+                .where((col(Run.not_before).is_(None)) | (col(Run.not_before) <= now))
                 .order_by(col(Run.created_at))
                 .limit(20)
             ).all()
@@ -465,28 +478,46 @@ class Store:
             return True
 
     def reap_expired(self) -> int:
-        """Puts runs whose lease ran out back in the queue, or fails them after the
-        last attempt. Returns how many runs it touched."""
+        """Puts runs whose lease ran out back in the queue after a capped exponential
+        backoff with jitter, or marks them dead after the last attempt. Each change is a
+        compare-and-set on the lease epoch, so a heartbeat that lands meanwhile wins.
+        Returns how many runs it touched."""
         with self.session() as s:
             now = utcnow()
-            live = col(Run.state).in_([RunState.LEASED, RunState.RUNNING])
-            expired = col(Run.lease_expires_at) < now
-            failed = s.exec(
-                update(Run)
-                .where(live, expired, col(Run.attempts) >= MAX_ATTEMPTS)
-                .values(
-                    state=RunState.FAILED,
-                    error="lease expired on the last attempt",
-                    finished_at=now,
+            expired = s.exec(
+                select(Run).where(
+                    col(Run.state).in_([RunState.LEASED, RunState.RUNNING]),
+                    col(Run.lease_expires_at) < now,
                 )
-            )
-            requeued = s.exec(
-                update(Run)
-                .where(live, expired)
-                .values(state=RunState.QUEUED, agent_id=None, lease_expires_at=None, phase="")
-            )
+            ).all()
+            touched = 0
+            for run in expired:
+                error = f"lease expired on attempt {run.attempts} of {MAX_ATTEMPTS}"
+                values: dict[str, Any]
+                if run.attempts >= MAX_ATTEMPTS:
+                    values = {"state": RunState.DEAD, "error": error, "finished_at": now}
+                else:
+                    values = {
+                        "state": RunState.QUEUED,
+                        "agent_id": None,
+                        "lease_expires_at": None,
+                        "phase": "",
+                        "error": error,
+                        "not_before": now
+                        + timedelta(seconds=retry_delay(run.attempts, self.retry_base_seconds)),
+                    }
+                result = s.exec(
+                    update(Run)
+                    .where(
+                        col(Run.id) == run.id,
+                        col(Run.lease_epoch) == run.lease_epoch,
+                        col(Run.state).in_([RunState.LEASED, RunState.RUNNING]),
+                    )
+                    .values(**values)
+                )
+                touched += int(result.rowcount)
             s.commit()
-            return int(failed.rowcount + requeued.rowcount)
+            return touched
 
     def has_live_run(self, agent_id: str) -> bool:
         with self.session() as s:

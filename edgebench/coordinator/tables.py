@@ -25,10 +25,11 @@ class RunState(str, Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    DEAD = "dead"  # every attempt's lease expired: the last error says why
 
     @property
     def is_final(self) -> bool:
-        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.DEAD)
 
 
 class Setting(SQLModel, table=True):
@@ -112,6 +113,7 @@ class Run(SQLModel, table=True):
     lease_epoch: int = 0
     lease_expires_at: datetime | None = None
     attempts: int = 0
+    not_before: datetime | None = None  # retry backoff: not leased again before this
     phase: str = ""
     rep: int = 0
     error: str = ""

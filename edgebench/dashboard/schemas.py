@@ -62,6 +62,8 @@ class RunPublic(BaseModel):
     device_id: str | None
     device_name: str | None
     attempts: int
+    lease_epoch: int
+    not_before: datetime | None
     phase: str
     rep: int
     error: str
@@ -130,7 +132,7 @@ def job_state(job: Job, runs: list[Run]) -> str:
         return "queued"
     if job.cancelled or states == {RunState.CANCELLED}:
         return "cancelled"
-    if RunState.FAILED in states:
+    if states & {RunState.FAILED, RunState.DEAD}:
         return "failed"
     return "succeeded"
 

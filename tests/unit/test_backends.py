@@ -11,7 +11,8 @@ import pytest
 
 from edgebench.agent.backends import BackendError, create_backend
 from edgebench.agent.backends.base import EngineSettings
-from edgebench.agent.runner import BenchSpec, run_benchmark
+from edgebench.agent.runner import BenchSpec, _auto_done, run_benchmark
+from edgebench.measure.record import RepTiming
 from edgebench.modelgen import build_vocab
 
 
@@ -146,19 +147,35 @@ def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
 def test_auto_reps_stop_between_min_and_max(tiny_model: Path, tmp_path: Path) -> None:
     spec = BenchSpec(n_prompt=(8,), n_gen=(32,), reps=0, min_reps=3, max_reps=6, target_ci=0.5)
     result = run_benchmark(tiny_model, spec, cache_dir=tmp_path)[0]
-    assert result.reps_mode == "auto"
-    assert result.reps == 3  # a 50% target is met as soon as the minimum is reached
+    assert result.reps_mode == "auto" and 3 <= result.reps <= 6
     strict = BenchSpec(n_prompt=(8,), n_gen=(8,), reps=0, min_reps=3, max_reps=4, target_ci=0.0)
     assert run_benchmark(tiny_model, strict, cache_dir=tmp_path)[0].reps == 4  # the cap
+
+
+def _rep(decode_tps: float) -> RepTiming:
+    gap = int(1e9 / decode_tps)
+    return RepTiming(prefill_ns=1, token_ns=(10, 10 + gap, 10 + 2 * gap))
+
+
+def test_auto_reps_rule_by_hand() -> None:
+    spec = BenchSpec(reps=0, min_reps=3, max_reps=10, target_ci=0.02, max_seconds=100)
+    steady = [_rep(100.0), _rep(100.5), _rep(99.5)]  # ci95 = 4.303 * 0.5 / sqrt(3) = 1.24%
+    assert _auto_done(steady, spec, elapsed_s=1.0)
+    assert not _auto_done(steady[:2], spec, elapsed_s=1.0)  # below the minimum
+    noisy = [_rep(100.0), _rep(110.0), _rep(90.0)]  # ci95 = 24.8%
+    assert not _auto_done(noisy, spec, elapsed_s=1.0)
+    assert _auto_done(noisy, spec, elapsed_s=100.0)  # the time cap
+    assert _auto_done(noisy * 4, spec, elapsed_s=1.0)  # the repetition cap (12 >= 10)
 
 
 def test_sustained_mode_reports_windows_and_stability(tiny_model: Path, tmp_path: Path) -> None:
     spec = BenchSpec(n_prompt=(8,), n_gen=(32,), sustained_seconds=1.2, window_seconds=0.4)
     result = run_benchmark(tiny_model, spec, cache_dir=tmp_path)[0]
     assert result.reps_mode == "sustained" and result.window_s == 0.4
-    assert 2 <= len(result.windows_tps) <= 3 and all(w > 0 for w in result.windows_tps)
+    # whole windows only; a busy machine may stretch the last rep past the duration
+    assert len(result.windows_tps) >= 2 and max(result.windows_tps) > 0
     assert result.stability == pytest.approx(min(result.windows_tps) / max(result.windows_tps))
-    assert result.stability is not None and 0 < result.stability <= 1
+    assert result.stability is not None and 0 <= result.stability <= 1
     starts = [r.start_ns for r in result.rep_timings]
     assert starts == sorted(starts) and len(starts) == result.reps
 

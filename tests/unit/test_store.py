@@ -19,7 +19,7 @@ SHA = "b" * 64
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'store.db'}")
+    return Store(f"sqlite:///{tmp_path / 'store.db'}", retry_base_seconds=0.0)
 
 
 def _agent(store: Store, name: str) -> tuple[Agent, Device]:
@@ -177,7 +177,9 @@ def test_expired_leases_are_requeued_then_failed(store: Store) -> None:
         )
         assert store.reap_expired() == 1
     run = store.runs_of(job.id)[0]
-    assert run.state == RunState.FAILED and "last attempt" in run.error
+    assert (
+        run.state == RunState.DEAD and run.error == f"lease expired on attempt 3 of {MAX_ATTEMPTS}"
+    )
     assert store.claim_run(agent=agent, device=device, lease_seconds=60) is None
 
 
@@ -191,3 +193,37 @@ def test_cancel_reports_held_runs(store: Store) -> None:
     assert not store.extend_lease(
         agent_id=agent.id, run_id=claim.run.id, epoch=claim.run.lease_epoch, lease_seconds=60
     )
+
+
+def test_requeued_runs_wait_out_their_backoff(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'backoff.db'}", retry_base_seconds=30.0)
+    _job(store)
+    agent, device = _agent(store, "dev0")
+    assert store.claim_run(agent=agent, device=device, lease_seconds=-1) is not None
+    assert store.reap_expired() == 1
+    run = store.list_jobs()[0]
+    queued = store.runs_of(run.id)[0]
+    assert queued.state == RunState.QUEUED and queued.not_before is not None
+    assert 15 <= (queued.not_before - utcnow()).total_seconds() <= 45  # 30 s x [0.5, 1.5)
+    assert store.claim_run(agent=agent, device=device, lease_seconds=60) is None
+
+
+def test_fifty_concurrent_claimers_on_sqlite_never_lease_a_run_twice(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    setup = Store(url)
+    setup.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
+    spec = JobCreate(models=[SHA], n_prompt=list(range(1, 11)), n_gen=[2, 3], reps=1)
+    setup.create_job(Job(spec_json=spec.model_dump_json()), plan_runs(spec, {SHA: "gguf"}))
+    claimers = [_agent(setup, f"dev{i}") for i in range(50)]
+
+    def claim_all(agent_device: tuple[Agent, Device]) -> list[str]:
+        store = Store(url)  # its own engine and connections, like another process
+        won = []
+        while (claim := store.claim_run(agent=agent_device[0], device=agent_device[1],
+                                        lease_seconds=60)) is not None:  # fmt: skip
+            won.append(claim.run.id)
+        return won
+
+    with ThreadPoolExecutor(50) as pool:
+        leased = [run for won in pool.map(claim_all, claimers) for run in won]
+    assert len(leased) == len(set(leased)) == 20

@@ -1,0 +1,111 @@
+"""Faults with real processes: an agent killed or frozen mid-run. Whatever happens, a run
+is finished once and stored once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import (
+    Coordinator,
+    enroll_agent,
+    start_agent,
+    start_coordinator,
+    stop,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def fast_leases(tmp_path: Path) -> Iterator[Coordinator]:
+    home = tmp_path / "coordinator"
+    home.mkdir()
+    coord = start_coordinator(home, "--lease-seconds", "5", "--reap-seconds", "1")
+    yield coord
+    stop(coord.process)
+
+
+def two_agents(coord: Coordinator, tmp_path: Path) -> dict[str, subprocess.Popen[str]]:
+    agents = {}
+    for name in ("alpha", "beta"):
+        home = tmp_path / name
+        home.mkdir()
+        enroll_agent(coord, home, name)
+        agents[name] = start_agent(home)
+    wait_until(lambda: sum(d["online"] for d in coord.api("/api/v1/devices")) == 2,
+               what="both agents online")  # fmt: skip
+    return agents
+
+
+def long_job(coord: Coordinator, model: Path) -> str:
+    # about 10 s of measuring on the tiny model: time enough to interfere mid-run
+    done = coord.cli("jobs", "submit", "--model", str(model), "-p", "16", "-n", "500",
+                     "-r", "40", "--warmup", "0")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def holder_when_measuring(coord: Coordinator, job_id: str) -> dict[str, Any]:
+    def measuring() -> bool:
+        run = coord.api(f"/api/v1/jobs/{job_id}")["runs"][0]
+        return bool(run["phase"] == "measuring" and run["rep"] >= 1)
+
+    wait_until(measuring, timeout=60, what="the run to be measuring")
+    run: dict[str, Any] = coord.api(f"/api/v1/jobs/{job_id}")["runs"][0]
+    return run
+
+
+def finished(coord: Coordinator, job_id: str) -> dict[str, Any]:
+    wait_until(lambda: coord.api(f"/api/v1/jobs/{job_id}")["state"] != "running"
+               and coord.api(f"/api/v1/jobs/{job_id}")["runs"][0]["state"] == "succeeded",
+               timeout=120, what="the run to succeed")  # fmt: skip
+    job: dict[str, Any] = coord.api(f"/api/v1/jobs/{job_id}")
+    return job
+
+
+def test_killed_agent_run_is_requeued_and_finished_once(
+    fast_leases: Coordinator, tmp_path: Path, tiny_model: Path
+) -> None:
+    agents = two_agents(fast_leases, tmp_path)
+    try:
+        job_id = long_job(fast_leases, tiny_model)
+        holder = holder_when_measuring(fast_leases, job_id)["device_name"]
+        agents[holder].send_signal(signal.SIGKILL)
+        run = finished(fast_leases, job_id)["runs"][0]
+        assert run["attempts"] == 2 and run["device_name"] != holder
+        results = fast_leases.api("/api/v1/results", job_id=job_id)
+        assert len(results) == 1 and results[0]["device_name"] != holder
+    finally:
+        for process in agents.values():
+            stop(process)
+
+
+def test_frozen_agent_late_writes_are_refused(
+    fast_leases: Coordinator, tmp_path: Path, tiny_model: Path
+) -> None:
+    agents = two_agents(fast_leases, tmp_path)
+    try:
+        job_id = long_job(fast_leases, tiny_model)
+        holder = holder_when_measuring(fast_leases, job_id)["device_name"]
+        os.kill(agents[holder].pid, signal.SIGSTOP)  # past its lease: 5 s
+        run = finished(fast_leases, job_id)["runs"][0]
+        assert run["device_name"] != holder and run["lease_epoch"] == 2
+        os.kill(agents[holder].pid, signal.SIGCONT)
+        log = tmp_path / holder / "agent.log"
+        wait_until(lambda: "cancelled by the coordinator" in log.read_text()
+                   or "refused" in log.read_text(), timeout=60,
+                   what="the resumed agent to be told its lease is gone")  # fmt: skip
+        results = fast_leases.api("/api/v1/results", job_id=job_id)
+        assert len(results) == 1 and results[0]["device_name"] != holder
+    finally:
+        for process in agents.values():
+            os.kill(process.pid, signal.SIGCONT) if process.poll() is None else None
+            stop(process)
