@@ -129,6 +129,7 @@ class Agent:
         self._disconnected_at: float | None = None  # monotonic time the session was lost
         self._send_queue: asyncio.Queue[pb.AgentMessage] | None = None
         self._run_task: asyncio.Task[None] | None = None
+        self._stub: Any = None  # the current session's stub (model downloads use it)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         backoff = 0.5
@@ -148,6 +149,8 @@ class Agent:
                     exc.code().name,
                     backoff,
                 )
+            except ConnectionError as exc:
+                log.warning("session with %s ended: %s", self.credential.coordinator, exc)
             self._send_queue = None
             if self._disconnected_at is None:
                 self._disconnected_at = time.monotonic()
@@ -172,7 +175,7 @@ class Agent:
             await call.write(pb.AgentMessage(hello=hello))
             welcome = await call.read()
             if welcome is grpc.aio.EOF or not welcome.HasField("welcome"):
-                raise RuntimeError("the coordinator did not welcome this agent")
+                raise ConnectionError("the coordinator did not welcome this agent")
             self.heartbeat_seconds = welcome.welcome.heartbeat_seconds or self.heartbeat_seconds
             self._disconnected_at = None
             log.info(
@@ -224,12 +227,12 @@ class Agent:
             elif kind == "ack":
                 self._on_ack(message.ack)
             elif kind == "cancel":
-                self._cancel(message.cancel.run_id)
+                self._cancel(message.cancel.run_id, message.cancel.reason)
 
-    def _cancel(self, run_id: str) -> None:
+    def _cancel(self, run_id: str, reason: str) -> None:
         active = self.active
         if active is not None and active.assignment.run_id == run_id:
-            log.info("run %s cancelled by the coordinator", run_id)
+            log.info("run %s cancelled by the coordinator: %s", run_id, reason or "job cancelled")
             active.cancelled.set()
 
     def _send(self, message: pb.AgentMessage) -> None:
@@ -240,7 +243,8 @@ class Agent:
         if not ack.accepted:
             # A refusal is final (stale lease, implausible figures): keeping it would
             # only replay it forever.
-            log.error("result %s refused by the coordinator: %s", ack.result_id, ack.error)
+            log.error("result %s refused by the coordinator (%s): %s", ack.result_id,
+                      ack.code or "refused", ack.error)  # fmt: skip
         self.outbox.remove(ack.result_id)
 
     def _start(self, assignment: pb.RunAssignment) -> None:

@@ -16,7 +16,7 @@ import grpc
 from edgebench.coordinator.artifacts import CHUNK_BYTES, ArtifactError, ArtifactFiles, check_sha256
 from edgebench.coordinator.jobspec import JobCreate
 from edgebench.coordinator.settings import CoordinatorSettings
-from edgebench.coordinator.store import Claim, NotFound, Store, StoreError
+from edgebench.coordinator.store import Claim, Conflict, NotFound, StaleLease, Store, StoreError
 from edgebench.coordinator.tables import Agent, Artifact, Device
 from edgebench.coordinator.wire import (
     WireError,
@@ -80,6 +80,14 @@ class Dispatcher:
             if session is not None:
                 cancel = pb.CancelRun(run_id=run_id)
                 session.outgoing.put_nowait(pb.CoordinatorMessage(cancel=cancel))
+
+
+def refusal_code(exc: Exception) -> str:
+    if isinstance(exc, StaleLease):
+        return "FAILED_PRECONDITION"
+    if isinstance(exc, Conflict):
+        return "ALREADY_EXISTS"
+    return "INVALID_ARGUMENT"
 
 
 def assignment_for(
@@ -263,7 +271,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
         )
         if not alive:
             # Stale or cancelled lease: the agent must stop working on it.
-            session.outgoing.put_nowait(pb.CoordinatorMessage(cancel=pb.CancelRun(run_id=run_id)))
+            reason = f"FAILED_PRECONDITION: lease epoch {epoch} of run {run_id} is not current"
+            cancel = pb.CancelRun(run_id=run_id, reason=reason)
+            session.outgoing.put_nowait(pb.CoordinatorMessage(cancel=cancel))
 
     async def _on_heartbeat(self, session: AgentSession, beat: pb.Heartbeat) -> None:
         await asyncio.to_thread(self.store.agent_seen, session.agent)
@@ -289,7 +299,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         )
 
     async def _on_result(self, session: AgentSession, result: pb.RunResult) -> None:
-        error = ""
+        error, code = "", ""
         try:
             result_id = check_uuid(result.result_id, "result_id")
             values, timings = result_values(result.metrics)
@@ -303,9 +313,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 timings=pack_reps(timings),
             )
         except (WireError, StoreError) as exc:
-            error = str(exc)
+            error, code = str(exc), refusal_code(exc)
             log.warning("result %s from %s refused: %s", result.result_id, session.device.name, exc)
-        ack = pb.ResultAck(result_id=result.result_id, accepted=not error, error=error)
+        ack = pb.ResultAck(result_id=result.result_id, accepted=not error, error=error, code=code)
         session.outgoing.put_nowait(pb.CoordinatorMessage(ack=ack))
         await self._refresh_busy(session)
 

@@ -71,6 +71,14 @@ class NotFound(StoreError):
     pass
 
 
+class StaleLease(StoreError):
+    """A write under a lease that is no longer current (fencing)."""
+
+
+class Conflict(StoreError):
+    """The same result id with other content."""
+
+
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -434,14 +442,14 @@ class Store:
             existing = s.get(Result, result_id)
             if existing is not None:
                 if existing.payload_sha256 != payload_sha or existing.run_id != run_id:
-                    raise StoreError(f"result {result_id} was already stored with other content")
+                    raise Conflict(f"result {result_id} was already stored with other content")
                 return
             problem = implausibility(values)
             if problem:
                 raise StoreError(f"implausible result: {problem}")
             run = self._current_lease(s, agent_id, run_id, epoch)
             if run is None:
-                raise StoreError(f"the lease on run {run_id} (epoch {epoch}) is no longer current")
+                raise StaleLease(f"the lease on run {run_id} (epoch {epoch}) is no longer current")
             device_id = run.device_id
             assert device_id is not None
             fields = {name: values[name] for name in FIELD_NAMES}

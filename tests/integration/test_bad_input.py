@@ -181,6 +181,7 @@ def test_grpc_refuses_bad_credentials_names_and_results(coordinator: Coordinator
     )
     acks = [r.ack for r in replies if r.HasField("ack")]
     assert [a.accepted for a in acks] == [False, False]
+    assert [a.code for a in acks] == ["INVALID_ARGUMENT", "INVALID_ARGUMENT"]
     assert "raw timings" in acks[0].error and "UUID" in acks[1].error
     assert _count(coordinator, "result") == 0
     with pytest.raises(grpc.RpcError) as bad_sha:

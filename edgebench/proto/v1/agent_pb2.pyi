@@ -832,20 +832,26 @@ class ResultAck(_message.Message):
     RESULT_ID_FIELD_NUMBER: _builtins.int
     ACCEPTED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
     result_id: _builtins.str
     accepted: _builtins.bool
     error: _builtins.str
     """why it was refused, when it was"""
+    code: _builtins.str
+    """gRPC status name of a refusal: FAILED_PRECONDITION (the lease is no longer current),
+    INVALID_ARGUMENT (malformed or implausible), ALREADY_EXISTS (same id, other content).
+    """
     def __init__(
         self,
         *,
         result_id: _builtins.str = ...,
         accepted: _builtins.bool = ...,
         error: _builtins.str = ...,
+        code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "error", b"error", "result_id", b"result_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "code", b"code", "error", b"error", "result_id", b"result_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -856,15 +862,19 @@ class CancelRun(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
+    reason: _builtins.str
+    """e.g. "FAILED_PRECONDITION: lease epoch 1 is no longer current" """
     def __init__(
         self,
         *,
         run_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
