@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +20,31 @@ from edgebench.modelgen import TinyLlamaSpec, cached_tiny_hf, cached_tiny_llama,
 
 DATA = Path(__file__).parent / ".data"
 ADMIN_TOKEN = "eba_test_admin_token"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server URL: EDGEBENCH_TEST_POSTGRES_URL, or a private one started here
+    (in a folder of its own under /tmp: pytest's are private to root, the server is not)."""
+    from tests.postgres import PostgresServer
+
+    given = os.environ.get("EDGEBENCH_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    root = Path(tempfile.mkdtemp(prefix="edgebench-pg-"))
+    server = PostgresServer(root)
+    yield server.url
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A fresh database for one test."""
+    from tests.postgres import new_database
+
+    return new_database(postgres_server)
 
 
 @pytest.fixture(scope="session")

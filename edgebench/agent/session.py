@@ -290,14 +290,19 @@ class Agent:
             log.info("run %s done: decode %.1f tok/s", run_id, result.decode_tps)
         except RunCancelled:
             log.info("run %s stopped", run_id)
+        except grpc.aio.AioRpcError as exc:
+            self._fail(run_id, epoch, f"{exc.code().name}: {exc.details()}")
         except Exception as exc:
-            log.error("run %s failed: %s", run_id, exc)
-            failure = pb.RunFailure(run_id=run_id, lease_epoch=epoch, error=str(exc))
-            self._send(pb.AgentMessage(failure=failure))
+            self._fail(run_id, epoch, str(exc))
         finally:
             self.active = None
             # An idle heartbeat tells the coordinator this agent can take the next run.
             self._send(pb.AgentMessage(heartbeat=pb.Heartbeat()))
+
+    def _fail(self, run_id: str, epoch: int, error: str) -> None:
+        log.error("run %s failed: %s", run_id, error)
+        failure = pb.RunFailure(run_id=run_id, lease_epoch=epoch, error=error)
+        self._send(pb.AgentMessage(failure=failure))
 
     def _measure(
         self, model_path: Path, assignment: pb.RunAssignment, progress: Any

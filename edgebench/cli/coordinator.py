@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -48,6 +49,12 @@ def serve(
     lease_seconds: Annotated[
         int, typer.Option(min=5, help="How long a lease lives without a heartbeat.")
     ] = 60,
+    artifact_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where model files are kept [default: in the data dir]. Coordinators sharing a database must share this folder too."
+        ),
+    ] = None,
     reap_seconds: Annotated[
         int, typer.Option(min=1, help="How often expired leases are reaped.")
     ] = 10,
@@ -67,7 +74,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = CoordinatorSettings(
         db_url=db or default_db_url(),
-        artifact_dir=default_artifact_dir(),
+        artifact_dir=artifact_dir or default_artifact_dir(),
         host=host,
         grpc_port=grpc_port,
         http_port=http_port,

@@ -338,7 +338,12 @@ class AgentService(pb_grpc.AgentServiceServicer):
         except ArtifactError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if not path.is_file():
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no artifact {request.sha256}")
+            known = await asyncio.to_thread(self.store.get_artifact, request.sha256)
+            detail = f"no artifact {request.sha256}"
+            if known is not None:  # in the database, not on this coordinator's disk
+                detail += (" in this coordinator's artifact folder: coordinators that share a"
+                           " database must share --artifact-dir")  # fmt: skip
+            await context.abort(grpc.StatusCode.NOT_FOUND, detail)
         total = path.stat().st_size
         if not 0 <= request.offset <= total:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, "offset is past the end")

@@ -92,12 +92,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def normalize_url(url: str) -> str:
+    """postgres:// and postgresql:// URLs use the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
 def make_engine(url: str) -> Engine:
+    url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 @dataclass(frozen=True)
@@ -343,18 +352,24 @@ class Store:
     # ---- scheduling --------------------------------------------------------------
 
     def claim_run(self, *, agent: Agent, device: Device, lease_seconds: int) -> Claim | None:
-        """Leases the oldest queued run this device may take, or returns None."""
+        """Leases the oldest queued run this device may take, or returns None. The grant
+        is a compare-and-set on the run's state (correct on any database); on PostgreSQL
+        candidates are also picked with FOR UPDATE SKIP LOCKED, so concurrent coordinators
+        do not queue up behind the same row."""
         with self.session() as s:
             now = utcnow()
-            candidates = s.exec(
+            query = (
                 select(Run)
                 .where(Run.state == RunState.QUEUED)
                 .where((col(Run.device_name).is_(None)) | (Run.device_name == device.name))
                 .where((col(Run.not_before).is_(None)) | (col(Run.not_before) <= now))
                 .order_by(col(Run.created_at))
-                .limit(20)
-            ).all()
-            for run in candidates:
+            )
+            if self.engine.dialect.name == "postgresql":
+                query = query.limit(1).with_for_update(skip_locked=True)
+            else:
+                query = query.limit(20)
+            for run in s.exec(query).all():
                 granted = s.exec(
                     update(Run)
                     .where(col(Run.id) == run.id, col(Run.state) == RunState.QUEUED)

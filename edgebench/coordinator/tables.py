@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timezone
 from enum import Enum
 
-from sqlalchemy import Column, LargeBinary, Text
+from sqlalchemy import BigInteger, Column, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -45,7 +45,7 @@ class Device(SQLModel, table=True):
     cpu_cores_physical: int = 0
     cpu_cores_logical: int = 0
     cpu_max_mhz: float = 0.0
-    ram_bytes: int = 0
+    ram_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     os: str = ""
     os_release: str = ""
     kernel: str = ""
@@ -81,7 +81,7 @@ class EnrollmentToken(SQLModel, table=True):
 class Artifact(SQLModel, table=True):
     sha256: str = Field(primary_key=True)
     filename: str
-    size_bytes: int
+    size_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
     format: str
     created_at: datetime = Field(default_factory=utcnow)
 

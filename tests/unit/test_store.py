@@ -1,4 +1,4 @@
-"""The store on a real SQLite file: enrollment, leases, results."""
+"""The store on a real SQLite file and a real PostgreSQL server: same semantics, same tests."""
 
 from __future__ import annotations
 
@@ -17,9 +17,17 @@ from edgebench.measure.record import RepTiming, summarize
 SHA = "b" * 64
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'store.db'}", retry_base_seconds=0.0)
+def store(db_url: str) -> Store:
+    return Store(db_url, retry_base_seconds=0.0)
 
 
 def _agent(store: Store, name: str) -> tuple[Agent, Device]:
@@ -195,8 +203,8 @@ def test_cancel_reports_held_runs(store: Store) -> None:
     )
 
 
-def test_requeued_runs_wait_out_their_backoff(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'backoff.db'}", retry_base_seconds=30.0)
+def test_requeued_runs_wait_out_their_backoff(db_url: str) -> None:
+    store = Store(db_url, retry_base_seconds=30.0)
     _job(store)
     agent, device = _agent(store, "dev0")
     assert store.claim_run(agent=agent, device=device, lease_seconds=-1) is not None
@@ -208,8 +216,8 @@ def test_requeued_runs_wait_out_their_backoff(tmp_path: Path) -> None:
     assert store.claim_run(agent=agent, device=device, lease_seconds=60) is None
 
 
-def test_fifty_concurrent_claimers_on_sqlite_never_lease_a_run_twice(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'race.db'}"
+def test_fifty_concurrent_claimers_never_lease_a_run_twice(db_url: str) -> None:
+    url = db_url
     setup = Store(url)
     setup.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
     spec = JobCreate(models=[SHA], n_prompt=list(range(1, 11)), n_gen=[2, 3], reps=1)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Sets up and runs the whole test suite on a fresh Debian or Ubuntu machine:
+# PostgreSQL's server binaries (the tests start a private server on 127.0.0.1), a virtual
+# environment with every extra, then pytest (arguments are passed on).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${EDGEBENCH_TEST_POSTGRES_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  as_root=""
+  [ "$(id -u)" -eq 0 ] || as_root="sudo"
+  $as_root apt-get update
+  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y postgresql
+fi
+
+python3 -m venv .venv
+# torch is pinned to the CPU build the suite is verified with (any torch >= 2.4 works).
+.venv/bin/pip install torch==2.13.0 -e '.[agent,coordinator,llama,onnx,hf,postgres,dev]'
+exec .venv/bin/python -m pytest "$@"
