@@ -77,6 +77,8 @@ SUMMARY_COLUMNS = (
     ("itl_p50_ms", "ITL p50 ms", ".3f"),
     ("itl_p99_ms", "ITL p99 ms", ".3f"),
     ("peak_rss_mb", "Peak RSS MiB", ".1f"),
+    ("decode_j_per_token", "Decode J/tok", ".4f"),
+    ("temp_max_c", "Temp max C", ".1f"),
 )
 
 
@@ -90,6 +92,9 @@ def summary_table(rows: Sequence[Row], title: str = "Results") -> Table:
         cells = []
         for key, _, spec in present:
             value = row[key]
+            if value is None:  # unknown (no sensor), which is not zero
+                cells.append("-")
+                continue
             text = format(value, spec) if spec else str(value)
             std = row.get(f"{key}_std")
             if spec and isinstance(std, float):
