@@ -82,23 +82,12 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Runs until `stop` is set (or the task is cancelled), then shuts down gracefully."""
-    store = Store(settings.db_url, retry_base_seconds=settings.retry_base_seconds)
-    created = store.ensure_admin_token(admin_token)
-    if created:
-        paths.write_private(paths.config_dir() / ADMIN_TOKEN_FILE, created + "\n")
-    artifacts = ArtifactFiles(settings.artifact_dir)
-    dispatcher = Dispatcher(store, settings)
-    loop = asyncio.get_running_loop()
-
     if settings.grpc_port:
         # gRPC's own bind failure is logged by its core as a multi-line error; checking
         # first gives the user one clear line instead.
         bind_socket(settings.host, settings.grpc_port, "gRPC").close()
     http_socket = bind_http_socket(settings.host, settings.http_port)
     server = grpc.aio.server(options=grpc_server_options(settings))
-    pb_grpc.add_AgentServiceServicer_to_server(
-        AgentService(store, artifacts, dispatcher, settings), server
-    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
@@ -110,6 +99,21 @@ async def serve(
         raise PortInUse(
             f"gRPC port {settings.grpc_port} on {settings.host} is already in use (--grpc-port)"
         )
+
+    try:
+        store = Store(settings.db_url, retry_base_seconds=settings.retry_base_seconds)
+    except BaseException:
+        http_socket.close()
+        raise
+    created = store.ensure_admin_token(admin_token)
+    if created:
+        paths.write_private(paths.config_dir() / ADMIN_TOKEN_FILE, created + "\n")
+    artifacts = ArtifactFiles(settings.artifact_dir)
+    dispatcher = Dispatcher(store, settings)
+    loop = asyncio.get_running_loop()
+    pb_grpc.add_AgentServiceServicer_to_server(
+        AgentService(store, artifacts, dispatcher, settings), server
+    )
 
     def wake_dispatcher() -> None:
         loop.call_soon_threadsafe(lambda: asyncio.ensure_future(dispatcher.dispatch()))

@@ -22,6 +22,7 @@ from sqlalchemy import event, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
+from edgebench.coordinator import schema
 from edgebench.coordinator.jobspec import PlannedRun
 from edgebench.coordinator.tables import (
     Agent,
@@ -128,7 +129,7 @@ class Store:
         self.url = url
         self.retry_base_seconds = retry_base_seconds
         self.engine = make_engine(url)
-        SQLModel.metadata.create_all(self.engine)
+        schema.upgrade(self.engine)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

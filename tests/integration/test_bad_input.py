@@ -221,3 +221,18 @@ def test_busy_grpc_port_is_one_clear_line(coordinator: Coordinator, tmp_path: Pa
     assert _one_clear_line(busy) == (
         f"error: gRPC port {port} on 127.0.0.1 is already in use (--grpc-port)"
     )
+
+
+def test_a_database_from_a_newer_edgebench_is_one_clear_line(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from edgebench.coordinator.store import Store
+
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    store = Store(url)
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))
+    refused = run_cli(tmp_path, "coordinator", "serve", "--db", url, "--http-port", "0",
+                      "--grpc-port", "0")  # fmt: skip
+    line = _one_clear_line(refused)
+    assert line.startswith("error: the database is at schema revision f00d")

@@ -235,3 +235,30 @@ def test_fifty_concurrent_claimers_never_lease_a_run_twice(db_url: str) -> None:
     with ThreadPoolExecutor(50) as pool:
         leased = [run for won in pool.map(claim_all, claimers) for run in won]
     assert len(leased) == len(set(leased)) == 20
+
+
+def test_migrations_build_exactly_the_tables_the_code_uses(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    from edgebench.coordinator import schema
+
+    store = Store(db_url)  # upgrades an empty database to the newest revision
+    assert schema.current_revision(store.engine) == schema.head_revision()
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    assert differences == []
+    Store(db_url)  # a second start finds it current and changes nothing
+
+
+def test_a_database_from_a_newer_edgebench_is_refused(db_url: str) -> None:
+    from sqlalchemy import text
+
+    from edgebench.coordinator.schema import SchemaError
+
+    store = Store(db_url)
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))
+    with pytest.raises(SchemaError, match="revision f00d, which this edgebench does not know"):
+        Store(db_url)
