@@ -244,9 +244,46 @@ def sensor_summary(
     seen_until = span.end_ns + AFTER_RUN_NS
     events = throttle_events([s for s in samples if s.t_ns <= seen_until], span.start_ns)
     events = [e for e in events if e["t_s"] >= 0]
+    events += clock_drops(in_run, temps, span)
     summary["throttle_events"] = events
-    summary["throttled"] = bool(events) if has_throttle_source else None
+    can_tell = has_throttle_source or any(s.reading.maximum for s in in_run)
+    summary["throttled"] = bool(events) if can_tell else None
     return summary
+
+
+CLOCK_DROP = 0.9  # a clock under 90% of its ceiling ...
+HEAT_RISE_C = 2.0  # ... while the device is this much hotter than at the start
+NEAR_NS = 500_000_000  # temperatures read within this time of the clock reading
+
+
+def clock_drops(
+    in_run: Sequence[Sample], temps: Sequence[Sample], span: Window
+) -> list[dict[str, Any]]:
+    """Clocks that fell under their ceiling while the temperature rose: thermal throttling
+    that no flag or counter reports (Pi without firmware bits, ARM cpufreq cooling)."""
+    start_temps = [s.reading.value for s in temps if s.t_ns <= span.start_ns and s.reading.value]
+    if not start_temps:
+        return []
+    start_temp = max(start_temps[-3:])
+    events, seen = [], set()
+    for sample in in_run:
+        r = sample.reading
+        if r.kind != "frequency" or not r.maximum or r.value is None or r.name in seen:
+            continue
+        near = [s.reading.value for s in temps if abs(s.t_ns - sample.t_ns) <= NEAR_NS]
+        hot = [t for t in near if t is not None]
+        if r.value < CLOCK_DROP * r.maximum and hot and max(hot) >= start_temp + HEAT_RISE_C:
+            seen.add(r.name)
+            events.append({
+                "t_s": round((sample.t_ns - span.start_ns) / 1e9, 3),
+                "source": r.source,
+                "name": r.name,
+                "flags_on": ["clock_below_max_while_heating"],
+                "count_delta": 0,
+                "clock_mhz": r.value,
+                "max_mhz": r.maximum,
+            })  # fmt: skip
+    return events
 
 
 def around(samples: Sequence[Sample], span: Window) -> list[Sample]:

@@ -122,3 +122,23 @@ def test_raspberry_pi_throttle_bits_turning_on(tmp_path: Path) -> None:
     assert {"under_voltage_now", "throttled_now", "under_voltage_since_boot",
             "throttled_since_boot"} <= set(event["flags_on"])  # fmt: skip
     assert "soft_temperature_limit_now" not in event["flags_on"]
+
+
+def test_a_clock_under_its_ceiling_while_heating_is_a_throttle_event(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    device = copy_device("raspberrypi4", tmp_path)  # cpufreq 600 of 1500 MHz, 47.2 C
+    zone = device / "sys/class/thermal/thermal_zone0/temp"
+    (device / "sys/devices/platform/soc/soc:firmware/get_throttled").write_text("0\n")
+
+    def heat_up(phase: str, done: int, total: int) -> None:
+        if phase == "measuring" and done == 1:
+            zone.write_text("81500\n")  # hot, and the firmware bits say nothing
+
+    spec = BenchSpec(n_prompt=(16,), n_gen=(16,), reps=3, idle_seconds=0,
+                     roots=Roots(sysfs=device / "sys", path="/usr/bin:/bin"))  # fmt: skip
+    result = run_benchmark(tiny_model, spec, cache_dir=tmp_path / "cache", progress=heat_up)[0]
+    assert result.throttled is True and result.temp_max_c == 81.5
+    events = result.sensors["throttle_events"]
+    drop = next(e for e in events if "clock_below_max_while_heating" in e["flags_on"])
+    assert drop["name"] == "cpu0" and drop["clock_mhz"] == 600.0 and drop["max_mhz"] == 1500.0

@@ -31,11 +31,13 @@ class Reading:
     reason: str = ""
     flags: dict[str, bool] | None = None  # throttle readings: named booleans
     primary: bool = False  # counts toward the device's total power (never a subset rail)
+    maximum: float | None = None  # frequency readings: the clock's ceiling, where known
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["flags"] is None:
-            data.pop("flags")
+        for optional in ("flags", "maximum"):
+            if data[optional] is None:
+                data.pop(optional)
         data.pop("primary")
         return data
 

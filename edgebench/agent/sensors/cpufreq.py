@@ -3,7 +3,7 @@ Intel's `thermal_throttle` counters (events since boot; absent on AMD and most V
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgebench.agent.sensors.base import Reading, Roots, missing, reason_of, register
@@ -18,6 +18,15 @@ class CpufreqSource:
     throttle_cpus: list[Path]  # cpu<N> directories with thermal_throttle/
     name: str = "cpufreq"
     interval_s: float = 0.1
+    _max_mhz: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for cpu in self.cpus:
+            try:
+                khz = int(self.roots.read(cpu / "cpufreq" / "cpuinfo_max_freq"))
+            except (OSError, ValueError):
+                continue
+            self._max_mhz[cpu.name] = khz / 1000.0
 
     def read(self) -> list[Reading]:
         readings = [self._clock(cpu) for cpu in self.cpus]
@@ -31,7 +40,8 @@ class CpufreqSource:
         except (OSError, ValueError) as exc:
             reason = reason_of(exc) if isinstance(exc, OSError) else "unreadable value"
             return missing(self.name, "frequency", cpu.name, "cpu_core", reason)
-        return Reading(self.name, "frequency", cpu.name, "cpu_core", "MHz", mhz)
+        return Reading(self.name, "frequency", cpu.name, "cpu_core", "MHz", mhz,
+                       maximum=self._max_mhz.get(cpu.name))  # fmt: skip
 
     def _throttle(self) -> Reading:
         """Sum of core counts over CPUs and package counts once per package."""
@@ -58,14 +68,6 @@ class CpufreqSource:
             return self.roots.read(cpu / "topology" / "physical_package_id")
         except OSError:
             return "0"
-
-    def max_mhz(self) -> float | None:
-        for cpu in self.cpus:
-            try:
-                return int(self.roots.read(cpu / "cpufreq" / "cpuinfo_max_freq")) / 1000.0
-            except (OSError, ValueError):
-                continue
-        return None
 
 
 @register("cpufreq")

@@ -68,7 +68,11 @@ class JetsonSource:
             mhz = int(self.roots.read(node / "cur_freq")) / 1e6
         except (OSError, ValueError):
             return missing(self.name, "frequency", "gpu", "gpu", "devfreq cur_freq unreadable")
-        return Reading(self.name, "frequency", "gpu", "gpu", "MHz", mhz)
+        try:
+            ceiling: float | None = int(self.roots.read(node / "max_freq")) / 1e6
+        except (OSError, ValueError):
+            ceiling = None
+        return Reading(self.name, "frequency", "gpu", "gpu", "MHz", mhz, maximum=ceiling)
 
     def _over_current(self) -> Reading:
         total = 0
