@@ -263,3 +263,13 @@ def test_power_state_for_the_environment_snapshot() -> None:
 
     state = power_state(roots_for("intel_desktop", nvml=FakeNvml(arch=8)))
     assert state["cpufreq_governor"] == "powersave" and state["gpu_power_limit_w"] == [300.0]
+
+
+def test_power_state_of_jetson_and_pi() -> None:
+    from edgebench.agent.sensors import power_state
+
+    jetson = power_state(roots_for("jetson_orin_jp6"))
+    assert jetson["nvpmodel"] == "NV Power Mode: 15W 0"
+    assert jetson["fan_profile"] == "FAN_DEFAULT_PROFILE:quiet"
+    pi = power_state(roots_for("raspberrypi5"))
+    assert pi["fans"] == {"pwmfan": {"rpm": 2912, "pwm": 75}}

@@ -45,6 +45,12 @@ def power_state(roots: Roots) -> dict[str, object]:
     nvpmodel = roots.run("nvpmodel", "-q")
     if nvpmodel:
         state["nvpmodel"] = " ".join(nvpmodel.split())
+    fan_profile = roots.run("nvfancontrol", "-q")  # Jetson: the active fan profile, as reported
+    if fan_profile:
+        state["fan_profile"] = " ".join(fan_profile.split())
+    fans = _fans(roots)
+    if fans:
+        state["fans"] = fans
     limits = _gpu_power_limits(roots)
     if limits:
         state["gpu_power_limit_w"] = limits
@@ -69,3 +75,24 @@ def _gpu_power_limits(roots: Roots) -> list[float]:
         return [nvml.nvmlDeviceGetPowerManagementLimit(h) / 1000.0 for h in handles]
     except Exception:  # NVML raises its own error types; a limit is optional provenance
         return []
+
+
+def _fans(roots: Roots) -> dict[str, dict[str, int]]:
+    """hwmon fans (Pi 5 `pwmfan`/`cooling_fan`, Jetson `pwm-fan`): speed and PWM duty."""
+    fans: dict[str, dict[str, int]] = {}
+    for chip in sorted((roots.sysfs / "class" / "hwmon").glob("hwmon*")):
+        try:
+            name = roots.read(chip / "name")
+        except OSError:
+            continue
+        if "fan" not in name:
+            continue
+        values = {}
+        for key, file in (("rpm", "fan1_input"), ("pwm", "pwm1")):
+            try:
+                values[key] = int(roots.read(chip / file))
+            except (OSError, ValueError):
+                continue
+        if values:
+            fans[name] = values
+    return fans
