@@ -12,7 +12,13 @@ from rich.progress import BarColumn, Progress, TextColumn
 from edgebench import paths
 from edgebench.agent.backends import backend_names
 from edgebench.agent.backends.base import EngineSettings
-from edgebench.cli.common import err
+from edgebench.cli.common import (
+    BatchSizeOption,
+    FlashAttnOption,
+    GpuLayersOption,
+    UBatchSizeOption,
+    err,
+)
 from edgebench.errors import EdgebenchError
 from edgebench.report import FORMATS, render
 
@@ -96,18 +102,10 @@ def bench(
     threads: Annotated[
         int, typer.Option("--threads", "-t", min=0, help="CPU threads (0 = physical cores).")
     ] = 0,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", min=1, help="llama.cpp logical batch.")
-    ] = 512,
-    ubatch_size: Annotated[
-        int, typer.Option("--ubatch-size", "-ub", min=1, help="llama.cpp physical batch.")
-    ] = 512,
-    n_gpu_layers: Annotated[
-        int, typer.Option("--n-gpu-layers", "-ngl", help="llama.cpp layers on the GPU (-1: all).")
-    ] = 0,
-    flash_attn: Annotated[
-        bool, typer.Option("--flash-attn/--no-flash-attn", help="llama.cpp flash attention.")
-    ] = False,
+    batch_size: BatchSizeOption = 512,
+    ubatch_size: UBatchSizeOption = 512,
+    n_gpu_layers: GpuLayersOption = 0,
+    flash_attn: FlashAttnOption = False,
     repack: Annotated[
         bool | None,
         typer.Option(

@@ -29,6 +29,20 @@ TokenOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
+# Engine settings shared by `bench` and `jobs submit`.
+BatchSizeOption = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, help="llama.cpp logical batch.")
+]
+UBatchSizeOption = Annotated[
+    int, typer.Option("--ubatch-size", "-ub", min=1, help="llama.cpp physical batch.")
+]
+GpuLayersOption = Annotated[
+    int, typer.Option("--n-gpu-layers", "-ngl", help="llama.cpp layers on the GPU (-1: all).")
+]
+FlashAttnOption = Annotated[
+    bool, typer.Option("--flash-attn/--no-flash-attn", help="llama.cpp flash attention.")
+]
+
 
 def client(url: str | None, token: str | None) -> CoordinatorClient:
     return CoordinatorClient(url, token)

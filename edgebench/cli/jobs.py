@@ -13,7 +13,19 @@ from rich.table import Table
 from edgebench.agent.backends import backend_names
 from edgebench.cli.bench import int_list, parse_celsius, parse_reps, parse_seconds
 from edgebench.cli.client import CoordinatorClient
-from edgebench.cli.common import JsonOption, TokenOption, UrlOption, client, err, out, print_json
+from edgebench.cli.common import (
+    BatchSizeOption,
+    FlashAttnOption,
+    GpuLayersOption,
+    JsonOption,
+    TokenOption,
+    UBatchSizeOption,
+    UrlOption,
+    client,
+    err,
+    out,
+    print_json,
+)
 from edgebench.cli.results import result_rows
 from edgebench.errors import EdgebenchError
 from edgebench.modelfiles import detect_format
@@ -104,18 +116,10 @@ def submit(
         str | None,
         typer.Option(help="Wait until the device is below this temperature first, e.g. 50C."),
     ] = None,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", min=1, help="llama.cpp logical batch.")
-    ] = 512,
-    ubatch_size: Annotated[
-        int, typer.Option("--ubatch-size", "-ub", min=1, help="llama.cpp physical batch.")
-    ] = 512,
-    n_gpu_layers: Annotated[
-        int, typer.Option("--n-gpu-layers", "-ngl", help="llama.cpp layers on the GPU (-1: all).")
-    ] = 0,
-    flash_attn: Annotated[
-        bool, typer.Option("--flash-attn/--no-flash-attn", help="llama.cpp flash attention.")
-    ] = False,
+    batch_size: BatchSizeOption = 512,
+    ubatch_size: UBatchSizeOption = 512,
+    n_gpu_layers: GpuLayersOption = 0,
+    flash_attn: FlashAttnOption = False,
     provider: Annotated[
         str,
         typer.Option(

@@ -147,7 +147,9 @@ class FakeNvml:
     def __init__(self, arch: int, energy_mj: int = 123_456_789) -> None:
         self.arch, self.energy_mj = arch, energy_mj
 
-    def nvmlInit(self) -> None: ...
+    def nvmlInit(self) -> None:
+        return None  # the fake needs no setup
+
     def nvmlDeviceGetCount(self) -> int:
         return 1
 
