@@ -42,16 +42,10 @@ class Backend(Protocol):
 
     def build_info(self) -> dict[str, Any]:
         """How the engine was built and what it will use (system info, providers...)."""
-        ...
-
-    def source_format(self) -> str:
-        """The artifact format this backend loads: gguf, onnx or hf."""
-        ...
 
     def prepare(self, source: Path, source_sha256: str, variant: str, cache: Path) -> Path:
         """The model file or folder of `variant`, made from `source` once and cached under
         `cache` (keyed by the source's sha256); BackendError if it cannot be made."""
-        ...
 
     def load(self, model_path: Path, settings: EngineSettings) -> None: ...
 
@@ -61,17 +55,14 @@ class Backend(Protocol):
         """From a clean state, feeds `context` (untimed: the prompt-depth setting), then
         prefills `prompt` and generates exactly `n_gen` tokens, EOS ignored. Returns the
         start time, the prefill duration and one timestamp per generated token."""
-        ...
 
     def threads(self) -> int: ...
 
     def variant(self) -> str:
         """The loaded model's quantization or dtype, e.g. Q4_K_M, F16, int8, bf16."""
-        ...
 
     def context_limit(self) -> int:
         """The most tokens (context + prompt + generated) one repetition may hold."""
-        ...
 
     def close(self) -> None: ...
 

@@ -109,9 +109,6 @@ class LlamaCppBackend:
             "repack": self._repack,
         }
 
-    def source_format(self) -> str:
-        return "gguf"
-
     def threads(self) -> int:
         return self._threads
 

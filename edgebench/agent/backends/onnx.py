@@ -54,9 +54,6 @@ class OnnxBackend:
             "cuda_available": bool(og.is_cuda_available()),
         }
 
-    def source_format(self) -> str:
-        return "onnx"
-
     def threads(self) -> int:
         return self._threads
 

@@ -42,9 +42,6 @@ class TransformersBackend:
             "torch_config": torch.__config__.show().splitlines()[:6],
         }
 
-    def source_format(self) -> str:
-        return "hf"
-
     def threads(self) -> int:
         return self._threads
 
