@@ -15,9 +15,10 @@ from edgebench.agent import hardware
 from edgebench.agent.backends import create_backend
 from edgebench.agent.backends.base import Backend, BackendError, EngineSettings, check_variant
 from edgebench.agent.interference import DEFAULT_NOISY_PCT, InterferenceMeter
-from edgebench.agent.memory import peak_rss_mb, reset_peak_rss
+from edgebench.agent.memory import gpu_memory_mb, peak_rss_mb, reset_peak_rss
 from edgebench.agent.sampler import PhaseWindows, Sampler, Window, sensor_summary
 from edgebench.agent.sensors import Roots, detect_sources, power_state
+from edgebench.agent.sensors.nvml import nvml_module
 from edgebench.agent.workload import CORPUS_VERSION, prompt_tokens
 from edgebench.measure.record import BenchResult, RepTiming, summarize
 from edgebench.measure.stats import relative_ci95
@@ -285,6 +286,13 @@ def _workload(backend: Backend, test: Test) -> tuple[list[int], list[int]]:
     return tokens[: test.n_depth], tokens[test.n_depth :]
 
 
+def _gpu_memory(spec: BenchSpec) -> float | None:
+    settings = spec.settings
+    if settings.n_gpu_layers == 0 and settings.provider == "cpu":
+        return None
+    return gpu_memory_mb(nvml_module(spec.roots or Roots()))
+
+
 def _max_ghz(environment: dict[str, Any]) -> float | None:
     mhz = float(environment["hardware"].get("cpu_max_mhz") or 0.0)
     return mhz / 1000.0 if mhz > 0 else None
@@ -311,6 +319,7 @@ def _summarize(
     other = meter.other_cpu_pct()
     return replace(
         result,
+        gpu_mem_mb=_gpu_memory(spec),
         other_cpu_pct=other,
         noisy=other is not None and other > spec.noisy_pct,
         reps_mode="auto" if spec.reps == 0 else "fixed",

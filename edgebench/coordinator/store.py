@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, update
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, col, create_engine, select
+from sqlalchemy import update
+from sqlmodel import Session, SQLModel, col, select
 
 from edgebench.coordinator import schema
+from edgebench.coordinator.database import make_engine, writer_engine
 from edgebench.coordinator.jobspec import PlannedRun
 from edgebench.coordinator.tables import (
     Agent,
@@ -84,32 +84,6 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-def normalize_url(url: str) -> str:
-    """postgres:// and postgresql:// URLs use the psycopg 3 driver."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
-def make_engine(url: str) -> Engine:
-    url = normalize_url(url)
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-
-
 @dataclass(frozen=True)
 class Enrollment:
     agent_id: str
@@ -132,8 +106,10 @@ class Store:
         schema.upgrade(self.engine)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session:
+    def session(self, *, immediate: bool = False) -> Iterator[Session]:
+        """immediate: on SQLite, the transaction takes the write lock when it begins."""
+        engine = writer_engine(self.engine) if immediate else self.engine
+        with Session(engine, expire_on_commit=False) as session:
             yield session
 
     # ---- admin token -------------------------------------------------------------
@@ -356,8 +332,8 @@ class Store:
         """Leases the oldest queued run this device may take, or returns None. The grant
         is a compare-and-set on the run's state (correct on any database); on PostgreSQL
         candidates are also picked with FOR UPDATE SKIP LOCKED, so concurrent coordinators
-        do not queue up behind the same row."""
-        with self.session() as s:
+        do not queue up behind the same row. On SQLite the claim runs in BEGIN IMMEDIATE."""
+        with self.session(immediate=True) as s:
             now = utcnow()
             query = (
                 select(Run)

@@ -157,6 +157,7 @@ class Result(SQLModel, table=True):
     e2e_ms: float
     e2e_ms_std: float
     peak_rss_mb: float
+    gpu_mem_mb: float | None = None
     other_cpu_pct: float | None = None
     noisy: bool = False
     stability: float | None = None

@@ -11,7 +11,7 @@ from typing import Any
 from edgebench.measure.stats import ci95_half_width, mean, percentile, stdev
 
 # Bumped whenever the boundary of a metric changes, so stored results stay comparable.
-DEFINITIONS_VERSION = "3"
+DEFINITIONS_VERSION = "4"
 
 # (name, unit, meaning) in export order. The names are a public contract.
 RESULT_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -43,6 +43,7 @@ RESULT_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("e2e_ms", "ms", "prefill start to last token, mean over reps"),
     ("e2e_ms_std", "ms", "standard deviation of e2e_ms"),
     ("peak_rss_mb", "MiB", "peak resident memory of the process during load and run"),
+    ("gpu_mem_mb", "MiB", "NVIDIA GPU memory the process held after the run; null on CPU runs"),
     ("other_cpu_pct", "%", "machine CPU used by other processes during the reps; null under 1 s"),
     ("noisy", "", "true when other_cpu_pct was above the run's threshold"),
     ("stability", "", "sustained mode: slowest / fastest window throughput; null otherwise"),
@@ -61,6 +62,7 @@ NUMERIC_FIELDS: frozenset[str] = (
 NULLABLE_FIELDS: frozenset[str] = frozenset(
     {
         "decode_tps_per_ghz_core",
+        "gpu_mem_mb",
         "stability",
         "other_cpu_pct",
         "avg_power_w",
@@ -117,6 +119,7 @@ class BenchResult:
     e2e_ms: float
     e2e_ms_std: float
     peak_rss_mb: float
+    gpu_mem_mb: float | None = None
     other_cpu_pct: float | None = None
     noisy: bool = False
     stability: float | None = None

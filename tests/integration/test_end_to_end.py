@@ -58,6 +58,7 @@ def test_job_runs_end_to_end(coordinator: Coordinator, agent: Path, tiny_model: 
     assert fields["n_gen"] == 16 and fields["reps"] == 3 and fields["n_prompt"] == 32
     assert fields["variant"] == "F32" and fields["backend"] == "llama_cpp"
     assert fields["decode_tps"] > 0 and fields["ttft_ms"] > 0 and fields["peak_rss_mb"] > 0
+    assert fields["gpu_mem_mb"] is None  # a CPU run holds no GPU memory figure
     assert fields["itl_p50_ms"] <= fields["itl_p99_ms"] <= fields["itl_max_ms"]
     assert [len(rep["token_ns"]) for rep in results[0]["rep_timings"]] == [16, 16, 16]
 

@@ -221,3 +221,30 @@ def test_bench_command_prints_one_object_per_test(tiny_model: Path, tmp_path: Pa
         check=False,
     )
     assert bad_variant.returncode == 1 and "cannot produce variant 'int8'" in bad_variant.stderr
+
+
+def test_gpu_settings_are_clear_errors_where_the_engine_has_no_gpu(
+    tiny_model: Path, tiny_hf: Path, tmp_path: Path
+) -> None:
+    """CI has no GPU: asking for one fails before any work. On a GPU machine (see
+    benchmarks/gpu_check.py) the same settings run and report the GPU memory held."""
+    import llama_cpp
+    import torch
+
+    runs = [
+        (tiny_model, BenchSpec(reps=1, n_prompt=(8,), n_gen=(4,),
+                               settings=EngineSettings(n_gpu_layers=-1)),
+         bool(llama_cpp.llama_supports_gpu_offload()), "cannot offload to a GPU"),
+        (tiny_hf, BenchSpec(backend="transformers", reps=1, n_prompt=(8,), n_gen=(4,),
+                            settings=EngineSettings(provider="cuda")),
+         torch.cuda.is_available(), "sees no CUDA GPU"),
+    ]  # fmt: skip
+    for model, spec, has_gpu, message in runs:
+        if has_gpu:
+            assert run_benchmark(model, spec, cache_dir=tmp_path)[0].decode_tps > 0
+        else:
+            with pytest.raises(BackendError, match=message):
+                run_benchmark(model, spec, cache_dir=tmp_path)
+    with pytest.raises(BackendError, match="cpu or cuda, not 'tensorrt'"):
+        spec = BenchSpec(backend="transformers", settings=EngineSettings(provider="tensorrt"))
+        run_benchmark(tiny_hf, spec, cache_dir=tmp_path)

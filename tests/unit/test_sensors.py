@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -146,6 +147,7 @@ class FakeNvml:
 
     def __init__(self, arch: int, energy_mj: int = 123_456_789) -> None:
         self.arch, self.energy_mj = arch, energy_mj
+        self.processes: list[SimpleNamespace] = []  # nvmlDeviceGetComputeRunningProcesses
 
     def nvmlInit(self) -> None:
         return None  # the fake needs no setup
@@ -179,6 +181,9 @@ class FakeNvml:
     def nvmlDeviceGetPowerManagementLimit(self, h: str) -> int:
         return 300_000
 
+    def nvmlDeviceGetComputeRunningProcesses(self, h: str) -> list[SimpleNamespace]:
+        return self.processes
+
 
 def test_nvml_energy_counter_power_fallback_and_reasons() -> None:
     volta = detect_nvml(Roots(nvml=FakeNvml(arch=7)))
@@ -197,6 +202,22 @@ def test_nvml_energy_counter_power_fallback_and_reasons() -> None:
     kinds = {r.kind for r in pascal.read() if r.name == "gpu0"}
     assert "power" in kinds and "energy" not in kinds  # no energy counter before Volta
     assert decode_reasons(0x001) == {k: False for k in decode_reasons(0)}  # idle is no throttle
+
+
+def test_gpu_memory_is_this_process_share_or_unknown() -> None:
+    from edgebench.agent.memory import gpu_memory_mb
+
+    nvml = FakeNvml(arch=9)
+    nvml.processes = [
+        SimpleNamespace(pid=os.getpid(), usedGpuMemory=600 * 2**20),
+        SimpleNamespace(pid=os.getpid() + 1, usedGpuMemory=9000 * 2**20),
+    ]
+    assert gpu_memory_mb(nvml) == 600.0  # another process's memory is not ours
+    nvml.processes = []
+    assert gpu_memory_mb(nvml) is None  # NVML cannot name us (containers): unknown, not 0
+    nvml.processes = [SimpleNamespace(pid=os.getpid(), usedGpuMemory=None)]
+    assert gpu_memory_mb(nvml) is None
+    assert gpu_memory_mb(None) is None
 
 
 def test_probe_json_through_the_cli() -> None:

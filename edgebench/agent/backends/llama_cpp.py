@@ -148,6 +148,11 @@ class LlamaCppBackend:
     def load(self, model_path: Path, settings: EngineSettings) -> None:
         check_gguf(model_path)
         _init_quietly()
+        if settings.n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
+            raise BackendError(
+                "this llama-cpp-python build cannot offload to a GPU: use -ngl 0, or reinstall "
+                "it with CMAKE_ARGS='-DGGML_CUDA=on' (see the README)"
+            )
         self._threads = settings.threads or psutil.cpu_count(logical=False) or 1
         self._n_batch = settings.n_batch
         self._repack = _repack_default() if settings.repack is None else settings.repack

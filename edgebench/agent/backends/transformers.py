@@ -68,7 +68,7 @@ class TransformersBackend:
         self._threads = settings.threads or psutil.cpu_count(logical=False) or 1
         torch.set_num_threads(self._threads)
         self._variant = self._variant or "fp32"
-        self._device = "cuda" if settings.provider == "cuda" else "cpu"
+        self._device = _device(settings.provider)
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(model_path)
             model: Any = AutoModelForCausalLM.from_pretrained(
@@ -117,6 +117,18 @@ class TransformersBackend:
     def close(self) -> None:
         self._model = None
         self._tokenizer = None
+        if self._device == "cuda":
+            torch.cuda.empty_cache()  # the next run's GPU memory figure is its own
 
     def _ids(self, tokens: list[int]) -> torch.Tensor:
         return torch.tensor([tokens], dtype=torch.long, device=self._device)
+
+
+def _device(provider: str) -> str:
+    if provider not in ("cpu", "cuda"):
+        raise BackendError(f"transformers runs on cpu or cuda, not {provider!r}")
+    if provider == "cuda" and not torch.cuda.is_available():
+        raise BackendError(
+            f"transformers cannot run on cuda here: torch {torch.__version__} sees no CUDA GPU"
+        )
+    return provider

@@ -623,6 +623,7 @@ class Metrics(_message.Message):
     TEMP_MAX_C_FIELD_NUMBER: _builtins.int
     THROTTLED_FIELD_NUMBER: _builtins.int
     SENSORS_JSON_FIELD_NUMBER: _builtins.int
+    GPU_MEM_MB_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     variant: _builtins.str
     model_sha256: _builtins.str
@@ -674,6 +675,8 @@ class Metrics(_message.Message):
     """unset: no throttle signal on this device"""
     sensors_json: _builtins.str
     """energy detail, throttle events, samples"""
+    gpu_mem_mb: _builtins.float
+    """unset on CPU runs or without NVML"""
     @_builtins.property
     def rep_timings(self) -> _containers.RepeatedCompositeFieldContainer[Global___RepTimings]: ...
     @_builtins.property
@@ -726,10 +729,11 @@ class Metrics(_message.Message):
         temp_max_c: _builtins.float | None = ...,
         throttled: _builtins.bool | None = ...,
         sensors_json: _builtins.str = ...,
+        gpu_mem_mb: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_avg_power_w", b"_avg_power_w", "_decode_j_per_token", b"_decode_j_per_token", "_decode_tps_per_ghz_core", b"_decode_tps_per_ghz_core", "_other_cpu_pct", b"_other_cpu_pct", "_prefill_j_per_token", b"_prefill_j_per_token", "_stability", b"_stability", "_temp_max_c", b"_temp_max_c", "_throttled", b"_throttled", "_window_s", b"_window_s", "avg_power_w", b"avg_power_w", "decode_j_per_token", b"decode_j_per_token", "decode_tps_per_ghz_core", b"decode_tps_per_ghz_core", "other_cpu_pct", b"other_cpu_pct", "prefill_j_per_token", b"prefill_j_per_token", "stability", b"stability", "temp_max_c", b"temp_max_c", "throttled", b"throttled", "window_s", b"window_s"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_avg_power_w", b"_avg_power_w", "_decode_j_per_token", b"_decode_j_per_token", "_decode_tps_per_ghz_core", b"_decode_tps_per_ghz_core", "_gpu_mem_mb", b"_gpu_mem_mb", "_other_cpu_pct", b"_other_cpu_pct", "_prefill_j_per_token", b"_prefill_j_per_token", "_stability", b"_stability", "_temp_max_c", b"_temp_max_c", "_throttled", b"_throttled", "_window_s", b"_window_s", "avg_power_w", b"avg_power_w", "decode_j_per_token", b"decode_j_per_token", "decode_tps_per_ghz_core", b"decode_tps_per_ghz_core", "gpu_mem_mb", b"gpu_mem_mb", "other_cpu_pct", b"other_cpu_pct", "prefill_j_per_token", b"prefill_j_per_token", "stability", b"stability", "temp_max_c", b"temp_max_c", "throttled", b"throttled", "window_s", b"window_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_power_w", b"_avg_power_w", "_decode_j_per_token", b"_decode_j_per_token", "_decode_tps_per_ghz_core", b"_decode_tps_per_ghz_core", "_other_cpu_pct", b"_other_cpu_pct", "_prefill_j_per_token", b"_prefill_j_per_token", "_stability", b"_stability", "_temp_max_c", b"_temp_max_c", "_throttled", b"_throttled", "_window_s", b"_window_s", "avg_power_w", b"avg_power_w", "backend", b"backend", "decode_j_per_token", b"decode_j_per_token", "decode_tps", b"decode_tps", "decode_tps_ci95", b"decode_tps_ci95", "decode_tps_per_core", b"decode_tps_per_core", "decode_tps_per_ghz_core", b"decode_tps_per_ghz_core", "decode_tps_std", b"decode_tps_std", "definitions_version", b"definitions_version", "e2e_ms", b"e2e_ms", "e2e_ms_std", b"e2e_ms_std", "engine_version", b"engine_version", "environment_json", b"environment_json", "itl_max_ms", b"itl_max_ms", "itl_p50_ms", b"itl_p50_ms", "itl_p90_ms", b"itl_p90_ms", "itl_p95_ms", b"itl_p95_ms", "itl_p99_ms", b"itl_p99_ms", "load_ms", b"load_ms", "model_sha256", b"model_sha256", "model_size_mb", b"model_size_mb", "n_depth", b"n_depth", "n_gen", b"n_gen", "n_prompt", b"n_prompt", "noisy", b"noisy", "other_cpu_pct", b"other_cpu_pct", "peak_rss_mb", b"peak_rss_mb", "prefill_j_per_token", b"prefill_j_per_token", "prefill_tps", b"prefill_tps", "prefill_tps_ci95", b"prefill_tps_ci95", "prefill_tps_std", b"prefill_tps_std", "rep_timings", b"rep_timings", "reps", b"reps", "reps_mode", b"reps_mode", "sensors_json", b"sensors_json", "source_sha256", b"source_sha256", "stability", b"stability", "temp_max_c", b"temp_max_c", "threads", b"threads", "throttled", b"throttled", "ttft_ms", b"ttft_ms", "ttft_ms_std", b"ttft_ms_std", "variant", b"variant", "window_s", b"window_s", "windows_tps", b"windows_tps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_power_w", b"_avg_power_w", "_decode_j_per_token", b"_decode_j_per_token", "_decode_tps_per_ghz_core", b"_decode_tps_per_ghz_core", "_gpu_mem_mb", b"_gpu_mem_mb", "_other_cpu_pct", b"_other_cpu_pct", "_prefill_j_per_token", b"_prefill_j_per_token", "_stability", b"_stability", "_temp_max_c", b"_temp_max_c", "_throttled", b"_throttled", "_window_s", b"_window_s", "avg_power_w", b"avg_power_w", "backend", b"backend", "decode_j_per_token", b"decode_j_per_token", "decode_tps", b"decode_tps", "decode_tps_ci95", b"decode_tps_ci95", "decode_tps_per_core", b"decode_tps_per_core", "decode_tps_per_ghz_core", b"decode_tps_per_ghz_core", "decode_tps_std", b"decode_tps_std", "definitions_version", b"definitions_version", "e2e_ms", b"e2e_ms", "e2e_ms_std", b"e2e_ms_std", "engine_version", b"engine_version", "environment_json", b"environment_json", "gpu_mem_mb", b"gpu_mem_mb", "itl_max_ms", b"itl_max_ms", "itl_p50_ms", b"itl_p50_ms", "itl_p90_ms", b"itl_p90_ms", "itl_p95_ms", b"itl_p95_ms", "itl_p99_ms", b"itl_p99_ms", "load_ms", b"load_ms", "model_sha256", b"model_sha256", "model_size_mb", b"model_size_mb", "n_depth", b"n_depth", "n_gen", b"n_gen", "n_prompt", b"n_prompt", "noisy", b"noisy", "other_cpu_pct", b"other_cpu_pct", "peak_rss_mb", b"peak_rss_mb", "prefill_j_per_token", b"prefill_j_per_token", "prefill_tps", b"prefill_tps", "prefill_tps_ci95", b"prefill_tps_ci95", "prefill_tps_std", b"prefill_tps_std", "rep_timings", b"rep_timings", "reps", b"reps", "reps_mode", b"reps_mode", "sensors_json", b"sensors_json", "source_sha256", b"source_sha256", "stability", b"stability", "temp_max_c", b"temp_max_c", "threads", b"threads", "throttled", b"throttled", "ttft_ms", b"ttft_ms", "ttft_ms_std", b"ttft_ms_std", "variant", b"variant", "window_s", b"window_s", "windows_tps", b"windows_tps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__avg_power_w: _TypeAlias = _typing.Literal["avg_power_w"]  # noqa: Y015
     _WhichOneofArgType__avg_power_w: _TypeAlias = _typing.Literal["_avg_power_w", b"_avg_power_w"]  # noqa: Y015
@@ -737,6 +741,8 @@ class Metrics(_message.Message):
     _WhichOneofArgType__decode_j_per_token: _TypeAlias = _typing.Literal["_decode_j_per_token", b"_decode_j_per_token"]  # noqa: Y015
     _WhichOneofReturnType__decode_tps_per_ghz_core: _TypeAlias = _typing.Literal["decode_tps_per_ghz_core"]  # noqa: Y015
     _WhichOneofArgType__decode_tps_per_ghz_core: _TypeAlias = _typing.Literal["_decode_tps_per_ghz_core", b"_decode_tps_per_ghz_core"]  # noqa: Y015
+    _WhichOneofReturnType__gpu_mem_mb: _TypeAlias = _typing.Literal["gpu_mem_mb"]  # noqa: Y015
+    _WhichOneofArgType__gpu_mem_mb: _TypeAlias = _typing.Literal["_gpu_mem_mb", b"_gpu_mem_mb"]  # noqa: Y015
     _WhichOneofReturnType__other_cpu_pct: _TypeAlias = _typing.Literal["other_cpu_pct"]  # noqa: Y015
     _WhichOneofArgType__other_cpu_pct: _TypeAlias = _typing.Literal["_other_cpu_pct", b"_other_cpu_pct"]  # noqa: Y015
     _WhichOneofReturnType__prefill_j_per_token: _TypeAlias = _typing.Literal["prefill_j_per_token"]  # noqa: Y015
@@ -755,6 +761,8 @@ class Metrics(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__decode_j_per_token) -> _WhichOneofReturnType__decode_j_per_token | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__decode_tps_per_ghz_core) -> _WhichOneofReturnType__decode_tps_per_ghz_core | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__gpu_mem_mb) -> _WhichOneofReturnType__gpu_mem_mb | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__other_cpu_pct) -> _WhichOneofReturnType__other_cpu_pct | None: ...
     @_typing.overload

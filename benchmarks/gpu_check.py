@@ -1,0 +1,111 @@
+"""What edgebench sees on an NVIDIA GPU machine: the NVML sensors, and each engine's GPU
+path next to its CPU path on the same generated models.
+
+Runs whatever is installed: llama.cpp with all layers offloaded (needs a CUDA build of
+llama-cpp-python), transformers on `cuda` (fp32 and bf16), ONNX Runtime with the CUDA
+provider (needs onnxruntime-genai-cuda). An engine that is missing or has no GPU support
+prints one line saying so instead of a row. No GPU machine runs CI: run this by hand and
+record what it printed in benchmarks/RESULTS.md.
+
+Usage: python benchmarks/gpu_check.py [--data DIR] [-p 64] [-n 64] [-r 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from edgebench.agent.backends.base import BackendError, EngineSettings
+from edgebench.agent.runner import BenchSpec, run_benchmark
+from edgebench.measure.record import BenchResult
+from edgebench.modelgen import TinyLlamaSpec, cached_tiny_hf, cached_tiny_llama, cached_tiny_onnx
+
+HERE = Path(__file__).resolve().parent
+# The reference check's model: 512 wide, 8 layers, about 28M parameters.
+LLAMA = TinyLlamaSpec(n_embd=512, n_layer=8, n_head=8, n_head_kv=8, n_ff=1536)
+
+
+def probe() -> None:
+    done = subprocess.run([sys.executable, "-m", "edgebench", "agent", "probe", "--json"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    report = json.loads(done.stdout)
+    print(f"platform: {report['platform']}")
+    for sensor in report["sensors"]:
+        if sensor["source"] == "nvml":
+            flags = sensor.get("flags") or {}
+            on = ",".join(k for k, v in flags.items() if v)
+            value = sensor["value"]
+            print(f"  nvml {sensor['kind']:<11} {sensor['name']:<9} {sensor['scope']:<10} "
+                  f"{value!s:>14} {sensor['unit']:<3} {sensor['status']} "
+                  f"{sensor['reason'] or ''} {on}")  # fmt: skip
+
+
+def row(label: str, result: BenchResult) -> str:
+    sensors = result.sensors
+    return (
+        f"| {label} | {result.variant} | {result.prefill_tps:,.0f} | {result.decode_tps:,.0f} "
+        f"| {result.itl_p99_ms:.3f} | {result.load_ms:,.0f} | {result.peak_rss_mb:,.0f} "
+        f"| {_num(result.gpu_mem_mb)} | {_num(result.avg_power_w)} "
+        f"| {_num(result.decode_j_per_token, '.4f')} | {sensors.get('energy_scope') or '-'} "
+        f"| {_num(result.temp_max_c)} | {result.throttled} |"
+    )
+
+
+def _num(value: float | None, fmt: str = ".0f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def measure(label: str, model: Callable[[], Path], spec: BenchSpec, cache: Path) -> None:
+    try:
+        result = run_benchmark(model(), spec, cache_dir=cache)[0]
+    except (BackendError, ImportError, RuntimeError) as exc:
+        print(f"| {label} | not run: {str(exc).splitlines()[0][:150]} |")
+        return
+    print(row(label, result))
+    build = result.environment.get("engine_build", {})
+    print(f"<!-- {label} build: {json.dumps(build)[:400]} -->")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=HERE / ".data")
+    parser.add_argument("-p", "--n-prompt", type=int, default=64)
+    parser.add_argument("-n", "--n-gen", type=int, default=64)
+    parser.add_argument("-r", "--reps", type=int, default=5)
+    args = parser.parse_args()
+
+    probe()
+    models, cache = args.data / "models", args.data / "variants"
+    base = BenchSpec(n_prompt=(args.n_prompt,), n_gen=(args.n_gen,), reps=args.reps)
+    cpu, gpu = EngineSettings(threads=4), EngineSettings(n_gpu_layers=-1, provider="cuda")
+    print(f"\npp{args.n_prompt}+tg{args.n_gen}, {args.reps} reps\n")
+    print(
+        "| run | variant | prefill tok/s | decode tok/s | itl p99 ms | load ms | RSS MiB "
+        "| GPU MiB | avg W | decode J/tok | energy scope | temp max C | throttled |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    gguf = lambda: cached_tiny_llama(models, LLAMA)  # noqa: E731
+    hf = lambda: cached_tiny_hf(models)  # noqa: E731
+    onnx = lambda: cached_tiny_onnx(models)  # noqa: E731
+    for label, model, spec in (
+        ("llama.cpp cpu", gguf, replace(base, variant="Q4_K_M", settings=cpu)),
+        ("llama.cpp cuda -ngl -1", gguf, replace(base, variant="Q4_K_M", settings=gpu)),
+        ("llama.cpp cuda -ngl -1 F16", gguf, replace(base, variant="F16", settings=gpu)),
+        ("transformers cpu", hf, replace(base, backend="transformers", settings=cpu)),
+        ("transformers cuda", hf, replace(base, backend="transformers", settings=gpu)),
+        ("transformers cuda bf16", hf,
+         replace(base, backend="transformers", variant="bf16", settings=gpu)),
+        ("onnx cpu", onnx, replace(base, backend="onnx", settings=cpu)),
+        ("onnx cuda", onnx, replace(base, backend="onnx", settings=gpu)),
+    ):  # fmt: skip
+        measure(label, model, spec, cache)
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
