@@ -63,7 +63,7 @@ def _num(value: float | None, fmt: str = ".0f") -> str:
 def measure(label: str, model: Callable[[], Path], spec: BenchSpec, cache: Path) -> None:
     try:
         result = run_benchmark(model(), spec, cache_dir=cache)[0]
-    except (BackendError, ImportError, RuntimeError) as exc:
+    except (BackendError, ImportError, RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"| {label} | not run: {str(exc).splitlines()[0][:150]} |")
         return
     print(row(label, result))
@@ -71,28 +71,13 @@ def measure(label: str, model: Callable[[], Path], spec: BenchSpec, cache: Path)
     print(f"<!-- {label} build: {json.dumps(build)[:400]} -->")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=HERE / ".data")
-    parser.add_argument("-p", "--n-prompt", type=int, default=64)
-    parser.add_argument("-n", "--n-gen", type=int, default=64)
-    parser.add_argument("-r", "--reps", type=int, default=5)
-    args = parser.parse_args()
-
-    probe()
-    models, cache = args.data / "models", args.data / "variants"
-    base = BenchSpec(n_prompt=(args.n_prompt,), n_gen=(args.n_gen,), reps=args.reps)
+def rows(data: Path, base: BenchSpec) -> list[tuple[str, Callable[[], Path], BenchSpec]]:
+    models = data / "models"
     cpu, gpu = EngineSettings(threads=4), EngineSettings(n_gpu_layers=-1, provider="cuda")
-    print(f"\npp{args.n_prompt}+tg{args.n_gen}, {args.reps} reps\n")
-    print(
-        "| run | variant | prefill tok/s | decode tok/s | itl p99 ms | load ms | RSS MiB "
-        "| GPU MiB | avg W | decode J/tok | energy scope | temp max C | throttled |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     gguf = lambda: cached_tiny_llama(models, LLAMA)  # noqa: E731
     hf = lambda: cached_tiny_hf(models)  # noqa: E731
     onnx = lambda: cached_tiny_onnx(models)  # noqa: E731
-    for label, model, spec in (
+    return [
         ("llama.cpp cpu", gguf, replace(base, variant="Q4_K_M", settings=cpu)),
         ("llama.cpp cuda -ngl -1", gguf, replace(base, variant="Q4_K_M", settings=gpu)),
         ("llama.cpp cuda -ngl -1 F16", gguf, replace(base, variant="F16", settings=gpu)),
@@ -102,8 +87,39 @@ def main() -> None:
          replace(base, backend="transformers", variant="bf16", settings=gpu)),
         ("onnx cpu", onnx, replace(base, backend="onnx", settings=cpu)),
         ("onnx cuda", onnx, replace(base, backend="onnx", settings=gpu)),
-    ):  # fmt: skip
-        measure(label, model, spec, cache)
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=HERE / ".data")
+    parser.add_argument("-p", "--n-prompt", type=int, default=64)
+    parser.add_argument("-n", "--n-gen", type=int, default=64)
+    parser.add_argument("-r", "--reps", type=int, default=5)
+    parser.add_argument("--row", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    base = BenchSpec(n_prompt=(args.n_prompt,), n_gen=(args.n_gen,), reps=args.reps)
+    table = rows(args.data, base)
+    if args.row is not None:
+        label, model, spec = table[args.row]
+        measure(label, model, spec, args.data / "variants")
+        return
+    probe()
+    print(f"\npp{args.n_prompt}+tg{args.n_gen}, {args.reps} reps, each row in its own process\n")
+    print(
+        "| run | variant | prefill tok/s | decode tok/s | itl p99 ms | load ms | RSS MiB "
+        "| GPU MiB | avg W | decode J/tok | energy scope | temp max C | throttled |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    sys.stdout.flush()
+    for index, (label, _, _) in enumerate(table):
+        # One process per row: a CUDA build of llama.cpp and torch's CUDA libraries
+        # crash when loaded into one process (NOTES.md, issue 3), as an agent's runs do not.
+        done = subprocess.run([sys.executable, __file__, "--row", str(index), "--data",
+                               str(args.data), "-p", str(args.n_prompt), "-n", str(args.n_gen),
+                               "-r", str(args.reps)], check=False)  # fmt: skip
+        if done.returncode != 0:
+            print(f"| {label} | crashed: exit status {done.returncode} |")
         sys.stdout.flush()
 
 

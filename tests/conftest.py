@@ -177,6 +177,7 @@ def start_agent(home: Path) -> subprocess.Popen[str]:
         stdout=open(home / "agent.log", "w"),
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # the agent and its run's process: one group, one "machine"
     )
 
 

@@ -218,7 +218,7 @@ def _with_sensors(
     ]  # fmt: skip
     summary["samples_origin"] = "s from the start of the first measured repetition"
     summary["cooldown"] = cooldown
-    summary["sources"] = [s.name for s in sampler.sources]
+    summary["sources"] = list(dict.fromkeys(s.name for s in sampler.sources))
     return replace(
         result,
         avg_power_w=summary["avg_power_w"],
@@ -251,7 +251,7 @@ def _prepare_and_load(
     backend.load(model, replace(spec.settings, n_ctx=spec.context_size()))
     load_ms = (time.perf_counter_ns() - started) / 1e6
     environment = environment_snapshot(backend, model_sha, spec)
-    environment["sensor_sources"] = [s.name for s in sampler.sources]
+    environment["sensor_sources"] = list(dict.fromkeys(s.name for s in sampler.sources))
     environment["power_state"] = power_state(spec.roots or Roots())
     size_mb = tree_size(model) / 2**20
     return _Loaded(backend, sha, model_sha, size_mb, load_ms, environment, sampler)

@@ -1,5 +1,6 @@
 """The agent's connection loop: one outbound session to the coordinator, kept open,
-re-opened with backoff when it breaks. Runs execute one at a time in a worker thread."""
+re-opened with backoff when it breaks. Runs execute one at a time, each in a child
+process of its own (agent/isolation.py)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from edgebench.agent import hardware
 from edgebench.agent.backends.base import EngineSettings
 from edgebench.agent.cache import ModelCache
 from edgebench.agent.credentials import Credential, NotEnrolled
+from edgebench.agent.isolation import measure_in_child
 from edgebench.agent.outbox import Outbox
-from edgebench.agent.runner import BenchSpec, run_benchmark
+from edgebench.agent.runner import BenchSpec
 from edgebench.measure.record import BenchResult
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
@@ -259,7 +261,7 @@ class Agent:
         run_id, epoch = assignment.run_id, assignment.lease_epoch
         loop = asyncio.get_running_loop()
 
-        def progress(phase: str, done: int, total: int) -> None:
+        def check() -> None:
             if active.cancelled.is_set():
                 raise RunCancelled()
             lost = self._disconnected_at
@@ -267,6 +269,9 @@ class Agent:
                 # The lease has expired without our heartbeats: the run is someone else's now.
                 log.warning("run %s abandoned: no heartbeat for a whole lease", run_id)
                 raise RunCancelled()
+
+        def progress(phase: str, done: int, total: int) -> None:
+            check()
             message = pb.RunProgress(
                 run_id=run_id, lease_epoch=epoch, phase=phase, rep=done, reps=total
             )
@@ -278,7 +283,7 @@ class Agent:
             model_path = await self.cache.ensure_model(
                 model.sha256, model.format or "gguf", self._fetcher(assignment)
             )
-            result = await asyncio.to_thread(self._measure, model_path, assignment, progress)
+            result = await asyncio.to_thread(self._measure, model_path, assignment, progress, check)
             message = pb.RunResult(
                 result_id=str(uuid.uuid4()),
                 run_id=run_id,
@@ -305,14 +310,15 @@ class Agent:
         self._send(pb.AgentMessage(failure=failure))
 
     def _measure(
-        self, model_path: Path, assignment: pb.RunAssignment, progress: Any
+        self, model_path: Path, assignment: pb.RunAssignment, progress: Any, check: Any
     ) -> BenchResult:
-        results = run_benchmark(
+        results = measure_in_child(
             model_path,
             spec_from(assignment.workload),
             cache_dir=self.cache.root.parent / "variants",
             source_sha256=assignment.model.sha256,
             progress=progress,
+            check=check,
         )
         return results[0]  # a run is one test of the job's matrix
 

@@ -372,7 +372,10 @@ class Store:
             return None
 
     def _current_lease(self, s: Session, agent_id: str, run_id: str, epoch: int) -> Run | None:
-        run = s.get(Run, run_id)
+        """The run if (agent, epoch) holds its live lease. The row stays locked until the
+        caller's transaction ends (FOR UPDATE on PostgreSQL; SQLite callers use immediate
+        sessions), so a reaper cannot requeue it between this check and the write."""
+        run = s.get(Run, run_id, with_for_update=True)
         live = (RunState.LEASED, RunState.RUNNING)
         if run is None or run.agent_id != agent_id or run.lease_epoch != epoch:
             return None
@@ -430,7 +433,7 @@ class Store:
         payload_sha = hashlib.sha256(
             json.dumps(values, sort_keys=True).encode() + timings
         ).hexdigest()
-        with self.session() as s:
+        with self.session(immediate=True) as s:
             existing = s.get(Result, result_id)
             if existing is not None:
                 if existing.payload_sha256 != payload_sha or existing.run_id != run_id:
@@ -466,7 +469,7 @@ class Store:
             s.commit()
 
     def fail_run(self, *, agent_id: str, run_id: str, epoch: int, error: str) -> bool:
-        with self.session() as s:
+        with self.session(immediate=True) as s:
             run = self._current_lease(s, agent_id, run_id, epoch)
             if run is None:
                 return False

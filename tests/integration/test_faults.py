@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.conftest import (
@@ -78,7 +79,11 @@ def test_killed_agent_run_is_requeued_and_finished_once(
     try:
         job_id = long_job(fast_leases, tiny_model)
         holder = holder_when_measuring(fast_leases, job_id)["device_name"]
+        children = psutil.Process(agents[holder].pid).children()
+        assert any("spawn_main" in " ".join(c.cmdline()) for c in children)  # the run's own
         agents[holder].send_signal(signal.SIGKILL)
+        wait_until(lambda: not any(c.is_running() and c.status() != "zombie" for c in children),
+                   timeout=10, what="the killed agent's run process to end too")  # fmt: skip
         run = finished(fast_leases, job_id)["runs"][0]
         assert run["attempts"] == 2 and run["device_name"] != holder
         results = fast_leases.api("/api/v1/results", job_id=job_id)
@@ -95,10 +100,10 @@ def test_frozen_agent_late_writes_are_refused(
     try:
         job_id = long_job(fast_leases, tiny_model)
         holder = holder_when_measuring(fast_leases, job_id)["device_name"]
-        os.kill(agents[holder].pid, signal.SIGSTOP)  # past its lease: 5 s
+        os.killpg(agents[holder].pid, signal.SIGSTOP)  # the whole agent, past its lease: 5 s
         run = finished(fast_leases, job_id)["runs"][0]
         assert run["device_name"] != holder and run["lease_epoch"] == 2
-        os.kill(agents[holder].pid, signal.SIGCONT)
+        os.killpg(agents[holder].pid, signal.SIGCONT)
         log = tmp_path / holder / "agent.log"
         wait_until(lambda: "FAILED_PRECONDITION" in log.read_text(), timeout=60,
                    what="the resumed agent to be told its lease is gone")  # fmt: skip
@@ -106,7 +111,7 @@ def test_frozen_agent_late_writes_are_refused(
         assert len(results) == 1 and results[0]["device_name"] != holder
     finally:
         for process in agents.values():
-            os.kill(process.pid, signal.SIGCONT) if process.poll() is None else None
+            os.killpg(process.pid, signal.SIGCONT) if process.poll() is None else None
             stop(process)
 
 

@@ -8,16 +8,19 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from edgebench.agent.sampler import EnergyTimeline, Sample
 from edgebench.agent.sensors import Roots, detect_sources, platform_of
 from edgebench.agent.sensors.base import Reading, read_text
-from edgebench.agent.sensors.nvml import NvmlSource, decode_reasons
+from edgebench.agent.sensors.nvml import NvmlEnergySource, NvmlSource, decode_reasons
 from edgebench.agent.sensors.nvml import detect as detect_nvml
+from edgebench.agent.sensors.nvml import detect_energy as detect_nvml_energy
 from edgebench.agent.sensors.rapl import detect as detect_rapl
 from edgebench.agent.sensors.rapl import wrapped_delta
 from edgebench.agent.sensors.raspberrypi import decode_throttled, pmic_power_w
@@ -185,23 +188,47 @@ class FakeNvml:
         return self.processes
 
 
-def test_nvml_energy_counter_power_fallback_and_reasons() -> None:
-    volta = detect_nvml(Roots(nvml=FakeNvml(arch=7)))
-    assert isinstance(volta, NvmlSource)
-    found = {(r.kind, r.name): r for r in volta.read()}
-    board = found[("energy", "gpu0")]
-    assert board.value == pytest.approx(123456.789) and board.scope == "gpu_board" and board.primary
+def test_nvml_energy_counter_power_and_reasons() -> None:
+    roots = Roots(nvml=FakeNvml(arch=7))
+    gpu, counter = detect_nvml(roots), detect_nvml_energy(roots)
+    assert isinstance(gpu, NvmlSource) and isinstance(counter, NvmlEnergySource)
+    assert counter.interval_s >= 1.0 > gpu.interval_s  # the counter query is the costly one
+    found = {(r.kind, r.name): r for r in gpu.read() + counter.read()}
+    energy = found[("energy", "gpu0")]
+    assert energy.value == pytest.approx(123456.789) and energy.scope == "gpu_board"
+    assert found[("power", "gpu0")].value == 71.5 and energy.primary
     assert found[("temperature", "gpu0")].value == 64
     assert found[("frequency", "gpu0/sm")].value == 1410
     memory = found[("frequency", "gpu0/mem")]
     assert memory.status == "missing" and "not supported" in memory.reason
-    flags = next(r for r in volta.read() if r.kind == "throttle").flags
+    flags = found[("throttle", "gpu0")].flags
     assert flags is not None and flags["power"] and flags["thermal"] and not flags["hw_slowdown"]
-    pascal = detect_nvml(Roots(nvml=FakeNvml(arch=4)))
-    assert pascal is not None
-    kinds = {r.kind for r in pascal.read() if r.name == "gpu0"}
-    assert "power" in kinds and "energy" not in kinds  # no energy counter before Volta
+    pascal = Roots(nvml=FakeNvml(arch=4))
+    assert detect_nvml_energy(pascal) is None  # no energy counter before Volta
+    assert detect_nvml(pascal) is not None
     assert decode_reasons(0x001) == {k: False for k in decode_reasons(0)}  # idle is no throttle
+
+
+def test_gpu_energy_comes_from_the_counter_not_also_from_power() -> None:
+    roots = Roots(nvml=FakeNvml(arch=9))
+    gpu, counter = detect_nvml(roots), detect_nvml_energy(roots)
+    assert gpu is not None and isinstance(counter, NvmlEnergySource)
+    samples = []
+    for t, joules in ((0, 100.0), (1_000_000_000, 150.0)):
+        counter.nvml.energy_mj = int(joules * 1000)
+        samples += [Sample(t, r) for r in gpu.read() + counter.read()]
+    timeline = EnergyTimeline.of(samples)
+    assert timeline.between(0, 1_000_000_000) == pytest.approx(50.0)  # not 50 + 71.5
+
+
+def test_a_fixture_tree_never_reads_this_machine_nvml() -> None:
+    """On a GPU machine the real NVML answers; a tree under another sysfs root is another
+    machine, so only an injected NVML module is asked there."""
+    from edgebench.agent.sensors.nvml import nvml_module
+
+    assert nvml_module(roots_for("no_sensors")) is None
+    fake = FakeNvml(arch=9)
+    assert nvml_module(replace(roots_for("no_sensors"), nvml=fake)) is fake
 
 
 def test_gpu_memory_is_this_process_share_or_unknown() -> None:

@@ -5,6 +5,7 @@ has one (Volta and newer), power otherwise; temperature; SM and memory clocks; c
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from edgebench.agent.sensors.base import UNITS, Reading, Roots, missing, register
@@ -27,30 +28,40 @@ def decode_reasons(mask: int) -> dict[str, bool]:
     return flags
 
 
+# The total-energy counter costs the driver about 4 ms of CPU per query on an H100, every
+# other query about 1 us (benchmarks/RESULTS.md). So the counter is its own source, read
+# once a second and at every run and phase boundary (the sampler forces those reads); the
+# rest is read at the sampler's rate. Both are named "nvml": in the energy maths a
+# source's counter wins over its power readings, so the GPU is never counted twice.
+ENERGY_INTERVAL_S = 1.0
+
+Gpu = tuple[str, Any, bool]  # (name, NVML handle, has a total-energy counter)
+
+
 @dataclass
 class NvmlSource:
+    """Board power, temperature, SM and memory clocks, clock-event reasons."""
+
     nvml: Any
-    handles: list[tuple[str, Any, bool]]  # (name, handle, has energy counter)
+    handles: list[Gpu]
     name: str = "nvml"
     interval_s: float = 0.1
 
     def read(self) -> list[Reading]:
         readings = []
-        for gpu, handle, has_energy in self.handles:
-            board = self._energy(gpu, handle) if has_energy else self._power(gpu, handle)
+        for gpu, handle, _ in self.handles:
+            board = self._power(gpu, handle)
             readings.append(replace(board, primary=board.status == "ok"))
-            readings.append(self._call(gpu, "temperature", "gpu", handle, self._temperature))
-            readings.append(self._call(f"{gpu}/sm", "frequency", "gpu", handle, self._sm_clock))
-            readings.append(
-                self._call(f"{gpu}/mem", "frequency", "gpu_memory", handle, self._mem_clock)
-            )
-            readings.append(self._throttle(gpu, handle))
+            readings.extend(self._details(gpu, handle))
         return readings
 
-    def _energy(self, gpu: str, handle: Any) -> Reading:
-        """mJ since the driver loaded: preferred over integrating power."""
-        get = self.nvml.nvmlDeviceGetTotalEnergyConsumption
-        return self._call(gpu, "energy", "gpu_board", handle, lambda h: get(h) / 1e3)
+    def _details(self, gpu: str, handle: Any) -> list[Reading]:
+        return [
+            self._call(gpu, "temperature", "gpu", handle, self._temperature),
+            self._call(f"{gpu}/sm", "frequency", "gpu", handle, self._sm_clock),
+            self._call(f"{gpu}/mem", "frequency", "gpu_memory", handle, self._mem_clock),
+            self._throttle(gpu, handle),
+        ]
 
     def _power(self, gpu: str, handle: Any) -> Reading:
         get = self.nvml.nvmlDeviceGetPowerUsage
@@ -89,8 +100,13 @@ class NvmlSource:
 
 
 def nvml_module(roots: Roots) -> Any:
+    """The NVML module to ask: the one injected, else nvidia-ml-py, but only when the roots
+    are this machine's own (a fixture tree under another sysfs root is another machine,
+    whose readings must not mix with this one's GPU)."""
     if roots.nvml is not None:
         return roots.nvml
+    if roots.sysfs != Path("/sys"):
+        return None
     try:
         import pynvml  # nvidia-ml-py
     except ImportError:
@@ -98,8 +114,48 @@ def nvml_module(roots: Roots) -> Any:
     return pynvml
 
 
+@dataclass
+class NvmlEnergySource:
+    """The board's total-energy counter (Volta and newer), preferred over integrating power."""
+
+    nvml: Any
+    handles: list[Gpu]
+    name: str = "nvml"
+    interval_s: float = ENERGY_INTERVAL_S
+
+    def read(self) -> list[Reading]:
+        readings = []
+        for gpu, handle, _ in self.handles:
+            energy = self._energy(gpu, handle)
+            readings.append(replace(energy, primary=energy.status == "ok"))
+        return readings
+
+    def _energy(self, gpu: str, handle: Any) -> Reading:
+        get = self.nvml.nvmlDeviceGetTotalEnergyConsumption  # mJ since the driver loaded
+        try:
+            value = get(handle) / 1e3
+        except self.nvml.NVMLError as exc:
+            return missing(self.name, "energy", gpu, "gpu_board", f"not supported ({exc})")
+        return Reading(self.name, "energy", gpu, "gpu_board", UNITS["energy"], value)
+
+
 @register("nvml")
 def detect(roots: Roots) -> NvmlSource | None:
+    found = _gpus(roots)
+    return NvmlSource(*found) if found else None
+
+
+@register("nvml_energy")
+def detect_energy(roots: Roots) -> NvmlEnergySource | None:
+    found = _gpus(roots)
+    if not found:
+        return None
+    nvml, handles = found
+    counters = [gpu for gpu in handles if gpu[2]]
+    return NvmlEnergySource(nvml, counters) if counters else None
+
+
+def _gpus(roots: Roots) -> tuple[Any, list[Gpu]] | None:
     nvml = nvml_module(roots)
     if nvml is None:
         return None
@@ -116,4 +172,4 @@ def detect(roots: Roots) -> NvmlSource | None:
         except nvml.NVMLError:
             has_energy = False
         handles.append((f"gpu{index}", handle, has_energy))
-    return NvmlSource(nvml, handles) if handles else None
+    return (nvml, handles) if handles else None

@@ -1,0 +1,69 @@
+"""Runs in a child process: results, errors and crashes come back; cancel kills the child."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import pytest
+
+from edgebench.agent.backends.base import BackendError
+from edgebench.agent.isolation import EngineCrashed, measure_in_child
+from edgebench.agent.runner import BenchSpec
+
+
+def _segfaulting_engine(pipe: Connection, *_: object) -> None:
+    pipe.send(("progress", ("measuring", 0, 3)))
+    os.kill(os.getpid(), 11)  # what a crash in native code looks like from outside
+
+
+def _endless_rep(pipe: Connection, *_: object) -> None:
+    pipe.send(("progress", ("measuring", 0, 3)))
+    time.sleep(600)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_run_in_a_child_returns_its_results(tiny_model: Path, tmp_path: Path) -> None:
+    steps: list[str] = []
+    results = measure_in_child(
+        tiny_model, BenchSpec(reps=2, n_prompt=(8,), n_gen=(4,)), cache_dir=tmp_path,
+        source_sha256=None, progress=lambda phase, *_: steps.append(phase), check=lambda: None,
+    )  # fmt: skip
+    assert len(results) == 1 and results[0].reps == 2
+    assert "loading" in steps and "measuring" in steps
+
+
+def test_an_engine_error_in_the_child_is_the_run_error(tmp_path: Path) -> None:
+    (tmp_path / "x.gguf").write_bytes(b"not a gguf at all")
+    with pytest.raises(BackendError, match="not a GGUF"):
+        measure_in_child(tmp_path / "x.gguf", BenchSpec(reps=1), cache_dir=tmp_path,
+                         source_sha256=None, progress=lambda *_: None,
+                         check=lambda: None)  # fmt: skip
+
+
+def test_a_crashing_engine_fails_the_run_not_the_agent(tmp_path: Path) -> None:
+    with pytest.raises(EngineCrashed, match="killed by SIGSEGV"):
+        measure_in_child(tmp_path, BenchSpec(), cache_dir=tmp_path, source_sha256=None,
+                         progress=lambda *_: None, check=lambda: None,
+                         child=_segfaulting_engine)  # fmt: skip
+
+
+def test_a_stop_request_kills_a_repetition_in_progress(tmp_path: Path) -> None:
+    deadline = time.monotonic() + 1.0
+
+    def check() -> None:
+        if time.monotonic() > deadline:
+            raise Stop()
+
+    started = time.monotonic()
+    with pytest.raises(Stop):
+        measure_in_child(tmp_path, BenchSpec(), cache_dir=tmp_path, source_sha256=None,
+                         progress=lambda *_: None, check=check, child=_endless_rep)  # fmt: skip
+    assert time.monotonic() - started < 5  # not the child's 600 s
+    assert multiprocessing.active_children() == []  # killed and reaped
