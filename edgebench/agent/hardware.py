@@ -11,6 +11,7 @@ import psutil
 
 from edgebench import __version__
 from edgebench.agent.backends import installed_engines
+from edgebench.agent.sensors import Roots, accelerator_of, detect_sources
 
 
 def _cpu_model(procfs: Path) -> str:
@@ -48,7 +49,7 @@ def snapshot(procfs: Path = Path("/proc"), etc: Path = Path("/etc")) -> dict[str
         "kernel": platform.release(),
         "arch": platform.machine(),
         "python_version": platform.python_version(),
-        "accelerator": "",
+        "accelerator": accelerator_of(detect_sources(Roots(procfs=procfs))),
         "engines": installed_engines(),
         "edgebench_version": __version__,
     }

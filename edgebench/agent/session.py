@@ -36,6 +36,7 @@ log = logging.getLogger("edgebench.agent")
 AGENT_ID_KEY = "x-edgebench-agent-id"
 AGENT_SECRET_KEY = "x-edgebench-agent-secret"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+DEFAULT_OUTBOX_LIMIT = 1000  # unacknowledged results before the agent stops taking work
 
 
 class RunCancelled(Exception):
@@ -122,10 +123,21 @@ class ActiveRun:
 
 
 class Agent:
-    def __init__(self, credential: Credential, *, heartbeat_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        credential: Credential,
+        *,
+        heartbeat_seconds: float = 5.0,
+        outbox_limit: int = DEFAULT_OUTBOX_LIMIT,
+    ) -> None:
         self.credential = credential
         self.heartbeat_seconds = heartbeat_seconds
         self.outbox = Outbox(paths.data_dir() / "outbox.sqlite")
+        self.outbox_limit = outbox_limit
+        # The open WorkRequest: kept until an assignment answers it, and sent again with the
+        # same id after a reconnect, so a lost answer brings back the same lease.
+        self._request_id: str | None = None
+        self._asked = False  # the open request went out on the current session
         self.cache = ModelCache(paths.cache_dir() / "models")
         self.active: ActiveRun | None = None
         self._disconnected_at: float | None = None  # monotonic time the session was lost
@@ -187,6 +199,8 @@ class Agent:
             self._send_queue = queue
             for _, payload in pending:
                 queue.put_nowait(pb.AgentMessage(result=pb.RunResult.FromString(payload)))
+            self._asked = False
+            self._ask_for_work()
             tasks = [
                 asyncio.create_task(self._writer(call, queue)),
                 asyncio.create_task(self._heartbeats(queue)),
@@ -225,7 +239,7 @@ class Agent:
                 return
             kind = message.WhichOneof("body")
             if kind == "assignment":
-                self._start(message.assignment)
+                self._on_assignment(message.assignment)
             elif kind == "ack":
                 self._on_ack(message.ack)
             elif kind == "cancel":
@@ -248,11 +262,29 @@ class Agent:
             log.error("result %s refused by the coordinator (%s): %s", ack.result_id,
                       ack.code or "refused", ack.error)  # fmt: skip
         self.outbox.remove(ack.result_id)
+        self._ask_for_work()  # the outbox may have room again
 
-    def _start(self, assignment: pb.RunAssignment) -> None:
-        if self.active is not None:
-            log.warning("ignoring run %s: already running one", assignment.run_id)
+    def _ask_for_work(self) -> None:
+        """Sends a WorkRequest when idle and the outbox has room (back-pressure: with a
+        full outbox the agent takes no work until the coordinator acknowledges results)."""
+        if self.active is not None or self._asked or self._send_queue is None:
             return
+        waiting = len(self.outbox)
+        if waiting >= self.outbox_limit:
+            log.warning("outbox full (%d results unacknowledged): taking no work until the "
+                        "coordinator acknowledges them", waiting)  # fmt: skip
+            return
+        self._request_id = self._request_id or str(uuid.uuid4())
+        self._asked = True
+        self._send(pb.AgentMessage(work_request=pb.WorkRequest(request_id=self._request_id)))
+
+    def _on_assignment(self, assignment: pb.RunAssignment) -> None:
+        active = self.active
+        if active is not None:
+            if active.assignment.run_id != assignment.run_id:  # a resend of ours is no news
+                log.warning("ignoring run %s: already running one", assignment.run_id)
+            return
+        self._request_id, self._asked = None, False
         self.active = ActiveRun(assignment=assignment, cancelled=threading.Event())
         self._run_task = asyncio.create_task(self._execute(self.active))
 
@@ -301,8 +333,7 @@ class Agent:
             self._fail(run_id, epoch, str(exc))
         finally:
             self.active = None
-            # An idle heartbeat tells the coordinator this agent can take the next run.
-            self._send(pb.AgentMessage(heartbeat=pb.Heartbeat()))
+            self._ask_for_work()
 
     def _fail(self, run_id: str, epoch: int, error: str) -> None:
         log.error("run %s failed: %s", run_id, error)

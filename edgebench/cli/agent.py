@@ -40,6 +40,14 @@ def run(
     coordinator: Annotated[
         str | None, typer.Option(help="Override the enrolled HOST:PORT.")
     ] = None,
+    outbox_limit: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Take no new runs while this many results wait for the coordinator's "
+            "acknowledgement (results are never dropped).",
+        ),
+    ] = 1000,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every message.")] = False,
 ) -> None:
     """Connect to the coordinator and run benchmarks as they come, until Ctrl-C."""
@@ -53,7 +61,7 @@ def run(
     credential = credentials.load()
     if coordinator:
         credential = replace(credential, coordinator=coordinator)
-    agent = Agent(credential)
+    agent = Agent(credential, outbox_limit=outbox_limit)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +25,7 @@ from edgebench.cli.common import (
     client,
     err,
     out,
+    parse_tags,
     print_json,
 )
 from edgebench.cli.results import result_rows
@@ -127,7 +129,36 @@ def submit(
         ),
     ] = "cpu",
     device: Annotated[
-        str | None, typer.Option(help="Run on this device only [default: any one].")
+        list[str] | None,
+        typer.Option(help="Only this named device; repeat for more [default: any device]."),
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(help="Only devices enrolled with this key=value tag; repeat: all must hold."),
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option(help="Only this CPU architecture (x86_64, aarch64...).")
+    ] = None,
+    accelerator: Annotated[
+        str | None, typer.Option(help="Only devices with this accelerator (cuda, none).")
+    ] = None,
+    min_memory: Annotated[
+        float | None, typer.Option(help="Only devices with at least this much RAM, in GiB.")
+    ] = None,
+    every: Annotated[
+        bool,
+        typer.Option(
+            "--every",
+            help="Run the whole matrix on every matching enrolled device [default: any one].",
+        ),
+    ] = False,
+    priority: Annotated[int, typer.Option(min=-100, max=100, help="Higher runs go out first.")] = 0,
+    submitter: Annotated[
+        str | None,
+        typer.Option(
+            envvar="EDGEBENCH_SUBMITTER",
+            help="Who asks; runs are shared fairly between submitters [default: your user name].",
+        ),
     ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Follow the job and print its results.")
@@ -160,12 +191,30 @@ def submit(
         "n_gpu_layers": n_gpu_layers,
         "flash_attn": flash_attn,
         "provider": provider,
-        "device": device,
+        "selector": {
+            "devices": device or [],
+            "tags": parse_tags(tag),
+            "arch": arch,
+            "accelerator": accelerator,
+            "min_memory_gb": min_memory,
+            "every": every,
+        },
+        "priority": priority,
+        "submitter": submitter or _user_name(),
     }
     job = api.submit_job(body)
     print(job["id"], flush=True)
     if wait:
         print_job_results(api, wait_for_job(api, job["id"], timeout))
+
+
+def _user_name() -> str:
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        return "default"
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)[:63]
+    return cleaned if cleaned[:1].isalnum() else "default"
 
 
 def _upload(api: CoordinatorClient, path: Path, fmt: str) -> str:

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, s
 from pydantic import BaseModel, Field
 
 from edgebench.coordinator.artifacts import ArtifactError, ArtifactFiles, check_sha256
-from edgebench.coordinator.jobspec import JobCreate, JobSpecError, plan_runs
+from edgebench.coordinator.jobspec import JobCreate, JobSpecError, new_job, plan_runs
 from edgebench.coordinator.store import Store, StoreError
-from edgebench.coordinator.tables import Artifact, Job, utcnow
+from edgebench.coordinator.tables import Artifact, utcnow
 from edgebench.dashboard import queries
 from edgebench.dashboard.api import StoreDep
 from edgebench.dashboard.schemas import JobPublic
@@ -117,9 +117,7 @@ def create_job(body: JobCreate, request: Request, store: StoreDep) -> JobPublic:
         formats[sha] = artifact.format
     try:
         planned = plan_runs(body, formats)
-        created, _ = store.create_job(
-            Job(spec_json=body.model_dump_json(), device_name=body.device), planned
-        )
+        created, _ = store.create_job(new_job(body), planned, body.selector)
     except (JobSpecError, StoreError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     _dispatch_hook(request)()

@@ -6,9 +6,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from edgebench.agent.backends import SOURCE_FORMATS, VARIANTS, backend_names
+from edgebench.coordinator.selectors import DeviceSelector
+from edgebench.coordinator.tables import Job
 from edgebench.coordinator.wire import NAME_RE
 from edgebench.errors import EdgebenchError
 
@@ -43,7 +45,18 @@ class JobCreate(BaseModel):
     sample_hz: float = Field(default=10.0, gt=0, le=100)
     cooldown_c: float | None = Field(default=None, ge=0, le=150)
     cooldown_max_seconds: float = Field(default=300.0, ge=0, le=7200)
-    device: str | None = Field(default=None, pattern=NAME_RE.pattern)
+    device: str | None = Field(default=None, pattern=NAME_RE.pattern)  # = selector.devices
+    selector: DeviceSelector = Field(default_factory=DeviceSelector)
+    # Higher first; within one priority, the submitter with the fewest runs in flight
+    # goes next (fair share), then the oldest run.
+    priority: int = Field(default=0, ge=-100, le=100)
+    submitter: str = Field(default="default", pattern=NAME_RE.pattern)
+
+    @model_validator(mode="after")
+    def _device_is_a_selector(self) -> JobCreate:
+        if self.device and self.device not in self.selector.devices:
+            self.selector.devices.append(self.device)
+        return self
 
     @field_validator("models")
     @classmethod
@@ -61,6 +74,11 @@ class JobCreate(BaseModel):
         if any(not low <= v <= 131072 for v in values):
             raise ValueError(f"every value must be between {low} and 131072")
         return values
+
+
+def new_job(spec: JobCreate) -> Job:
+    """The job row for an accepted request (its runs come from plan_runs)."""
+    return Job(spec_json=spec.model_dump_json(), priority=spec.priority, submitter=spec.submitter)
 
 
 @dataclass(frozen=True)

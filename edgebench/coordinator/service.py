@@ -41,11 +41,13 @@ class AgentSession:
     agent: Agent
     device: Device
     outgoing: asyncio.Queue[pb.CoordinatorMessage] = field(default_factory=asyncio.Queue)
-    busy: bool = False
+    # The agent's open WorkRequest: it is idle and has room for another result. Only
+    # sessions with one get runs, so a busy agent or one with a full outbox gets none.
+    request_id: str | None = None
 
 
 class Dispatcher:
-    """Hands queued runs to idle connected agents. Lives on the event loop."""
+    """Hands queued runs to connected agents that asked for work. Lives on the event loop."""
 
     def __init__(self, store: Store, settings: CoordinatorSettings) -> None:
         self.store = store
@@ -55,23 +57,30 @@ class Dispatcher:
 
     async def dispatch(self) -> None:
         async with self._lock:
-            for session in list(self.sessions.values()):
-                if session.busy:
+            waiting = [s for s in self.sessions.values() if s.request_id is not None]
+            if not waiting or not await asyncio.to_thread(self.store.has_queued_runs):
+                return
+            for session in waiting:
+                request_id = session.request_id
+                if request_id is None:
                     continue
                 claim = await asyncio.to_thread(
                     self.store.claim_run,
                     agent=session.agent,
                     device=session.device,
                     lease_seconds=self.settings.lease_seconds,
+                    request_id=request_id,
                 )
                 if claim is None:
                     continue
-                session.busy = True
+                session.request_id = None
                 log.info("run %s leased to %s", claim.run.id, session.device.name)
-                artifact = await asyncio.to_thread(self.store.get_artifact, claim.run.model_sha256)
-                session.outgoing.put_nowait(
-                    pb.CoordinatorMessage(assignment=assignment_for(claim, artifact, self.settings))
-                )
+                await self.send_assignment(session, claim)
+
+    async def send_assignment(self, session: AgentSession, claim: Claim) -> None:
+        artifact = await asyncio.to_thread(self.store.get_artifact, claim.run.model_sha256)
+        assignment = assignment_for(claim, artifact, self.settings)
+        session.outgoing.put_nowait(pb.CoordinatorMessage(assignment=assignment))
 
     def cancel_runs(self, runs: list[tuple[str, str]]) -> None:
         """Tells the agents holding these (run id, agent id) pairs to stop them."""
@@ -100,6 +109,7 @@ def assignment_for(
         job_id=run.job_id,
         lease_epoch=run.lease_epoch,
         lease_seconds=settings.lease_seconds,
+        request_id=run.lease_request_id or "",
         model=pb.ModelRef(
             sha256=run.model_sha256,
             filename=artifact.filename if artifact else "",
@@ -203,7 +213,6 @@ class AgentService(pb_grpc.AgentServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         device = await asyncio.to_thread(self.store.agent_seen, agent, hardware)
         session = AgentSession(agent=agent, device=device)
-        session.busy = await asyncio.to_thread(self.store.has_live_run, agent.id)
         previous = self.dispatcher.sessions.get(agent.id)
         self.dispatcher.sessions[agent.id] = session
         log.info("agent %s (%s) connected", agent.id, device.name)
@@ -217,7 +226,6 @@ class AgentService(pb_grpc.AgentServiceServicer):
         if previous is not None:
             previous.outgoing.put_nowait(pb.CoordinatorMessage())  # wakes the old stream to end
         reader = asyncio.create_task(self._read(request_iterator, session))
-        await self.dispatcher.dispatch()
         try:
             while True:
                 getter = asyncio.ensure_future(session.outgoing.get())
@@ -251,6 +259,27 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 await self._on_result(session, message.result)
             elif kind == "failure":
                 await self._on_failure(session, message.failure)
+            elif kind == "work_request":
+                await self._on_work_request(session, message.work_request)
+
+    async def _on_work_request(self, session: AgentSession, request: pb.WorkRequest) -> None:
+        try:
+            request_id = check_uuid(request.request_id, "request_id")
+        except WireError as exc:
+            log.warning("work request from %s ignored: %s", session.device.name, exc)
+            return
+        earlier = await asyncio.to_thread(
+            self.store.lease_for_request, session.agent.id, request_id
+        )
+        if earlier is not None:  # the answer was lost on the wire: the same lease again
+            await self.dispatcher.send_assignment(session, earlier)
+            return
+        released = await asyncio.to_thread(self.store.release_leases, session.agent.id)
+        if released:
+            log.warning("agent %s asked for work while holding %d run(s): requeued",
+                        session.device.name, released)  # fmt: skip
+        session.request_id = request_id
+        await self.dispatcher.dispatch()
 
     async def _lease_alive(
         self,
@@ -279,15 +308,6 @@ class AgentService(pb_grpc.AgentServiceServicer):
         await asyncio.to_thread(self.store.agent_seen, session.agent)
         if beat.run_id:
             await self._lease_alive(session, beat.run_id, beat.lease_epoch)
-        elif session.busy:
-            await self._refresh_busy(session)
-
-    async def _refresh_busy(self, session: AgentSession) -> None:
-        """The store decides whether an agent is busy: an idle heartbeat that crossed a
-        fresh assignment on the wire must not free the agent for a second run."""
-        session.busy = await asyncio.to_thread(self.store.has_live_run, session.agent.id)
-        if not session.busy:
-            await self.dispatcher.dispatch()
 
     async def _on_progress(self, session: AgentSession, progress: pb.RunProgress) -> None:
         await self._lease_alive(
@@ -317,7 +337,6 @@ class AgentService(pb_grpc.AgentServiceServicer):
             log.warning("result %s from %s refused: %s", result.result_id, session.device.name, exc)
         ack = pb.ResultAck(result_id=result.result_id, accepted=not error, error=error, code=code)
         session.outgoing.put_nowait(pb.CoordinatorMessage(ack=ack))
-        await self._refresh_busy(session)
 
     async def _on_failure(self, session: AgentSession, failure: pb.RunFailure) -> None:
         await asyncio.to_thread(
@@ -327,7 +346,6 @@ class AgentService(pb_grpc.AgentServiceServicer):
             epoch=failure.lease_epoch,
             error=failure.error,
         )
-        await self._refresh_busy(session)
 
     async def FetchArtifact(
         self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext

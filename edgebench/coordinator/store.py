@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlmodel import Session, SQLModel, col, select
 
 from edgebench.coordinator import schema
 from edgebench.coordinator.database import make_engine, writer_engine
-from edgebench.coordinator.jobspec import PlannedRun
+from edgebench.coordinator.jobspec import MAX_RUNS_PER_JOB, PlannedRun
+from edgebench.coordinator.selectors import DeviceSelector, matches
 from edgebench.coordinator.tables import (
     Agent,
     Artifact,
@@ -62,6 +63,7 @@ RESULT_EXTRAS = (
     "sensors_json",
 )
 MAX_ATTEMPTS = 3
+CANDIDATE_SCAN = 50  # queued runs looked at per submitter on each claim
 
 
 class StoreError(EdgebenchError, ValueError):
@@ -232,27 +234,62 @@ class Store:
 
     # ---- jobs --------------------------------------------------------------------
 
-    def create_job(self, job: Job, planned: list[PlannedRun]) -> tuple[Job, list[Run]]:
-        """Stores a job and its runs, all or nothing."""
+    def create_job(
+        self, job: Job, planned: list[PlannedRun], selector: DeviceSelector | None = None
+    ) -> tuple[Job, list[Run]]:
+        """Stores a job and its runs, all or nothing. With `selector.every`, the matrix is
+        repeated for each enrolled device that matches now, each copy pinned to it."""
+        selector = selector or DeviceSelector()
         with self.session() as s:
             for sha in {p.model_sha256 for p in planned}:
                 if s.get(Artifact, sha) is None:
                     raise StoreError(f"model {sha} was never uploaded")
-            if job.device_name is not None:
-                device = s.exec(select(Device).where(Device.name == job.device_name)).first()
-                if device is None:
-                    raise StoreError(f"no device named {job.device_name!r} is enrolled")
             if not planned:
                 raise StoreError("a job needs at least one run")
+            devices = list(s.exec(select(Device).order_by(col(Device.name))))
+            known = {d.name for d in devices}
+            for name in selector.devices:
+                if name not in known:
+                    raise StoreError(f"no device named {name!r} is enrolled")
+            pins = self._pins(selector, devices)
+            if len(planned) * len(pins) > MAX_RUNS_PER_JOB:
+                raise StoreError(
+                    f"the job expands to {len(planned) * len(pins)} runs on {len(pins)} devices;"
+                    f" at most {MAX_RUNS_PER_JOB}"
+                )
+            job.selector_json = selector.model_dump_json()
+            job.device_name = pins[0] if len(pins) == 1 else None
             s.add(job)
             s.flush()
+            # "every" copies are pinned to devices that matched; others are checked per claim
+            loose = "{}" if selector.is_open() or selector.every else selector.model_dump_json()
             runs = [
-                Run(job_id=job.id, device_name=job.device_name, **dataclasses.asdict(p))
+                Run(
+                    job_id=job.id,
+                    device_name=pin,
+                    selector_json=loose,
+                    priority=job.priority,
+                    submitter=job.submitter,
+                    **dataclasses.asdict(p),
+                )
+                for pin in pins
                 for p in planned
             ]
             s.add_all(runs)
             s.commit()
             return job, runs
+
+    @staticmethod
+    def _pins(selector: DeviceSelector, devices: list[Device]) -> list[str | None]:
+        """The device each copy of the matrix is pinned to; [None] = any matching one."""
+        if selector.every:
+            pinned: list[str | None] = [d.name for d in devices if matches(selector, d)]
+            if not pinned:
+                raise StoreError(f"no enrolled device matches: {selector.describe()}")
+            return pinned
+        if len(selector.devices) == 1:
+            return [selector.devices[0]]
+        return [None]
 
     def list_jobs(self, limit: int = 100) -> list[Job]:
         with self.session() as s:
@@ -328,25 +365,24 @@ class Store:
 
     # ---- scheduling --------------------------------------------------------------
 
-    def claim_run(self, *, agent: Agent, device: Device, lease_seconds: int) -> Claim | None:
-        """Leases the oldest queued run this device may take, or returns None. The grant
-        is a compare-and-set on the run's state (correct on any database); on PostgreSQL
-        candidates are also picked with FOR UPDATE SKIP LOCKED, so concurrent coordinators
-        do not queue up behind the same row. On SQLite the claim runs in BEGIN IMMEDIATE."""
+    def claim_run(
+        self, *, agent: Agent, device: Device, lease_seconds: int, request_id: str | None = None
+    ) -> Claim | None:
+        """Leases the next queued run this device may take, or returns None.
+
+        Order: highest priority first; within it, the submitter with the fewest runs in
+        flight (fair share: one huge matrix cannot starve others); then the oldest run.
+        The grant is a compare-and-set on the run's state, correct on any database; on
+        PostgreSQL the chosen row is also locked with FOR UPDATE SKIP LOCKED, so concurrent
+        coordinators pass over each other's picks instead of queueing behind them. On
+        SQLite the claim runs in BEGIN IMMEDIATE."""
         with self.session(immediate=True) as s:
             now = utcnow()
-            query = (
-                select(Run)
-                .where(Run.state == RunState.QUEUED)
-                .where((col(Run.device_name).is_(None)) | (Run.device_name == device.name))
-                .where((col(Run.not_before).is_(None)) | (col(Run.not_before) <= now))
-                .order_by(col(Run.created_at))
-            )
-            if self.engine.dialect.name == "postgresql":
-                query = query.limit(1).with_for_update(skip_locked=True)
-            else:
-                query = query.limit(20)
-            for run in s.exec(query).all():
+            for run in self._candidates(s, device, now):
+                if self.engine.dialect.name == "postgresql":
+                    lock = select(Run.id).where(col(Run.id) == run.id)
+                    if s.exec(lock.with_for_update(skip_locked=True)).first() is None:
+                        continue
                 granted = s.exec(
                     update(Run)
                     .where(col(Run.id) == run.id, col(Run.state) == RunState.QUEUED)
@@ -357,19 +393,88 @@ class Store:
                         agent_id=agent.id,
                         device_id=device.id,
                         attempts=Run.attempts + 1,
+                        lease_request_id=request_id,
                         phase="leased",
                         rep=0,
                     )
                 )
                 if granted.rowcount == 1:
                     s.commit()
-                    leased = s.get(Run, run.id)
-                    job = s.get(Job, run.job_id)
-                    assert leased is not None and job is not None
-                    s.refresh(leased)
-                    return Claim(run=leased, job=job)
+                    return self._claim_of(s, run.id)
             s.rollback()
             return None
+
+    def _candidates(self, s: Session, device: Device, now: datetime) -> list[Run]:
+        """Queued runs this device may take, best first (see claim_run). Each submitter's
+        best CANDIDATE_SCAN runs are looked at, so fairness holds however long any one
+        submitter's queue is."""
+        eligible = (
+            (col(Run.state) == RunState.QUEUED)
+            & ((col(Run.device_name).is_(None)) | (col(Run.device_name) == device.name))
+            & ((col(Run.not_before).is_(None)) | (col(Run.not_before) <= now))
+        )
+        submitters = s.exec(select(Run.submitter).where(eligible).distinct()).all()
+        in_flight = dict(
+            s.exec(
+                select(Run.submitter, func.count())
+                .where(col(Run.state).in_([RunState.LEASED, RunState.RUNNING]))
+                .group_by(col(Run.submitter))
+            ).all()
+        )
+        ranked: list[tuple[int, int, datetime, Run]] = []
+        for submitter in submitters:
+            query = (
+                select(Run)
+                .where(eligible, col(Run.submitter) == submitter)
+                .order_by(col(Run.priority).desc(), col(Run.created_at))
+                .limit(CANDIDATE_SCAN)
+            )
+            for run in s.exec(query).all():
+                if run.selector_json == "{}" or matches(
+                    DeviceSelector.model_validate_json(run.selector_json), device
+                ):
+                    ranked.append((-run.priority, in_flight.get(submitter, 0), run.created_at, run))
+        ranked.sort(key=lambda entry: entry[:3])
+        return [entry[3] for entry in ranked]
+
+    def _claim_of(self, s: Session, run_id: str) -> Claim:
+        run = s.get(Run, run_id)
+        assert run is not None
+        s.refresh(run)
+        job = s.get(Job, run.job_id)
+        assert job is not None
+        return Claim(run=run, job=job)
+
+    def lease_for_request(self, agent_id: str, request_id: str) -> Claim | None:
+        """The live lease an earlier WorkRequest with this id got, so that a request sent
+        again (its answer was lost on the wire) gets that same lease, never a second."""
+        with self.session() as s:
+            run = s.exec(
+                select(Run).where(
+                    col(Run.agent_id) == agent_id,
+                    col(Run.lease_request_id) == request_id,
+                    col(Run.state).in_([RunState.LEASED, RunState.RUNNING]),
+                )
+            ).first()
+            return None if run is None else self._claim_of(s, run.id)
+
+    def release_leases(self, agent_id: str) -> int:
+        """The agent asks for new work, so any lease it still holds was lost on its side
+        (it restarted): expire those now, and the reaper requeues them as any expiry."""
+        with self.session(immediate=True) as s:
+            result = s.exec(
+                update(Run)
+                .where(
+                    col(Run.agent_id) == agent_id,
+                    col(Run.state).in_([RunState.LEASED, RunState.RUNNING]),
+                )
+                .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            )
+            s.commit()
+        released = int(result.rowcount)
+        if released:
+            self.reap_expired()
+        return released
 
     def _current_lease(self, s: Session, agent_id: str, run_id: str, epoch: int) -> Run | None:
         """The run if (agent, epoch) holds its live lease. The row stays locked until the
@@ -522,13 +627,12 @@ class Store:
             s.commit()
             return touched
 
-    def has_live_run(self, agent_id: str) -> bool:
+    def has_queued_runs(self) -> bool:
         with self.session() as s:
-            query = select(Run.id).where(
-                Run.agent_id == agent_id,
-                col(Run.state).in_([RunState.LEASED, RunState.RUNNING]),
+            return (
+                s.exec(select(Run.id).where(Run.state == RunState.QUEUED).limit(1)).first()
+                is not None
             )
-            return s.exec(query).first() is not None
 
 
 _HARDWARE_FIELDS = (

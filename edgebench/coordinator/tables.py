@@ -92,8 +92,11 @@ class Job(SQLModel, table=True):
     # The validated request (models, backends, variants, sizes, settings) as JSON; the
     # matrix it describes is expanded into runs when the job is stored.
     spec_json: str = Field(sa_column=Column(Text, nullable=False))
-    device_name: str | None = None  # None: any one device
+    device_name: str | None = None  # the one device it is pinned to, if any
+    selector_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     cancelled: bool = False
+    priority: int = 0
+    submitter: str = "default"
 
 
 class Run(SQLModel, table=True):
@@ -107,7 +110,12 @@ class Run(SQLModel, table=True):
     n_prompt: int
     n_gen: int
     state: RunState = Field(default=RunState.QUEUED, index=True)
-    device_name: str | None = None  # the job's selector, copied for the claim query
+    device_name: str | None = None  # pinned to this device ("every", or one named device)
+    # The job's selector (selectors.DeviceSelector as JSON), checked when a device claims.
+    selector_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    priority: int = Field(default=0, index=True)
+    submitter: str = "default"
+    lease_request_id: str | None = None  # the agent's WorkRequest this lease answers
     device_id: str | None = Field(default=None, foreign_key="device.id", index=True)
     agent_id: str | None = None
     lease_epoch: int = 0

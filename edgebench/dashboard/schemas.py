@@ -93,6 +93,8 @@ class JobPublic(BaseModel):
     reps: int  # 0 = auto
     spec: dict[str, Any]  # the whole request as it was accepted
     device_name: str | None
+    priority: int
+    submitter: str
     runs: list[RunPublic]
 
     @classmethod
@@ -120,6 +122,8 @@ class JobPublic(BaseModel):
             reps=spec["reps"],
             spec=spec,
             device_name=job.device_name,
+            priority=job.priority,
+            submitter=job.submitter,
             runs=[RunPublic.of(run, device_names) for run in runs],
         )
 

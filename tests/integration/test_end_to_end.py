@@ -131,6 +131,29 @@ def test_queued_jobs_run_one_after_another(
     assert [run["attempts"] for j in jobs for run in j["runs"]] == [1, 1, 1]
 
 
+def test_device_selectors_from_the_cli(
+    coordinator: Coordinator, agent: Path, tiny_model: Path
+) -> None:
+    small = ("--model", str(tiny_model), "-p", "8", "-n", "4", "-r", "1")
+    elsewhere = coordinator.cli("jobs", "submit", *small, "--tag", "rack=b7")
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    here = coordinator.cli(
+        "jobs", "submit", *small, "--tag", "rack=a1", "--accelerator", "none", "--every",
+        "--priority", "2", "--submitter", "alice", "--wait", "--timeout", "120",
+    )  # fmt: skip
+    assert here.returncode == 0, here.stderr
+    jobs = {j["id"]: j for j in json.loads(coordinator.cli("jobs", "list", "--json").stdout)}
+    waiting = jobs[elsewhere.stdout.strip()]
+    assert waiting["state"] == "queued" and waiting["runs"][0]["device_name"] is None
+    done = next(j for j in jobs.values() if j["submitter"] == "alice")
+    assert done["state"] == "succeeded" and done["priority"] == 2
+    assert done["device_name"] == "bench-box"  # --every pinned the one matching device
+    nowhere = coordinator.cli("jobs", "submit", *small, "--every", "--arch", "riscv64")
+    assert nowhere.returncode == 1
+    assert "no enrolled device matches: arch riscv64" in nowhere.stderr
+    assert len(json.loads(coordinator.cli("jobs", "list", "--json").stdout)) == 2
+
+
 def test_cancel_a_queued_job(coordinator: Coordinator, tiny_model: Path) -> None:
     job_id = coordinator.cli("jobs", "submit", "--model", str(tiny_model)).stdout.strip()
     assert json.loads(coordinator.cli("jobs", "show", job_id, "--json").stdout)["state"] == "queued"

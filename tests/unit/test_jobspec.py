@@ -59,8 +59,22 @@ def test_bad_matrices_are_refused_with_the_reason() -> None:
         {"models": [GGUF], "reps": -1},
         {"models": [GGUF], "provider": "rocm"},
         {"models": [GGUF], "device": "a b"},
+        {"models": [GGUF], "selector": {"devices": ["../x"]}},
+        {"models": [GGUF], "selector": {"tags": {"bad key": "v"}}},
+        {"models": [GGUF], "selector": {"arch": "x86 64"}},
+        {"models": [GGUF], "selector": {"accelerator": "CUDA!"}},
+        {"models": [GGUF], "selector": {"min_memory_gb": -1}},
+        {"models": [GGUF], "selector": {"every": "sometimes"}},
+        {"models": [GGUF], "selector": {"unknown": 1}},
+        {"models": [GGUF], "priority": 101},
+        {"models": [GGUF], "submitter": ""},
     ],
 )
 def test_malformed_requests_fail_validation(body: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         JobCreate.model_validate(body)
+
+
+def test_device_is_shorthand_for_a_named_device_selector() -> None:
+    spec = JobCreate(models=[GGUF], device="pi5")
+    assert spec.selector.devices == ["pi5"] and not spec.selector.every

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from edgebench.agent.sampler import EnergyTimeline, Sample
-from edgebench.agent.sensors import Roots, detect_sources, platform_of
+from edgebench.agent.sensors import Roots, accelerator_of, detect_sources, platform_of
 from edgebench.agent.sensors.base import Reading, read_text
 from edgebench.agent.sensors.nvml import NvmlEnergySource, NvmlSource, decode_reasons
 from edgebench.agent.sensors.nvml import detect as detect_nvml
@@ -323,3 +323,16 @@ def test_power_state_of_jetson_and_pi() -> None:
     assert jetson["fan_profile"] == "FAN_DEFAULT_PROFILE:quiet"
     pi = power_state(roots_for("raspberrypi5"))
     assert pi["fans"] == {"pwmfan": {"rpm": 2912, "pwm": 75}}
+
+
+@pytest.mark.parametrize(
+    ("roots", "kind"),
+    [
+        (roots_for("jetson_orin_jp6"), "cuda"),
+        (roots_for("intel_desktop", nvml=FakeNvml(arch=9)), "cuda"),
+        (roots_for("intel_desktop"), "none"),
+        (roots_for("raspberrypi5"), "none"),
+    ],
+)
+def test_accelerator_kind_for_device_selectors(roots: Roots, kind: str) -> None:
+    assert accelerator_of(detect_sources(roots)) == kind

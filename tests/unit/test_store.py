@@ -5,10 +5,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from edgebench.coordinator.jobspec import JobCreate, PlannedRun, plan_runs
+from edgebench.coordinator.jobspec import JobCreate, PlannedRun, new_job, plan_runs
 from edgebench.coordinator.store import MAX_ATTEMPTS, Store, StoreError
 from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunState, utcnow
 from edgebench.measure.packing import pack_reps
@@ -30,22 +31,24 @@ def store(db_url: str) -> Store:
     return Store(db_url, retry_base_seconds=0.0)
 
 
-def _agent(store: Store, name: str) -> tuple[Agent, Device]:
+def _agent(
+    store: Store, name: str, tags: dict[str, str] | None = None, **hardware: object
+) -> tuple[Agent, Device]:
     enrollment = store.enroll(
-        token=store.create_enrollment_token(), name=name, hardware={"cpu_model": "test"}, tags={}
+        token=store.create_enrollment_token(),
+        name=name,
+        hardware={"cpu_model": "test", **hardware},
+        tags=tags or {},
     )
     agent = store.authenticate_agent(enrollment.agent_id, enrollment.secret)
     assert agent is not None
     return agent, store.get_device(name)
 
 
-def _job(store: Store, device: str | None = None) -> Job:
+def _job(store: Store, device: str | None = None, n_gen: int = 3, **options: Any) -> Job:
     store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
-    spec = JobCreate(models=[SHA], n_prompt=[8], n_gen=[3], reps=1, device=device)
-    job, _ = store.create_job(
-        Job(spec_json=spec.model_dump_json(), device_name=device),
-        plan_runs(spec, {SHA: "gguf"}),
-    )
+    spec = JobCreate(models=[SHA], n_prompt=[8], n_gen=[n_gen], reps=1, device=device, **options)
+    job, _ = store.create_job(new_job(spec), plan_runs(spec, {SHA: "gguf"}), spec.selector)
     return job
 
 
@@ -102,6 +105,110 @@ def test_named_device_only(store: Store) -> None:
     _job(store, device="dev1")
     assert store.claim_run(agent=other, device=other_device, lease_seconds=60) is None
     assert store.claim_run(agent=named, device=named_device, lease_seconds=60) is not None
+
+
+def _claims(store: Store, agent: tuple[Agent, Device], request_id: str | None = None) -> Run | None:
+    claim = store.claim_run(
+        agent=agent[0], device=agent[1], lease_seconds=60, request_id=request_id
+    )
+    return None if claim is None else claim.run
+
+
+GIB = 1024**3
+
+
+@pytest.fixture
+def fleet(store: Store) -> dict[str, tuple[Agent, Device]]:
+    return {
+        "pi": _agent(store, "pi", {"room": "lab"}, arch="aarch64", ram_bytes=8 * GIB),
+        "gpu": _agent(store, "gpu", {}, arch="x86_64", accelerator="cuda", ram_bytes=64 * GIB),
+        "laptop": _agent(store, "laptop", {"room": "home"}, arch="x86_64", ram_bytes=16 * GIB),
+    }
+
+
+@pytest.mark.parametrize(
+    ("selector", "takers"),
+    [
+        ({"tags": {"room": "lab"}}, {"pi"}),
+        ({"tags": {"room": "lab", "shelf": "2"}}, set()),
+        ({"arch": "x86_64"}, {"gpu", "laptop"}),
+        ({"accelerator": "cuda"}, {"gpu"}),
+        ({"min_memory_gb": 12}, {"gpu", "laptop"}),
+        ({"devices": ["pi", "laptop"]}, {"pi", "laptop"}),
+        ({"devices": ["laptop", "gpu"], "min_memory_gb": 32}, {"gpu"}),
+        ({}, {"pi", "gpu", "laptop"}),
+    ],
+)
+def test_any_one_matching_device_takes_the_run(
+    store: Store,
+    fleet: dict[str, tuple[Agent, Device]],
+    selector: dict[str, Any],
+    takers: set[str],
+) -> None:
+    _job(store, selector=selector)
+    for name, agent in fleet.items():
+        claimed = _claims(store, agent)
+        assert (claimed is not None) == (name in takers), name
+        if claimed is not None:  # give it back (no backoff here) for the next device to try
+            store.release_leases(agent[0].id)
+
+
+def test_every_matching_device_gets_its_own_copy(
+    store: Store, fleet: dict[str, tuple[Agent, Device]]
+) -> None:
+    job = _job(store, selector={"arch": "x86_64", "every": True})
+    assert sorted(r.device_name or "" for r in store.runs_of(job.id)) == ["gpu", "laptop"]
+    assert _claims(store, fleet["pi"]) is None
+    for name in ("gpu", "laptop"):
+        run = _claims(store, fleet[name])
+        assert run is not None and run.device_name == name
+        assert _claims(store, fleet[name]) is None  # the other copy is not its to take
+    with pytest.raises(StoreError, match="no enrolled device matches: arch riscv64"):
+        _job(store, selector={"arch": "riscv64", "every": True})
+    assert len(store.list_jobs()) == 1
+
+
+def test_higher_priority_goes_first(store: Store) -> None:
+    agent = _agent(store, "dev0")
+    _job(store, n_gen=3)
+    urgent = _job(store, n_gen=4, priority=5)
+    first = _claims(store, agent)
+    assert first is not None and first.job_id == urgent.id
+
+
+def test_fair_share_between_submitters(store: Store) -> None:
+    """Alice's big matrix was queued first; Bob's one run still goes out second."""
+    store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
+    big = JobCreate(models=[SHA], n_prompt=list(range(1, 11)), submitter="alice")
+    store.create_job(new_job(big), plan_runs(big, {SHA: "gguf"}), big.selector)
+    _job(store, submitter="bob")
+    agents = [_agent(store, f"dev{i}") for i in range(3)]
+    order = [_claims(store, agent) for agent in agents]
+    assert [run.submitter if run else None for run in order] == ["alice", "bob", "alice"]
+
+
+def test_a_retried_work_request_gets_the_same_lease(store: Store) -> None:
+    _job(store)
+    _job(store)
+    agent = _agent(store, "dev0")
+    first = _claims(store, agent, request_id="req-1")
+    assert first is not None
+    again = store.lease_for_request(agent[0].id, "req-1")
+    assert again is not None
+    assert (again.run.id, again.run.lease_epoch) == (first.id, first.lease_epoch)
+    assert store.lease_for_request(agent[0].id, "req-2") is None
+    assert store.lease_for_request(_agent(store, "dev1")[0].id, "req-1") is None
+
+
+def test_new_work_request_releases_a_lease_the_agent_forgot(store: Store) -> None:
+    _job(store)
+    agent = _agent(store, "dev0")
+    held = _claims(store, agent, request_id="before-restart")
+    assert held is not None
+    assert store.release_leases(agent[0].id) == 1
+    (run,) = store.runs_of(held.job_id)
+    assert run.state == RunState.QUEUED and run.attempts == 1 and run.agent_id is None
+    assert store.release_leases(agent[0].id) == 0
 
 
 def test_create_job_refuses_unknown_model_or_device_and_stores_nothing(store: Store) -> None:

@@ -30,7 +30,14 @@ def platform_of(sources: list[Source]) -> str:
     return "generic_linux"
 
 
-__all__ = ["Reading", "Roots", "Source", "detect_sources", "platform_of"]
+def accelerator_of(sources: list[Source]) -> str:
+    """The accelerator kind a job's selector can ask for: "cuda" where an NVIDIA GPU
+    answers (NVML, or a Jetson's integrated GPU), else "none"."""
+    names = {s.name for s in sources}
+    return "cuda" if names & {"nvml", "jetson", "tegrastats"} else "none"
+
+
+__all__ = ["Reading", "Roots", "Source", "accelerator_of", "detect_sources", "platform_of"]
 
 
 def power_state(roots: Roots) -> dict[str, object]:

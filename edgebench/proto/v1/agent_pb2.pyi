@@ -201,6 +201,7 @@ class AgentMessage(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     FAILURE_FIELD_NUMBER: _builtins.int
+    WORK_REQUEST_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -211,6 +212,8 @@ class AgentMessage(_message.Message):
     def result(self) -> Global___RunResult: ...
     @_builtins.property
     def failure(self) -> Global___RunFailure: ...
+    @_builtins.property
+    def work_request(self) -> Global___WorkRequest: ...
     def __init__(
         self,
         *,
@@ -219,12 +222,13 @@ class AgentMessage(_message.Message):
         progress: Global___RunProgress | None = ...,
         result: Global___RunResult | None = ...,
         failure: Global___RunFailure | None = ...,
+        work_request: Global___WorkRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "failure", b"failure", "heartbeat", b"heartbeat", "hello", b"hello", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "failure", b"failure", "heartbeat", b"heartbeat", "hello", b"hello", "progress", b"progress", "result", b"result", "work_request", b"work_request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "failure", b"failure", "heartbeat", b"heartbeat", "hello", b"hello", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "failure", b"failure", "heartbeat", b"heartbeat", "hello", b"hello", "progress", b"progress", "result", b"result", "work_request", b"work_request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "heartbeat", "progress", "result", "failure"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "heartbeat", "progress", "result", "failure", "work_request"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -327,10 +331,13 @@ class RunAssignment(_message.Message):
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     WORKLOAD_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     job_id: _builtins.str
     lease_epoch: _builtins.int
     lease_seconds: _builtins.int
+    request_id: _builtins.str
+    """the WorkRequest this answers"""
     @_builtins.property
     def model(self) -> Global___ModelRef: ...
     @_builtins.property
@@ -344,10 +351,11 @@ class RunAssignment(_message.Message):
         lease_seconds: _builtins.int = ...,
         model: Global___ModelRef | None = ...,
         workload: Global___Workload | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "workload", b"workload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "lease_epoch", b"lease_epoch", "lease_seconds", b"lease_seconds", "model", b"model", "run_id", b"run_id", "workload", b"workload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "lease_epoch", b"lease_epoch", "lease_seconds", b"lease_seconds", "model", b"model", "request_id", b"request_id", "run_id", b"run_id", "workload", b"workload"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -483,6 +491,32 @@ class Workload(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__idle_seconds) -> _WhichOneofReturnType__idle_seconds | None: ...
 
 Global___Workload: _TypeAlias = Workload  # noqa: Y015
+
+@_typing.final
+class WorkRequest(_message.Message):
+    """An idle agent asks for its next run. The coordinator answers with an assignment when a
+    matching run is queued (at once, or later when one arrives). A request sent again with
+    the same id (after a reconnect, because the answer was lost) gets the same lease back,
+    never a second one. An agent whose result outbox is full sends none: back-pressure.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """a UUID made by the agent"""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkRequest: _TypeAlias = WorkRequest  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):
