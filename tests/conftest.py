@@ -170,9 +170,9 @@ def enroll_agent(coord: Coordinator, home: Path, name: str) -> None:
     assert enrolled.returncode == 0, enrolled.stderr
 
 
-def start_agent(home: Path) -> subprocess.Popen[str]:
+def start_agent(home: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "edgebench", "agent", "run"],
+        [sys.executable, "-m", "edgebench", "agent", "run", *extra],
         env=cli_env(home),
         stdout=open(home / "agent.log", "w"),
         stderr=subprocess.STDOUT,

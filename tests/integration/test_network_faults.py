@@ -1,0 +1,76 @@
+"""Fault test 4: the connection between agents and the coordinator is reset, stalled and
+dropped through a TCP proxy the test controls. Agents buffer, reconnect with backoff, and
+every run's result arrives exactly once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from edgebench.agent.outbox import Outbox
+from tests.conftest import Coordinator, enroll_agent, start_agent, stop, wait_until
+from tests.tcpproxy import TcpProxy
+
+pytestmark = pytest.mark.slow
+
+RUNS = 12
+
+
+def _stored(coord: Coordinator, job_id: str) -> int:
+    return len(coord.api("/api/v1/results", job_id=job_id))
+
+
+def _after_more_results(coord: Coordinator, job_id: str, fault: Callable[[], None]) -> None:
+    before = _stored(coord, job_id)
+    wait_until(lambda: _stored(coord, job_id) > before, timeout=90,
+               what=f"a result after {before}")  # fmt: skip
+    fault()
+
+
+def test_agents_ride_out_resets_stalls_and_drops(
+    coordinator: Coordinator, tmp_path: Path, tiny_model: Path
+) -> None:
+    proxy = TcpProxy(coordinator.grpc)
+    agents = []
+    try:
+        for name in ("left", "right"):
+            home = tmp_path / name
+            home.mkdir()
+            enroll_agent(coordinator, home, name)
+            agents.append(start_agent(home, "--coordinator", proxy.address))
+        wait_until(lambda: sum(d["online"] for d in coordinator.api("/api/v1/devices")) == 2,
+                   what="both agents online through the proxy")  # fmt: skip
+        submitted = coordinator.cli(
+            "jobs", "submit", "--model", str(tiny_model), "-p", "8,16,32", "-n", "16,32",
+            "-d", "0,8", "-r", "3", "--threads", "1",
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.strip()
+
+        _after_more_results(coordinator, job_id, proxy.reset)
+        _after_more_results(coordinator, job_id, proxy.stall)
+        time.sleep(3)  # bytes wait in the proxy; heartbeats and results are held up
+        proxy.resume()
+        _after_more_results(coordinator, job_id, proxy.drop)
+        time.sleep(3)  # connections refused: the agents retry with backoff
+        proxy.resume()
+
+        wait_until(lambda: coordinator.api(f"/api/v1/jobs/{job_id}")["state"] == "succeeded",
+                   timeout=180, what="every run to succeed")  # fmt: skip
+        results = coordinator.api("/api/v1/results", job_id=job_id)
+        assert len(results) == RUNS and len({r["run_id"] for r in results}) == RUNS
+        runs = coordinator.api(f"/api/v1/jobs/{job_id}")["runs"]
+        assert all(run["attempts"] == 1 for run in runs)  # no lease lapsed: no run redone
+        assert proxy.connections > 2  # the agents reconnected
+        for name in ("left", "right"):
+            log = (tmp_path / name / "agent.log").read_text()
+            assert log.count("not reachable") >= 2, log  # saw the reset and the drop
+            outbox = Outbox(tmp_path / name / "data" / "outbox.sqlite")
+            wait_until(lambda: len(outbox) == 0, what=f"{name}'s outbox to drain")  # noqa: B023
+    finally:
+        for process in agents:
+            stop(process)
+        proxy.close()
