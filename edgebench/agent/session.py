@@ -140,7 +140,10 @@ class Agent:
         self._asked = False  # the open request went out on the current session
         self.cache = ModelCache(paths.cache_dir() / "models")
         self.active: ActiveRun | None = None
-        self._disconnected_at: float | None = None  # monotonic time the session was lost
+        # When the coordinator last acknowledged a heartbeat (or gave this run): a lease
+        # lapses a whole lease after that, however the link failed.
+        self._heard_at = time.monotonic()
+        self._beats = 0
         self._send_queue: asyncio.Queue[pb.AgentMessage] | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._stub: Any = None  # the current session's stub (model downloads use it)
@@ -166,8 +169,6 @@ class Agent:
             except ConnectionError as exc:
                 log.warning("session with %s ended: %s", self.credential.coordinator, exc)
             self._send_queue = None
-            if self._disconnected_at is None:
-                self._disconnected_at = time.monotonic()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, 30.0)
@@ -191,7 +192,6 @@ class Agent:
             if welcome is grpc.aio.EOF or not welcome.HasField("welcome"):
                 raise ConnectionError("the coordinator did not welcome this agent")
             self.heartbeat_seconds = welcome.welcome.heartbeat_seconds or self.heartbeat_seconds
-            self._disconnected_at = None
             log.info(
                 "connected to %s as %s", self.credential.coordinator, welcome.welcome.device_name
             )
@@ -225,11 +225,11 @@ class Agent:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
             active = self.active
-            beat = pb.Heartbeat()
+            self._beats += 1
+            beat = pb.Heartbeat(seq=self._beats)
             if active:
-                beat = pb.Heartbeat(
-                    run_id=active.assignment.run_id, lease_epoch=active.assignment.lease_epoch
-                )
+                beat.run_id = active.assignment.run_id
+                beat.lease_epoch = active.assignment.lease_epoch
             queue.put_nowait(pb.AgentMessage(heartbeat=beat))
 
     async def _reader(self, call: Any) -> None:
@@ -242,6 +242,8 @@ class Agent:
                 self._on_assignment(message.assignment)
             elif kind == "ack":
                 self._on_ack(message.ack)
+            elif kind == "heartbeat_ack":
+                self._heard_at = time.monotonic()
             elif kind == "cancel":
                 self._cancel(message.cancel.run_id, message.cancel.reason)
 
@@ -285,6 +287,7 @@ class Agent:
                 log.warning("ignoring run %s: already running one", assignment.run_id)
             return
         self._request_id, self._asked = None, False
+        self._heard_at = time.monotonic()  # the grant is as good as an acknowledged heartbeat
         self.active = ActiveRun(assignment=assignment, cancelled=threading.Event())
         self._run_task = asyncio.create_task(self._execute(self.active))
 
@@ -296,10 +299,10 @@ class Agent:
         def check() -> None:
             if active.cancelled.is_set():
                 raise RunCancelled()
-            lost = self._disconnected_at
-            if lost is not None and time.monotonic() - lost > assignment.lease_seconds:
-                # The lease has expired without our heartbeats: the run is someone else's now.
-                log.warning("run %s abandoned: no heartbeat for a whole lease", run_id)
+            if time.monotonic() - self._heard_at > assignment.lease_seconds:
+                # No heartbeat acknowledged for a whole lease (link down or stalled): the
+                # lease has lapsed and the run is someone else's now.
+                log.warning("run %s abandoned: no heartbeat acknowledged for a whole lease", run_id)
                 raise RunCancelled()
 
         def progress(phase: str, done: int, total: int) -> None:

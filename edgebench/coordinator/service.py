@@ -308,6 +308,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         await asyncio.to_thread(self.store.agent_seen, session.agent)
         if beat.run_id:
             await self._lease_alive(session, beat.run_id, beat.lease_epoch)
+        ack = pb.HeartbeatAck(seq=beat.seq)
+        session.outgoing.put_nowait(pb.CoordinatorMessage(heartbeat_ack=ack))
 
     async def _on_progress(self, session: AgentSession, progress: pb.RunProgress) -> None:
         await self._lease_alive(

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from edgebench.agent.outbox import Outbox
-from tests.conftest import Coordinator, enroll_agent, start_agent, stop, wait_until
+from tests.conftest import (
+    Coordinator,
+    enroll_agent,
+    start_agent,
+    start_coordinator,
+    stop,
+    wait_until,
+)
 from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -73,4 +80,40 @@ def test_agents_ride_out_resets_stalls_and_drops(
     finally:
         for process in agents:
             stop(process)
+        proxy.close()
+
+
+def test_a_stalled_link_makes_the_agent_abandon_its_run(tmp_path: Path, tiny_model: Path) -> None:
+    """No byte gets through for longer than the lease: the coordinator requeues the run and
+    the agent, hearing no heartbeat acknowledged, stops it itself instead of finishing work
+    that can no longer count. After the stall the run is done once, on attempt 2."""
+    home = tmp_path / "coordinator"
+    home.mkdir()
+    coord = start_coordinator(home, "--lease-seconds", "5", "--reap-seconds", "1")
+    proxy = TcpProxy(coord.grpc)
+    agent_home = tmp_path / "agent"
+    agent_home.mkdir()
+    enroll_agent(coord, agent_home, "lonely")
+    agent = start_agent(agent_home, "--coordinator", proxy.address)
+    try:
+        wait_until(lambda: any(d["online"] for d in coord.api("/api/v1/devices")),
+                   what="the agent online")  # fmt: skip
+        submitted = coord.cli("jobs", "submit", "--model", str(tiny_model), "-p", "16",
+                              "-n", "500", "-r", "60", "--warmup", "0")  # fmt: skip
+        job_id = submitted.stdout.strip()
+        wait_until(lambda: coord.api(f"/api/v1/jobs/{job_id}")["runs"][0]["phase"]
+                   == "measuring", timeout=60, what="the run to be measuring")  # fmt: skip
+        proxy.stall()
+        log = agent_home / "agent.log"
+        wait_until(lambda: "abandoned" in log.read_text(), timeout=20,
+                   what="the agent to abandon its run")  # fmt: skip
+        proxy.resume()
+        wait_until(lambda: coord.api(f"/api/v1/jobs/{job_id}")["state"] == "succeeded",
+                   timeout=120, what="the run to succeed on its next lease")  # fmt: skip
+        (run,) = coord.api(f"/api/v1/jobs/{job_id}")["runs"]
+        assert run["attempts"] == 2 and run["lease_epoch"] == 2
+        assert len(coord.api("/api/v1/results", job_id=job_id)) == 1
+    finally:
+        stop(agent)
+        stop(coord.process)
         proxy.close()
