@@ -174,6 +174,7 @@ async def _reap_forever(store: Store, dispatcher: Dispatcher, every_seconds: int
     while True:
         await asyncio.sleep(every_seconds)
         try:
+            await dispatcher.flush_seen()
             await asyncio.to_thread(store.reap_expired)
             await dispatcher.dispatch()  # also picks up runs whose retry backoff has passed
         except Exception:  # the reaper must outlive a failed round (database hiccup)

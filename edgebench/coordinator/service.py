@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import grpc
 
@@ -17,7 +18,7 @@ from edgebench.coordinator.artifacts import CHUNK_BYTES, ArtifactError, Artifact
 from edgebench.coordinator.jobspec import JobCreate
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Claim, Conflict, NotFound, StaleLease, Store, StoreError
-from edgebench.coordinator.tables import Agent, Artifact, Device
+from edgebench.coordinator.tables import Agent, Artifact, Device, Job, utcnow
 from edgebench.coordinator.wire import (
     WireError,
     check_name,
@@ -54,6 +55,22 @@ class Dispatcher:
         self.settings = settings
         self.sessions: dict[str, AgentSession] = {}
         self._lock = asyncio.Lock()
+        self._artifacts: dict[str, Artifact | None] = {}
+        # Heartbeats since the last flush: {agent id: (device id, when)}, written together.
+        self.seen: dict[str, tuple[str, datetime]] = {}
+        self._specs: dict[str, JobCreate] = {}  # jobs never change once stored
+
+    async def flush_seen(self) -> None:
+        seen, self.seen = self.seen, {}
+        await asyncio.to_thread(self.store.heard_from, seen)
+
+    def _spec_of(self, job: Job) -> JobCreate:
+        spec = self._specs.get(job.id)
+        if spec is None:
+            if len(self._specs) > 10_000:
+                self._specs.clear()
+            spec = self._specs[job.id] = JobCreate.model_validate_json(job.spec_json)
+        return spec
 
     async def dispatch(self) -> None:
         async with self._lock:
@@ -78,8 +95,12 @@ class Dispatcher:
                 await self.send_assignment(session, claim)
 
     async def send_assignment(self, session: AgentSession, claim: Claim) -> None:
-        artifact = await asyncio.to_thread(self.store.get_artifact, claim.run.model_sha256)
-        assignment = assignment_for(claim, artifact, self.settings)
+        sha = claim.run.model_sha256
+        if sha not in self._artifacts:  # artifacts never change: read each once
+            self._artifacts[sha] = await asyncio.to_thread(self.store.get_artifact, sha)
+        assignment = assignment_for(
+            claim, self._artifacts[sha], self._spec_of(claim.job), self.settings.lease_seconds
+        )
         session.outgoing.put_nowait(pb.CoordinatorMessage(assignment=assignment))
 
     def cancel_runs(self, runs: list[tuple[str, str]]) -> None:
@@ -100,15 +121,14 @@ def refusal_code(exc: Exception) -> str:
 
 
 def assignment_for(
-    claim: Claim, artifact: Artifact | None, settings: CoordinatorSettings
+    claim: Claim, artifact: Artifact | None, spec: JobCreate, lease_seconds: int
 ) -> pb.RunAssignment:
     run = claim.run
-    spec = JobCreate.model_validate_json(claim.job.spec_json)
     assignment = pb.RunAssignment(
         run_id=run.id,
         job_id=run.job_id,
         lease_epoch=run.lease_epoch,
-        lease_seconds=settings.lease_seconds,
+        lease_seconds=lease_seconds,
         request_id=run.lease_request_id or "",
         model=pb.ModelRef(
             sha256=run.model_sha256,
@@ -268,18 +288,23 @@ class AgentService(pb_grpc.AgentServiceServicer):
         except WireError as exc:
             log.warning("work request from %s ignored: %s", session.device.name, exc)
             return
-        earlier = await asyncio.to_thread(
-            self.store.lease_for_request, session.agent.id, request_id
-        )
+        earlier = await asyncio.to_thread(self._answer_request, session, request_id)
         if earlier is not None:  # the answer was lost on the wire: the same lease again
             await self.dispatcher.send_assignment(session, earlier)
             return
-        released = await asyncio.to_thread(self.store.release_leases, session.agent.id)
-        if released:
-            log.warning("agent %s asked for work while holding %d run(s): requeued",
-                        session.device.name, released)  # fmt: skip
         session.request_id = request_id
         await self.dispatcher.dispatch()
+
+    def _answer_request(self, session: AgentSession, request_id: str) -> Claim | None:
+        """The lease this request already got, if any; otherwise any lease the agent still
+        holds was lost on its side (it restarted), so it is requeued now."""
+        earlier = self.store.lease_for_request(session.agent.id, request_id)
+        if earlier is None:
+            released = self.store.release_leases(session.agent.id)
+            if released:
+                log.warning("agent %s asked for work while holding %d run(s): requeued",
+                            session.device.name, released)  # fmt: skip
+        return earlier
 
     async def _lease_alive(
         self,
@@ -305,7 +330,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             session.outgoing.put_nowait(pb.CoordinatorMessage(cancel=cancel))
 
     async def _on_heartbeat(self, session: AgentSession, beat: pb.Heartbeat) -> None:
-        await asyncio.to_thread(self.store.agent_seen, session.agent)
+        self.dispatcher.seen[session.agent.id] = (session.device.id, utcnow())
         if beat.run_id:
             await self._lease_alive(session, beat.run_id, beat.lease_epoch)
         ack = pb.HeartbeatAck(seq=beat.seq)

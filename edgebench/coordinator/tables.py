@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timezone
 from enum import Enum
 
-from sqlalchemy import BigInteger, Column, LargeBinary, Text
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -100,6 +100,9 @@ class Job(SQLModel, table=True):
 
 
 class Run(SQLModel, table=True):
+    # The claim walks this index: per submitter, highest priority, then oldest.
+    __table_args__ = (Index("ix_run_queue", "state", "submitter", "priority", "created_at"),)
+
     id: str = Field(default_factory=new_id, primary_key=True)
     job_id: str = Field(foreign_key="job.id", index=True)
     # the test of the job's matrix this run measures
@@ -113,7 +116,7 @@ class Run(SQLModel, table=True):
     device_name: str | None = None  # pinned to this device ("every", or one named device)
     # The job's selector (selectors.DeviceSelector as JSON), checked when a device claims.
     selector_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
-    priority: int = Field(default=0, index=True)
+    priority: int = 0
     submitter: str = "default"
     lease_request_id: str | None = None  # the agent's WorkRequest this lease answers
     device_id: str | None = Field(default=None, foreign_key="device.id", index=True)

@@ -3,7 +3,6 @@
 from edgebench.agent.session import spec_from
 from edgebench.coordinator.jobspec import JobCreate
 from edgebench.coordinator.service import assignment_for
-from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Claim
 from edgebench.coordinator.tables import Artifact, Job, Run
 
@@ -39,8 +38,7 @@ def test_a_run_reaches_the_runner_with_every_setting(tmp_path) -> None:
     )
     artifact = Artifact(sha256=SHA, filename="m.gguf", size_bytes=9, format="gguf")
     claim = Claim(run=run, job=Job(id="j", spec_json=spec.model_dump_json()))
-    settings = CoordinatorSettings(db_url="sqlite://", artifact_dir=tmp_path, lease_seconds=30)
-    assignment = assignment_for(claim, artifact, settings)
+    assignment = assignment_for(claim, artifact, spec, lease_seconds=30)
     assert assignment.lease_epoch == 4 and assignment.lease_seconds == 30
     assert assignment.model.format == "gguf" and assignment.model.sha256 == SHA
     bench = spec_from(assignment.workload)

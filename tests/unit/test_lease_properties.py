@@ -39,9 +39,9 @@ class LeaseMachine(RuleBasedStateMachine):
                            retry_base_seconds=0.0)  # fmt: skip
         self.store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
         spec = JobCreate(models=[SHA], n_prompt=[8, 16], n_gen=[3], reps=1)
-        self.job, runs = self.store.create_job(Job(spec_json=spec.model_dump_json()),
-                                               plan_runs(spec, {SHA: "gguf"}))  # fmt: skip
-        self.run_ids = [r.id for r in runs]
+        self.job, self.run_ids = self.store.create_job(
+            Job(spec_json=spec.model_dump_json()), plan_runs(spec, {SHA: "gguf"})
+        )
         self.agents: list[tuple[Agent, Device]] = []
         for i in range(AGENTS):
             enrollment = self.store.enroll(token=self.store.create_enrollment_token(),

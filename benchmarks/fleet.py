@@ -1,0 +1,361 @@
+"""How big a fleet one coordinator holds: a real coordinator process, N simulated agents
+speaking the real protocol (many per process, asyncio, one gRPC connection each), a
+queue kept full of small runs, realistic result payloads.
+
+Each simulated agent connects, asks for work, "runs" an assignment for --run-seconds,
+sends a result of the size a real one has (5 reps x n_gen raw token timestamps,
+environment, sensors), asks again when it is acknowledged, and heartbeats every
+--heartbeat seconds. Printed: agents held, runs dispatched and results stored per second,
+dispatch latency (work request -> assignment, with runs queued) and heartbeat round trip
+(heartbeat -> acknowledgement) p50/p99, coordinator RSS and CPU.
+
+Targets on a 2-core machine (issue 5): 1,000 agents on SQLite and 2,000 on PostgreSQL
+held for 5 minutes with heartbeats every 10 s, heartbeat p99 < 100 ms, dispatch p99
+< 250 ms, >= 100 runs completed per second on SQLite.
+
+Usage: .venv/bin/python -m benchmarks.fleet --agents 1000 [--postgres] [--duration 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+from sqlalchemy import create_engine, text
+
+from edgebench.agent.session import channel_options, metrics_message
+from edgebench.cli.client import CoordinatorClient
+from edgebench.coordinator.tables import RunState
+from edgebench.measure.record import RepTiming, summarize
+from edgebench.modelgen import TinyLlamaSpec, cached_tiny_llama
+from edgebench.proto.v1 import agent_pb2 as pb
+from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
+
+HERE = Path(__file__).resolve().parent
+ADMIN_TOKEN = "eba_fleet_benchmark"
+QUEUED_COUNT = text("SELECT count(*) FROM run WHERE state = :state")  # enums stored by name
+N_GEN = list(range(32, 112, 8))  # 10 generation lengths x 10 prompts x 10 depths = 1000 runs
+N_PROMPT = list(range(16, 176, 16))
+N_DEPTH = list(range(0, 100, 10))
+
+
+# ---- one simulator process ---------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    connected: int = 0
+    held_at_end: int = 0
+    dispatched: int = 0
+    stored: int = 0
+    refused: int = 0
+    reconnects: int = 0
+    dispatch_ms: list[float] = field(default_factory=list)
+    heartbeat_ms: list[float] = field(default_factory=list)
+
+
+def payload_for(n_gen: int) -> pb.Metrics:
+    """A result as big as a real one: 5 reps of n_gen token timestamps plus provenance."""
+    reps = []
+    for _ in range(5):
+        start = 1_000_000
+        stamps, now = [], start + 4_000_000
+        for _ in range(n_gen):
+            now += random.randint(1_500_000, 2_500_000)
+            stamps.append(now)
+        reps.append(RepTiming(prefill_ns=4_000_000, token_ns=tuple(stamps), start_ns=start))
+    result = summarize(reps, backend="llama_cpp", variant="Q4_K_M", model_sha256="a" * 64,
+                       threads=4, n_prompt=64, load_ms=120.0, peak_rss_mb=512.0)  # fmt: skip
+    result.environment = {"cpu_model": "Cortex-A76", "cores": 4, "engine_build": {"x": "y" * 200}}
+    result.sensors = {"sources": ["raspberrypi"], "samples": [[0.1 * i, 5.1] for i in range(50)]}
+    return metrics_message(result)
+
+
+async def simulated_agent(
+    address: str, credential: dict[str, str], args: argparse.Namespace, stats: Stats,
+    payloads: dict[int, pb.Metrics], window: tuple[float, float], stop: asyncio.Event,
+) -> None:  # fmt: skip
+    meta = (("x-edgebench-agent-id", credential["agent_id"]),
+            ("x-edgebench-agent-secret", credential["secret"]))  # fmt: skip
+    measuring = lambda: window[0] <= time.time() <= window[1]  # noqa: E731
+    first = True
+    while not stop.is_set():
+        async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+            call = pb_grpc.AgentServiceStub(channel).Session(metadata=meta)
+            try:
+                await _session(call, args, stats, payloads, measuring, stop, first)
+            except grpc.aio.AioRpcError:
+                stats.reconnects += 1
+            finally:
+                call.cancel()
+        first = False
+        await asyncio.sleep(1.0)
+
+
+async def _session(
+    call: Any, args: argparse.Namespace, stats: Stats, payloads: dict[int, pb.Metrics],
+    measuring: Any, stop: asyncio.Event, first: bool,
+) -> None:  # fmt: skip
+    hardware = pb.HardwareInfo(hostname="sim", cpu_model="Cortex-A76", cpu_cores_logical=4,
+                               ram_bytes=8 << 30, arch="aarch64", os="Linux")  # fmt: skip
+    await call.write(pb.AgentMessage(hello=pb.Hello(hardware=hardware)))
+    if not (await call.read()).HasField("welcome"):
+        return
+    if first:
+        stats.connected += 1
+    outgoing: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
+    asked_at: dict[str, float] = {}
+    beats: dict[int, float] = {}
+
+    def ask() -> None:
+        request_id = str(uuid.uuid4())
+        asked_at[request_id] = time.perf_counter()
+        outgoing.put_nowait(pb.AgentMessage(work_request=pb.WorkRequest(request_id=request_id)))
+
+    async def writer() -> None:
+        while True:
+            await call.write(await outgoing.get())
+
+    async def heartbeats() -> None:
+        await asyncio.sleep(random.uniform(0, args.heartbeat))  # spread the fleet out
+        seq = 0
+        while True:
+            seq += 1
+            beats[seq] = time.perf_counter()
+            outgoing.put_nowait(pb.AgentMessage(heartbeat=pb.Heartbeat(seq=seq)))
+            await asyncio.sleep(args.heartbeat)
+
+    async def complete(assignment: pb.RunAssignment) -> None:
+        await asyncio.sleep(args.run_seconds)
+        result = pb.RunResult(result_id=str(uuid.uuid4()), run_id=assignment.run_id,
+                              lease_epoch=assignment.lease_epoch,
+                              metrics=payloads[assignment.workload.n_gen])  # fmt: skip
+        result.metrics.n_prompt = assignment.workload.n_prompt
+        outgoing.put_nowait(pb.AgentMessage(result=result))
+
+    tasks = [asyncio.create_task(writer()), asyncio.create_task(heartbeats())]
+    ask()
+    try:
+        while not stop.is_set():
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                return
+            kind = message.WhichOneof("body")
+            now = time.perf_counter()
+            if kind == "assignment":
+                sent = asked_at.pop(message.assignment.request_id, None)
+                if measuring() and sent is not None:
+                    stats.dispatched += 1
+                    stats.dispatch_ms.append((now - sent) * 1000)
+                tasks.append(asyncio.create_task(complete(message.assignment)))
+            elif kind == "ack":
+                if measuring():
+                    stats.stored += int(message.ack.accepted)
+                    stats.refused += int(not message.ack.accepted)
+                ask()
+            elif kind == "heartbeat_ack":
+                sent = beats.pop(message.heartbeat_ack.seq, None)
+                if measuring() and sent is not None:
+                    stats.heartbeat_ms.append((now - sent) * 1000)
+    finally:
+        stats.held_at_end += int(stop.is_set())
+        for task in tasks:
+            task.cancel()
+
+
+async def simulate(args: argparse.Namespace) -> None:
+    credentials = json.loads(Path(args.credentials).read_text())
+    window = (args.start_at, args.start_at + args.duration)
+    payloads = {n: payload_for(n) for n in N_GEN}
+    stats, stop = Stats(), asyncio.Event()
+    agents = [
+        asyncio.create_task(simulated_agent(args.address, c, args, stats, payloads, window, stop))
+        for c in credentials
+    ]
+    await asyncio.sleep(max(0.0, window[1] - time.time()))
+    held = stats  # counted as the sessions see the stop
+    stop.set()
+    await asyncio.sleep(0.5)
+    for task in agents:
+        task.cancel()
+    await asyncio.gather(*agents, return_exceptions=True)
+    Path(args.out).write_text(json.dumps(asdict(held)))
+
+
+# ---- the driver ----------------------------------------------------------------------
+
+
+def start_coordinator(home: Path, db_url: str) -> tuple[subprocess.Popen[str], str, str]:
+    env = {**os.environ, "EDGEBENCH_HOME": str(home), "EDGEBENCH_TOKEN": ADMIN_TOKEN}
+    with (home / "coordinator.log").open("w") as log:  # the child keeps its own handle
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edgebench", "coordinator", "serve", "--db", db_url,
+             "--grpc-port", "0", "--http-port", "0", "--lease-seconds", "60"],
+            env=env, stdout=subprocess.PIPE, stderr=log, text=True,
+        )  # fmt: skip
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("READY"):
+        raise SystemExit("coordinator did not start: " + (home / "coordinator.log").read_text())
+    fields = dict(part.split("=", 1) for part in line.split()[1:])
+    return process, fields["grpc"], fields["http"]
+
+
+async def enroll_all(address: str, tokens: list[str]) -> list[dict[str, str]]:
+    limit = asyncio.Semaphore(32)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.AgentServiceStub(channel)
+
+        async def one(index: int, token: str) -> dict[str, str]:
+            async with limit:
+                reply = await stub.Enroll(pb.EnrollRequest(token=token, name=f"sim-{index:05d}"))
+            return {"agent_id": reply.agent_id, "secret": reply.secret}
+
+        return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens))))
+
+
+def job_body(sha: str) -> dict[str, Any]:
+    return {"models": [sha], "n_prompt": N_PROMPT, "n_gen": N_GEN, "n_depth": N_DEPTH,
+            "reps": 5, "submitter": random.choice(["ann", "bob", "cy"])}  # fmt: skip
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def drive(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="edgebench-fleet-"))
+    pg = None
+    db_url = f"sqlite:///{work / 'coordinator.db'}"
+    if args.postgres:
+        from tests.postgres import PostgresServer, new_database
+
+        pg = PostgresServer(work / "pg")
+        db_url = new_database(pg.url)
+    coordinator, grpc_address, http = start_coordinator(work, db_url)
+    try:
+        report(args, work, coordinator, grpc_address, http, db_url)
+    finally:
+        coordinator.terminate()
+        coordinator.wait(timeout=30)
+        if pg is not None:
+            pg.stop()
+
+
+def report(args: argparse.Namespace, work: Path, coordinator: subprocess.Popen[str],
+           grpc_address: str, http: str, db_url: str) -> None:  # fmt: skip
+    api = CoordinatorClient(http, ADMIN_TOKEN)
+    model = cached_tiny_llama(
+        HERE / ".data" / "models",
+        TinyLlamaSpec(n_embd=64, n_layer=1, n_head=2, n_head_kv=2, n_ff=128),
+    )
+    sha = str(api.upload_model(model, "gguf")["sha256"])
+    print(f"enrolling {args.agents} agents...", flush=True)
+    tokens = [api.create_token(contributor=False, expires_in_seconds=None)
+              for _ in range(args.agents)]  # fmt: skip
+    credentials = asyncio.run(enroll_all(grpc_address, tokens))
+    for _ in range(args.backlog_jobs):
+        api.submit_job(job_body(sha))
+    start_at = time.time() + args.warmup
+    simulators = []
+    for index in range(args.processes):
+        part = credentials[index :: args.processes]
+        creds = work / f"credentials-{index}.json"
+        creds.write_text(json.dumps(part))
+        simulators.append(subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.fleet", "--simulate", "--address", grpc_address,
+             "--credentials", str(creds), "--out", str(work / f"stats-{index}.json"),
+             "--start-at", str(start_at), "--duration", str(args.duration),
+             "--heartbeat", str(args.heartbeat), "--run-seconds", str(args.run_seconds)],
+        ))  # fmt: skip
+    print(f"{args.agents} agents in {args.processes} processes; warm-up {args.warmup:.0f} s, "
+          f"measuring {args.duration:.0f} s", flush=True)  # fmt: skip
+    watched = psutil.Process(coordinator.pid)
+    engine = create_engine(db_url)
+    rss_peak, cpu_start, stored_start = 0.0, None, 0
+    while time.time() < start_at + args.duration:
+        time.sleep(1.0)
+        rss_peak = max(rss_peak, watched.memory_info().rss / 2**20)
+        with engine.connect() as db:
+            queued = db.execute(QUEUED_COUNT, {"state": RunState.QUEUED.name}).scalar()
+            stored = int(db.execute(text("SELECT count(*) FROM result")).scalar() or 0)
+        if cpu_start is None and time.time() >= start_at:
+            cpu_start, stored_start = sum(watched.cpu_times()[:2]), stored
+        if (queued or 0) < 2000:
+            api.submit_job(job_body(sha))
+    cpu_seconds = sum(watched.cpu_times()[:2]) - (cpu_start or 0.0)
+    with engine.connect() as db:
+        stored_end = int(db.execute(text("SELECT count(*) FROM result")).scalar() or 0)
+    for process in simulators:
+        process.wait(timeout=120)
+    parts = [json.loads((work / f"stats-{i}.json").read_text()) for i in range(args.processes)]
+    total = {key: sum(p[key] for p in parts) for key in ("connected", "held_at_end",
+             "dispatched", "stored", "refused", "reconnects")}  # fmt: skip
+    dispatch = [v for p in parts for v in p["dispatch_ms"]]
+    beats = [v for p in parts for v in p["heartbeat_ms"]]
+    backend = "PostgreSQL" if args.postgres else "SQLite"
+    rows = [
+        ("agents enrolled / connected / held at the end",
+         f"{args.agents} / {total['connected']} / {total['held_at_end']}"),
+        ("session re-opens", f"{total['reconnects']}"),
+        ("runs dispatched per second", f"{total['dispatched'] / args.duration:.1f}"),
+        ("results stored per second (acks; database)", f"{total['stored'] / args.duration:.1f}; "
+         f"{(stored_end - stored_start) / args.duration:.1f}"),
+        ("results refused", f"{total['refused']}"),
+        ("dispatch latency p50 / p99 ms", f"{percentile(dispatch, 0.5):.1f} / "
+         f"{percentile(dispatch, 0.99):.1f}"),
+        ("heartbeat round trip p50 / p99 ms (n)", f"{percentile(beats, 0.5):.1f} / "
+         f"{percentile(beats, 0.99):.1f} ({len(beats)})"),
+        ("coordinator peak RSS MiB", f"{rss_peak:.0f}"),
+        ("coordinator CPU, % of one core", f"{100 * cpu_seconds / args.duration:.0f}"),
+    ]  # fmt: skip
+    print(f"\n{backend}, {args.agents} agents, {args.duration:.0f} s, heartbeat every "
+          f"{args.heartbeat:g} s, runs of {args.run_seconds:g} s\n")  # fmt: skip
+    print("| measure | value |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+    if dispatch:
+        print(f"\n(dispatch mean {statistics.fmean(dispatch):.1f} ms over {len(dispatch)})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--postgres", action="store_true", help="a private PostgreSQL server")
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds measured")
+    parser.add_argument("--warmup", type=float, default=20.0, help="seconds before measuring")
+    parser.add_argument("--heartbeat", type=float, default=10.0)
+    parser.add_argument("--run-seconds", type=float, default=5.0, help="each simulated run")
+    parser.add_argument("--processes", type=int, default=2, help="simulator processes")
+    parser.add_argument("--backlog-jobs", type=int, default=3, help="1000-run jobs queued first")
+    parser.add_argument("--simulate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument("--credentials", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.simulate:
+        asyncio.run(simulate(args))
+    else:
+        drive(args)
+
+
+if __name__ == "__main__":
+    main()
