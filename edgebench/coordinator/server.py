@@ -116,7 +116,7 @@ async def serve(
     )
 
     def wake_dispatcher() -> None:
-        loop.call_soon_threadsafe(lambda: asyncio.ensure_future(dispatcher.dispatch()))
+        loop.call_soon_threadsafe(dispatcher.kick)
 
     def cancel_runs(held: list[tuple[str, str]]) -> None:
         loop.call_soon_threadsafe(dispatcher.cancel_runs, held)
@@ -137,6 +137,7 @@ async def serve(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
     reaper = asyncio.create_task(_reap_forever(store, dispatcher, settings.reap_seconds))
+    dispatching = asyncio.create_task(dispatcher.run_forever())
     while not http.started and not http_task.done():
         await asyncio.sleep(0.01)
     if http_task.done():
@@ -154,6 +155,7 @@ async def serve(
     finally:
         await health_servicer.enter_graceful_shutdown()
         reaper.cancel()
+        dispatching.cancel()
         http.should_exit = True
         await server.stop(grace=5)
         with contextlib.suppress(asyncio.CancelledError):
@@ -176,6 +178,6 @@ async def _reap_forever(store: Store, dispatcher: Dispatcher, every_seconds: int
         try:
             await dispatcher.flush_seen()
             await asyncio.to_thread(store.reap_expired)
-            await dispatcher.dispatch()  # also picks up runs whose retry backoff has passed
+            dispatcher.kick()  # also picks up runs whose retry backoff has passed
         except Exception:  # the reaper must outlive a failed round (database hiccup)
             log.exception("reaper round failed")

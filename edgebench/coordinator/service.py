@@ -17,7 +17,15 @@ import grpc
 from edgebench.coordinator.artifacts import CHUNK_BYTES, ArtifactError, ArtifactFiles, check_sha256
 from edgebench.coordinator.jobspec import JobCreate
 from edgebench.coordinator.settings import CoordinatorSettings
-from edgebench.coordinator.store import Claim, Conflict, NotFound, StaleLease, Store, StoreError
+from edgebench.coordinator.store import (
+    Claim,
+    ClaimRequest,
+    Conflict,
+    NotFound,
+    StaleLease,
+    Store,
+    StoreError,
+)
 from edgebench.coordinator.tables import Agent, Artifact, Device, Job, utcnow
 from edgebench.coordinator.wire import (
     WireError,
@@ -55,6 +63,7 @@ class Dispatcher:
         self.settings = settings
         self.sessions: dict[str, AgentSession] = {}
         self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
         self._artifacts: dict[str, Artifact | None] = {}
         # Heartbeats since the last flush: {agent id: (device id, when)}, written together.
         self.seen: dict[str, tuple[str, datetime]] = {}
@@ -72,22 +81,32 @@ class Dispatcher:
             spec = self._specs[job.id] = JobCreate.model_validate_json(job.spec_json)
         return spec
 
+    def kick(self) -> None:
+        """Asks for a dispatch round soon. Rounds never overlap and wake-ups coalesce, and
+        no session's reader waits for a round (it did: heartbeats queued behind it)."""
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.dispatch()
+            except Exception:  # a database hiccup must not end dispatching
+                log.exception("dispatch round failed")
+
     async def dispatch(self) -> None:
+        """One round: every session with an open work request gets a run if one matches,
+        all claimed in one store transaction."""
         async with self._lock:
             waiting = [s for s in self.sessions.values() if s.request_id is not None]
-            if not waiting or not await asyncio.to_thread(self.store.has_queued_runs):
+            if not waiting:
                 return
-            for session in waiting:
-                request_id = session.request_id
-                if request_id is None:
-                    continue
-                claim = await asyncio.to_thread(
-                    self.store.claim_run,
-                    agent=session.agent,
-                    device=session.device,
-                    lease_seconds=self.settings.lease_seconds,
-                    request_id=request_id,
-                )
+            requests = [ClaimRequest(s.agent, s.device, s.request_id) for s in waiting]
+            claims = await asyncio.to_thread(
+                self.store.claim_runs, requests, self.settings.lease_seconds
+            )
+            for session, claim in zip(waiting, claims, strict=True):
                 if claim is None:
                     continue
                 session.request_id = None
@@ -293,17 +312,15 @@ class AgentService(pb_grpc.AgentServiceServicer):
             await self.dispatcher.send_assignment(session, earlier)
             return
         session.request_id = request_id
-        await self.dispatcher.dispatch()
+        self.dispatcher.kick()
 
     def _answer_request(self, session: AgentSession, request_id: str) -> Claim | None:
         """The lease this request already got, if any; otherwise any lease the agent still
         holds was lost on its side (it restarted), so it is requeued now."""
-        earlier = self.store.lease_for_request(session.agent.id, request_id)
-        if earlier is None:
-            released = self.store.release_leases(session.agent.id)
-            if released:
-                log.warning("agent %s asked for work while holding %d run(s): requeued",
-                            session.device.name, released)  # fmt: skip
+        earlier, released = self.store.answer_work_request(session.agent.id, request_id)
+        if released:
+            log.warning("agent %s asked for work while holding %d run(s): requeued",
+                        session.device.name, released)  # fmt: skip
         return earlier
 
     async def _lease_alive(

@@ -6,12 +6,15 @@ updates checked by row count, so they are safe whichever database is underneath.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
 import random
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -99,6 +102,34 @@ class Enrollment:
 
 
 @dataclass(frozen=True)
+class ClaimRequest:
+    agent: Agent
+    device: Device
+    request_id: str | None = None  # the agent's WorkRequest
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """A queued run as a claim sees it (columns only: ORM rows cost most of a claim)."""
+
+    priority: int
+    run_id: str
+    created_at: datetime
+    device_name: str | None
+    selector_json: str
+
+    def fits(self, device: Device) -> bool:
+        if self.device_name is not None and self.device_name != device.name:
+            return False
+        return self.selector_json == "{}" or matches(_selector(self.selector_json), device)
+
+
+@functools.lru_cache(maxsize=1024)
+def _selector(text: str) -> DeviceSelector:
+    return DeviceSelector.model_validate_json(text)
+
+
+@dataclass(frozen=True)
 class Claim:
     run: Run
     job: Job
@@ -110,6 +141,14 @@ class Store:
         self.retry_base_seconds = retry_base_seconds
         self.engine = make_engine(url)
         schema.upgrade(self.engine)
+        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps
+        # and polls (1 to 100 ms steps). Writers of this process queue on a lock of ours
+        # instead and start the moment the previous one commits (benchmarks/fleet.py:
+        # dispatch latency fell from seconds). Other processes still meet SQLite's lock.
+        sqlite = self.engine.dialect.name == "sqlite"
+        self._writer: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if sqlite else contextlib.nullcontext()
+        )
 
     @contextmanager
     def session(self, *, immediate: bool = False) -> Iterator[Session]:
@@ -117,8 +156,11 @@ class Store:
         transaction that writes must say so: two deferred ones that both read and then
         write deadlock, and SQLite fails one at once with "database is locked" instead
         of waiting (found by benchmarks/fleet.py enrolling agents concurrently)."""
-        engine = writer_engine(self.engine) if immediate else self.engine
-        with Session(engine, expire_on_commit=False) as session:
+        if not immediate:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+            return
+        with self._writer, Session(writer_engine(self.engine), expire_on_commit=False) as session:
             yield session
 
     # ---- admin token -------------------------------------------------------------
@@ -406,69 +448,87 @@ class Store:
     def claim_run(
         self, *, agent: Agent, device: Device, lease_seconds: int, request_id: str | None = None
     ) -> Claim | None:
-        """Leases the next queued run this device may take, or returns None.
+        """Leases the next queued run this device may take, or returns None."""
+        return self.claim_runs([ClaimRequest(agent, device, request_id)], lease_seconds)[0]
+
+    def claim_runs(self, requests: list[ClaimRequest], lease_seconds: int) -> list[Claim | None]:
+        """One dispatch round: leases a run to each asking agent that a queued run matches,
+        in one transaction (BEGIN IMMEDIATE on SQLite). Returns a claim or None per request.
 
         Order: highest priority first; within it, the submitter with the fewest runs in
-        flight (fair share: one huge matrix cannot starve others); then the oldest run.
-        The grant is a compare-and-set on the run's state, correct on any database; on
-        PostgreSQL the chosen row is also locked with FOR UPDATE SKIP LOCKED, so concurrent
-        coordinators pass over each other's picks instead of queueing behind them. On
-        SQLite the claim runs in BEGIN IMMEDIATE."""
+        flight (fair share: one huge matrix cannot starve others, and leases granted in
+        this round count); then the oldest run. Each grant is a compare-and-set on the
+        run's state, correct on any database; on PostgreSQL the row is also locked with
+        FOR UPDATE SKIP LOCKED, so concurrent coordinators pass over each other's picks."""
+        granted: list[str | None] = [None] * len(requests)
         with self.session(immediate=True) as s:
             now = utcnow()
-            for run_id in self._candidates(s, device, now):
-                if self.engine.dialect.name == "postgresql":
-                    lock = select(Run.id).where(col(Run.id) == run_id)
-                    if s.exec(lock.with_for_update(skip_locked=True)).first() is None:
-                        continue
-                granted = s.exec(
-                    update(Run)
-                    .where(col(Run.id) == run_id, col(Run.state) == RunState.QUEUED)
-                    .values(
-                        state=RunState.LEASED,
-                        lease_epoch=Run.lease_epoch + 1,
-                        lease_expires_at=now + timedelta(seconds=lease_seconds),
-                        agent_id=agent.id,
-                        device_id=device.id,
-                        attempts=Run.attempts + 1,
-                        lease_request_id=request_id,
-                        phase="leased",
-                        rep=0,
-                    )
-                )
-                if granted.rowcount == 1:
-                    s.commit()
-                    return self._claim_of(s, run_id)
-            s.rollback()
-            return None
+            pools = {sub: self._pool(s, sub, now, CANDIDATE_SCAN + len(requests))
+                     for sub in self._queued_submitters(s)}  # fmt: skip
+            if not pools:
+                return [None] * len(requests)
+            in_flight = self._in_flight(s)
+            for index, request in enumerate(requests):
+                for submitter, row in self._ranked(pools, in_flight, request.device):
+                    pools[submitter].remove(row)
+                    if self._grant(s, row.run_id, request, now, lease_seconds):
+                        granted[index] = row.run_id
+                        in_flight[submitter] = in_flight.get(submitter, 0) + 1
+                        break
+            s.commit()
+            return [None if run_id is None else self._claim_of(s, run_id) for run_id in granted]
 
-    def _candidates(self, s: Session, device: Device, now: datetime) -> list[str]:
-        """Ids of queued runs this device may take, best first (see claim_run).
+    def _grant(
+        self, s: Session, run_id: str, request: ClaimRequest, now: datetime, lease_seconds: int
+    ) -> bool:
+        if self.engine.dialect.name == "postgresql":
+            lock = select(Run.id).where(col(Run.id) == run_id)
+            if s.exec(lock.with_for_update(skip_locked=True)).first() is None:
+                return False
+        result = s.exec(
+            update(Run)
+            .where(col(Run.id) == run_id, col(Run.state) == RunState.QUEUED)
+            .values(
+                state=RunState.LEASED,
+                lease_epoch=Run.lease_epoch + 1,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                agent_id=request.agent.id,
+                device_id=request.device.id,
+                attempts=Run.attempts + 1,
+                lease_request_id=request.request_id,
+                phase="leased",
+                rep=0,
+            )
+        )
+        return bool(result.rowcount == 1)
 
-        Every step is a short walk of the index ix_run_queue (state, submitter, priority,
-        created_at), so a claim costs the same with ten queued runs or a hundred thousand
-        (benchmarks/fleet.py): the queued submitters one by one, then per submitter its
-        priority levels from the top, oldest first, until runs this device may take turn
-        up. At most CANDIDATE_SCAN runs are looked at per submitter."""
-        submitters = self._queued_submitters(s)
-        if not submitters:
-            return []
-        in_flight = dict(
+    @staticmethod
+    def _ranked(
+        pools: dict[str, list[_Queued]], in_flight: dict[str, int], device: Device
+    ) -> list[tuple[str, _Queued]]:
+        """Per submitter, the first pooled run this device may take; best first."""
+        firsts: list[tuple[int, int, datetime, str, _Queued]] = []
+        for submitter, pool in pools.items():
+            row = next((r for r in pool if r.fits(device)), None)
+            if row is not None:
+                rank = (-row.priority, in_flight.get(submitter, 0), row.created_at)
+                firsts.append((*rank, submitter, row))
+        firsts.sort(key=lambda entry: entry[:3])
+        return [(entry[3], entry[4]) for entry in firsts]
+
+    @staticmethod
+    def _in_flight(s: Session) -> dict[str, int]:
+        return dict(
             s.exec(
                 select(Run.submitter, func.count())
                 .where(col(Run.state).in_([RunState.LEASED, RunState.RUNNING]))
                 .group_by(col(Run.submitter))
             ).all()
         )
-        ranked: list[tuple[int, int, datetime, str]] = []
-        for submitter in submitters:
-            for priority, created_at, run_id in self._best_of(s, submitter, device, now):
-                ranked.append((-priority, in_flight.get(submitter, 0), created_at, run_id))
-        ranked.sort()
-        return [entry[3] for entry in ranked]
 
     @staticmethod
     def _queued_submitters(s: Session) -> list[str]:
+        """Walks ix_run_queue: min(submitter) > the last one found, one step each."""
         found: list[str] = []
         queued = col(Run.state) == RunState.QUEUED
         while True:
@@ -481,37 +541,27 @@ class Store:
             found.append(following)
 
     @staticmethod
-    def _best_of(
-        s: Session, submitter: str, device: Device, now: datetime
-    ) -> list[tuple[int, datetime, str]]:
-        """The submitter's queued runs this device may take: the highest priority level
-        that has any, oldest first."""
+    def _pool(s: Session, submitter: str, now: datetime, size: int) -> list[_Queued]:
+        """Up to `size` of the submitter's queued runs out of backoff, best first: its
+        priority levels from the top, oldest first within each. Each step walks the index
+        ix_run_queue (state, submitter, priority, created_at), so the cost does not grow
+        with the length of the queue (benchmarks/fleet.py)."""
         mine = (col(Run.state) == RunState.QUEUED) & (col(Run.submitter) == submitter)
-        eligible = ((col(Run.device_name).is_(None)) | (col(Run.device_name) == device.name)) & (
-            (col(Run.not_before).is_(None)) | (col(Run.not_before) <= now)
-        )
+        ready = (col(Run.not_before).is_(None)) | (col(Run.not_before) <= now)
+        pool: list[_Queued] = []
         level = s.exec(select(func.max(Run.priority)).where(mine)).first()
-        scanned = 0
-        while level is not None and scanned < CANDIDATE_SCAN:
+        while level is not None and len(pool) < size:
             rows = s.exec(
-                select(Run.id, Run.created_at, Run.selector_json)
-                .where(mine, col(Run.priority) == level, eligible)
+                select(Run.id, Run.created_at, Run.device_name, Run.selector_json)
+                .where(mine, col(Run.priority) == level, ready)
                 .order_by(col(Run.created_at))
-                .limit(CANDIDATE_SCAN - scanned)
+                .limit(size - len(pool))
             ).all()
-            scanned += len(rows)
-            taken = [
-                (level, created_at, run_id)
-                for run_id, created_at, selector_json in rows
-                if selector_json == "{}"
-                or matches(DeviceSelector.model_validate_json(selector_json), device)
-            ]
-            if taken:
-                return taken
+            pool += [_Queued(level, *row) for row in rows]
             level = s.exec(
                 select(func.max(Run.priority)).where(mine, col(Run.priority) < level)
             ).first()
-        return []
+        return pool
 
     def _claim_of(self, s: Session, run_id: str) -> Claim:
         run = s.get(Run, run_id)  # not loaded before in this session: read fresh
@@ -520,18 +570,21 @@ class Store:
         assert job is not None
         return Claim(run=run, job=job)
 
-    def lease_for_request(self, agent_id: str, request_id: str) -> Claim | None:
-        """The live lease an earlier WorkRequest with this id got, so that a request sent
-        again (its answer was lost on the wire) gets that same lease, never a second."""
+    def answer_work_request(self, agent_id: str, request_id: str) -> tuple[Claim | None, int]:
+        """A work request: (the lease this request id already got, or None; how many other
+        leases of the agent were released, as it lost them). Read-only in the usual case
+        (the agent holds nothing), so the fleet's requests take no write lock."""
         with self.session() as s:
-            run = s.exec(
-                select(Run).where(
+            held = s.exec(
+                select(Run.id, Run.lease_request_id).where(
                     col(Run.agent_id) == agent_id,
-                    col(Run.lease_request_id) == request_id,
                     col(Run.state).in_([RunState.LEASED, RunState.RUNNING]),
                 )
-            ).first()
-            return None if run is None else self._claim_of(s, run.id)
+            ).all()
+            same = next((run_id for run_id, asked in held if asked == request_id), None)
+            if same is not None:
+                return self._claim_of(s, same), 0
+        return None, self.release_leases(agent_id) if held else 0
 
     def release_leases(self, agent_id: str) -> int:
         """The agent asks for new work, so any lease it still holds was lost on its side
@@ -701,13 +754,6 @@ class Store:
                 touched += int(result.rowcount)
             s.commit()
             return touched
-
-    def has_queued_runs(self) -> bool:
-        with self.session() as s:
-            return (
-                s.exec(select(Run.id).where(Run.state == RunState.QUEUED).limit(1)).first()
-                is not None
-            )
 
 
 _HARDWARE_FIELDS = (

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from edgebench.coordinator.jobspec import JobCreate, PlannedRun, new_job, plan_runs
-from edgebench.coordinator.store import MAX_ATTEMPTS, Store, StoreError
+from edgebench.coordinator.store import MAX_ATTEMPTS, ClaimRequest, Store, StoreError
 from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunState, utcnow
 from edgebench.measure.packing import pack_reps
 from edgebench.measure.record import RepTiming, summarize
@@ -187,17 +187,32 @@ def test_fair_share_between_submitters(store: Store) -> None:
     assert [run.submitter if run else None for run in order] == ["alice", "bob", "alice"]
 
 
+def test_one_dispatch_round_shares_fairly_and_honours_selectors(store: Store) -> None:
+    store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
+    big = JobCreate(models=[SHA], n_prompt=list(range(1, 11)), submitter="alice")
+    store.create_job(new_job(big), plan_runs(big, {SHA: "gguf"}), big.selector)
+    _job(store, submitter="bob")
+    _job(store, submitter="cy", selector={"tags": {"room": "lab"}})
+    agents = [_agent(store, f"dev{i}") for i in range(3)] + [_agent(store, "pi", {"room": "lab"})]
+    requests = [ClaimRequest(agent, device, f"req-{i}") for i, (agent, device) in enumerate(agents)]
+    claims = store.claim_runs(requests, lease_seconds=60)
+    assert [c.run.submitter if c else None for c in claims] == ["alice", "bob", "alice", "cy"]
+    assert [c.run.lease_request_id if c else None for c in claims] == [
+        r.request_id for r in requests
+    ]
+    assert len({c.run.id for c in claims if c}) == 4
+
+
 def test_a_retried_work_request_gets_the_same_lease(store: Store) -> None:
     _job(store)
     _job(store)
     agent = _agent(store, "dev0")
     first = _claims(store, agent, request_id="req-1")
     assert first is not None
-    again = store.lease_for_request(agent[0].id, "req-1")
-    assert again is not None
+    again, released = store.answer_work_request(agent[0].id, "req-1")
+    assert again is not None and released == 0
     assert (again.run.id, again.run.lease_epoch) == (first.id, first.lease_epoch)
-    assert store.lease_for_request(agent[0].id, "req-2") is None
-    assert store.lease_for_request(_agent(store, "dev1")[0].id, "req-1") is None
+    assert store.answer_work_request(_agent(store, "dev1")[0].id, "req-1") == (None, 0)
 
 
 def test_new_work_request_releases_a_lease_the_agent_forgot(store: Store) -> None:
@@ -205,10 +220,10 @@ def test_new_work_request_releases_a_lease_the_agent_forgot(store: Store) -> Non
     agent = _agent(store, "dev0")
     held = _claims(store, agent, request_id="before-restart")
     assert held is not None
-    assert store.release_leases(agent[0].id) == 1
+    assert store.answer_work_request(agent[0].id, "after-restart") == (None, 1)
     (run,) = store.runs_of(held.job_id)
     assert run.state == RunState.QUEUED and run.attempts == 1 and run.agent_id is None
-    assert store.release_leases(agent[0].id) == 0
+    assert store.answer_work_request(agent[0].id, "after-restart") == (None, 0)
 
 
 def test_create_job_refuses_unknown_model_or_device_and_stores_nothing(store: Store) -> None:
