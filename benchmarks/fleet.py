@@ -247,7 +247,7 @@ def drive(args: argparse.Namespace) -> None:
     if args.postgres:
         from tests.postgres import PostgresServer, new_database
 
-        pg = PostgresServer(work / "pg")
+        pg = PostgresServer(Path(tempfile.mkdtemp(prefix="edgebench-pg-")))  # own folder
         db_url = new_database(pg.url)
     coordinator, grpc_address, http = start_coordinator(work, db_url)
     try:
