@@ -2,10 +2,12 @@
 speaking the real protocol (many per process, asyncio, one gRPC connection each), a
 queue kept full of small runs, realistic result payloads.
 
-Each simulated agent connects, asks for work, "runs" an assignment for --run-seconds,
-sends a result of the size a real one has (5 reps x n_gen raw token timestamps,
-environment, sensors), asks again when it is acknowledged, and heartbeats every
---heartbeat seconds. Printed: agents held, runs dispatched and results stored per second,
+Each simulated agent sends what the real agent sends (edgebench/agent/session.py): it
+connects, asks for work, "runs" an assignment for about --run-seconds (x0.5 to x1.5)
+with a progress message at each phase and repetition, sends a result of the size a real
+one has (5 reps x n_gen raw token timestamps, environment, sensors) and at once asks for
+work again; it heartbeats every --heartbeat seconds, naming its run while it has one.
+Printed: agents held, runs dispatched and results stored per second,
 dispatch latency (work request -> assignment, with runs queued) and heartbeat round trip
 (heartbeat -> acknowledgement) p50/p99, coordinator RSS and CPU.
 
@@ -51,6 +53,7 @@ QUEUED_COUNT = text("SELECT count(*) FROM run WHERE state = :state")  # enums st
 N_GEN = list(range(32, 112, 8))  # 10 generation lengths x 10 prompts x 10 depths = 1000 runs
 N_PROMPT = list(range(16, 176, 16))
 N_DEPTH = list(range(0, 100, 10))
+REPS = 5
 
 
 # ---- one simulator process ---------------------------------------------------------
@@ -63,6 +66,7 @@ class Stats:
     dispatched: int = 0
     stored: int = 0
     refused: int = 0
+    cancelled: int = 0  # CancelRun received: a lease the coordinator saw as stale
     reconnects: int = 0
     dispatch_ms: list[float] = field(default_factory=list)
     heartbeat_ms: list[float] = field(default_factory=list)
@@ -71,7 +75,7 @@ class Stats:
 def payload_for(n_gen: int) -> pb.Metrics:
     """A result as big as a real one: 5 reps of n_gen token timestamps plus provenance."""
     reps = []
-    for _ in range(5):
+    for _ in range(REPS):
         start = 1_000_000
         stamps, now = [], start + 4_000_000
         for _ in range(n_gen):
@@ -120,11 +124,15 @@ async def _session(
     outgoing: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
     asked_at: dict[str, float] = {}
     beats: dict[int, float] = {}
+    running: list[pb.RunAssignment] = []  # the run in progress, as the real agent has one
+
+    def send(**body: Any) -> None:
+        outgoing.put_nowait(pb.AgentMessage(**body))
 
     def ask() -> None:
         request_id = str(uuid.uuid4())
         asked_at[request_id] = time.perf_counter()
-        outgoing.put_nowait(pb.AgentMessage(work_request=pb.WorkRequest(request_id=request_id)))
+        send(work_request=pb.WorkRequest(request_id=request_id))
 
     async def writer() -> None:
         while True:
@@ -136,16 +144,32 @@ async def _session(
         while True:
             seq += 1
             beats[seq] = time.perf_counter()
-            outgoing.put_nowait(pb.AgentMessage(heartbeat=pb.Heartbeat(seq=seq)))
+            beat = pb.Heartbeat(seq=seq)
+            if running:
+                beat.run_id, beat.lease_epoch = running[0].run_id, running[0].lease_epoch
+            send(heartbeat=beat)
             await asyncio.sleep(args.heartbeat)
 
-    async def complete(assignment: pb.RunAssignment) -> None:
-        await asyncio.sleep(args.run_seconds)
+    async def execute(assignment: pb.RunAssignment) -> None:
+        """What the real agent sends for a run: progress at each phase and repetition,
+        the result, then at once a new work request. Run lengths vary (x0.5 to x1.5):
+        real runs differ, and equal ones would march the fleet in lockstep."""
+        running.append(assignment)
+        phases = [("fetching", 0), ("loading", 0), ("warmup", 0)]
+        phases += [("measuring", rep) for rep in range(REPS + 1)]
+        step = args.run_seconds * random.uniform(0.5, 1.5) / len(phases)
+        run_id, epoch = assignment.run_id, assignment.lease_epoch
+        for phase, rep in phases:
+            send(progress=pb.RunProgress(run_id=run_id, lease_epoch=epoch, phase=phase, rep=rep,
+                                         reps=REPS))  # fmt: skip
+            await asyncio.sleep(step)
         result = pb.RunResult(result_id=str(uuid.uuid4()), run_id=assignment.run_id,
                               lease_epoch=assignment.lease_epoch,
                               metrics=payloads[assignment.workload.n_gen])  # fmt: skip
         result.metrics.n_prompt = assignment.workload.n_prompt
-        outgoing.put_nowait(pb.AgentMessage(result=result))
+        running.clear()
+        send(result=result)
+        ask()
 
     tasks = [asyncio.create_task(writer()), asyncio.create_task(heartbeats())]
     ask()
@@ -161,16 +185,19 @@ async def _session(
                 if measuring() and sent is not None:
                     stats.dispatched += 1
                     stats.dispatch_ms.append((now - sent) * 1000)
-                tasks.append(asyncio.create_task(complete(message.assignment)))
+                if not running:
+                    tasks.append(asyncio.create_task(execute(message.assignment)))
+                    tasks = [task for task in tasks if not task.done()]
             elif kind == "ack":
                 if measuring():
                     stats.stored += int(message.ack.accepted)
                     stats.refused += int(not message.ack.accepted)
-                ask()
             elif kind == "heartbeat_ack":
                 sent = beats.pop(message.heartbeat_ack.seq, None)
                 if measuring() and sent is not None:
                     stats.heartbeat_ms.append((now - sent) * 1000)
+            elif kind == "cancel":
+                stats.cancelled += 1
     finally:
         stats.held_at_end += int(stop.is_set())
         for task in tasks:
@@ -233,6 +260,34 @@ def job_body(sha: str) -> dict[str, Any]:
             "reps": 5, "submitter": random.choice(["ann", "bob", "cy"])}  # fmt: skip
 
 
+@dataclass(frozen=True)
+class CpuShares:
+    """CPU seconds so far: the coordinator, the simulators, and the whole machine busy
+    (the simulators share the cores, so a saturated machine shows in the latencies)."""
+
+    coordinator: float
+    simulators: float
+    machine_busy: float
+
+    @classmethod
+    def now(cls, coordinator: psutil.Process, simulators: list[psutil.Process]) -> CpuShares:
+        machine = psutil.cpu_times()
+        return cls(
+            coordinator=sum(coordinator.cpu_times()[:2]),
+            simulators=sum(sum(p.cpu_times()[:2]) for p in simulators),
+            machine_busy=sum(machine) - machine.idle - getattr(machine, "iowait", 0.0),
+        )
+
+    def minus(self, earlier: CpuShares) -> CpuShares:
+        return CpuShares(self.coordinator - earlier.coordinator,
+                         self.simulators - earlier.simulators,
+                         self.machine_busy - earlier.machine_busy)  # fmt: skip
+
+
+def _pct(cpu: CpuShares | None, part: str, seconds: float) -> str:
+    return "-" if cpu is None else f"{100 * getattr(cpu, part) / seconds:.0f}"
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -288,8 +343,10 @@ def report(args: argparse.Namespace, work: Path, coordinator: subprocess.Popen[s
     print(f"{args.agents} agents in {args.processes} processes; warm-up {args.warmup:.0f} s, "
           f"measuring {args.duration:.0f} s", flush=True)  # fmt: skip
     watched = psutil.Process(coordinator.pid)
+    simulated = [psutil.Process(p.pid) for p in simulators]
     engine = create_engine(db_url)
-    rss_peak, cpu_start, stored_start = 0.0, None, 0
+    rss_peak, stored_start = 0.0, 0
+    cpu_start: CpuShares | None = None
     while time.time() < start_at + args.duration:
         time.sleep(1.0)
         rss_peak = max(rss_peak, watched.memory_info().rss / 2**20)
@@ -297,17 +354,17 @@ def report(args: argparse.Namespace, work: Path, coordinator: subprocess.Popen[s
             queued = db.execute(QUEUED_COUNT, {"state": RunState.QUEUED.name}).scalar()
             stored = int(db.execute(text("SELECT count(*) FROM result")).scalar() or 0)
         if cpu_start is None and time.time() >= start_at:
-            cpu_start, stored_start = sum(watched.cpu_times()[:2]), stored
+            cpu_start, stored_start = CpuShares.now(watched, simulated), stored
         if (queued or 0) < 2000:
             api.submit_job(job_body(sha))
-    cpu_seconds = sum(watched.cpu_times()[:2]) - (cpu_start or 0.0)
+    cpu = CpuShares.now(watched, simulated).minus(cpu_start) if cpu_start else None
     with engine.connect() as db:
         stored_end = int(db.execute(text("SELECT count(*) FROM result")).scalar() or 0)
     for process in simulators:
         process.wait(timeout=120)
     parts = [json.loads((work / f"stats-{i}.json").read_text()) for i in range(args.processes)]
     total = {key: sum(p[key] for p in parts) for key in ("connected", "held_at_end",
-             "dispatched", "stored", "refused", "reconnects")}  # fmt: skip
+             "dispatched", "stored", "refused", "cancelled", "reconnects")}  # fmt: skip
     dispatch = [v for p in parts for v in p["dispatch_ms"]]
     beats = [v for p in parts for v in p["heartbeat_ms"]]
     backend = "PostgreSQL" if args.postgres else "SQLite"
@@ -318,13 +375,16 @@ def report(args: argparse.Namespace, work: Path, coordinator: subprocess.Popen[s
         ("runs dispatched per second", f"{total['dispatched'] / args.duration:.1f}"),
         ("results stored per second (acks; database)", f"{total['stored'] / args.duration:.1f}; "
          f"{(stored_end - stored_start) / args.duration:.1f}"),
-        ("results refused", f"{total['refused']}"),
+        ("results refused; runs cancelled as stale", f"{total['refused']}; {total['cancelled']}"),
         ("dispatch latency p50 / p99 ms", f"{percentile(dispatch, 0.5):.1f} / "
          f"{percentile(dispatch, 0.99):.1f}"),
         ("heartbeat round trip p50 / p99 ms (n)", f"{percentile(beats, 0.5):.1f} / "
          f"{percentile(beats, 0.99):.1f} ({len(beats)})"),
         ("coordinator peak RSS MiB", f"{rss_peak:.0f}"),
-        ("coordinator CPU, % of one core", f"{100 * cpu_seconds / args.duration:.0f}"),
+        ("coordinator CPU, % of one core", _pct(cpu, "coordinator", args.duration)),
+        ("simulators' CPU, % of one core", _pct(cpu, "simulators", args.duration)),
+        ("whole machine busy, % of all cores",
+         _pct(cpu, "machine_busy", args.duration * (psutil.cpu_count() or 1))),
     ]  # fmt: skip
     print(f"\n{backend}, {args.agents} agents, {args.duration:.0f} s, heartbeat every "
           f"{args.heartbeat:g} s, runs of {args.run_seconds:g} s\n")  # fmt: skip

@@ -110,6 +110,7 @@ async def serve(
         paths.write_private(paths.config_dir() / ADMIN_TOKEN_FILE, created + "\n")
     artifacts = ArtifactFiles(settings.artifact_dir)
     dispatcher = Dispatcher(store, settings)
+    writer = dispatcher.writer
     loop = asyncio.get_running_loop()
     pb_grpc.add_AgentServiceServicer_to_server(
         AgentService(store, artifacts, dispatcher, settings), server
@@ -132,12 +133,14 @@ async def serve(
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
     http = _HttpServer(config)
 
+    writer.start()
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
-    reaper = asyncio.create_task(_reap_forever(store, dispatcher, settings.reap_seconds))
+    reaper = asyncio.create_task(_reap_forever(dispatcher, settings.reap_seconds))
     dispatching = asyncio.create_task(dispatcher.run_forever())
+    touching = asyncio.create_task(dispatcher.flush_touches_forever())
     while not http.started and not http_task.done():
         await asyncio.sleep(0.01)
     if http_task.done():
@@ -156,10 +159,12 @@ async def serve(
         await health_servicer.enter_graceful_shutdown()
         reaper.cancel()
         dispatching.cancel()
+        touching.cancel()
         http.should_exit = True
         await server.stop(grace=5)
         with contextlib.suppress(asyncio.CancelledError):
             await http_task
+        await writer.stop()  # what the last calls queued is committed
         store.engine.dispose()
 
 
@@ -172,12 +177,12 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-async def _reap_forever(store: Store, dispatcher: Dispatcher, every_seconds: int) -> None:
+async def _reap_forever(dispatcher: Dispatcher, every_seconds: int) -> None:
     while True:
         await asyncio.sleep(every_seconds)
         try:
             await dispatcher.flush_seen()
-            await asyncio.to_thread(store.reap_expired)
+            await dispatcher.reap()
             dispatcher.kick()  # also picks up runs whose retry backoff has passed
         except Exception:  # the reaper must outlive a failed round (database hiccup)
             log.exception("reaper round failed")

@@ -7,25 +7,23 @@ moment one is queued, so there is no polling interval.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import grpc
 
+from edgebench.coordinator import scheduler
 from edgebench.coordinator.artifacts import CHUNK_BYTES, ArtifactError, ArtifactFiles, check_sha256
+from edgebench.coordinator.errors import Conflict, NotFound, StaleLease, StoreError
 from edgebench.coordinator.jobspec import JobCreate
+from edgebench.coordinator.scheduler import Claim, ClaimRequest, LeaseTouch, ResultIn
 from edgebench.coordinator.settings import CoordinatorSettings
-from edgebench.coordinator.store import (
-    Claim,
-    ClaimRequest,
-    Conflict,
-    NotFound,
-    StaleLease,
-    Store,
-    StoreError,
-)
+from edgebench.coordinator.store import Store, device_seen
 from edgebench.coordinator.tables import Agent, Artifact, Device, Job, utcnow
 from edgebench.coordinator.wire import (
     WireError,
@@ -35,6 +33,7 @@ from edgebench.coordinator.wire import (
     hardware_dict,
     result_values,
 )
+from edgebench.coordinator.writer import StoreWriter
 from edgebench.measure.packing import pack_reps
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
@@ -42,6 +41,7 @@ from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
 log = logging.getLogger("edgebench.coordinator")
 
 AGENT_ID_KEY = "x-edgebench-agent-id"
+ROUND_GATHER_SECONDS = 0.02
 AGENT_SECRET_KEY = "x-edgebench-agent-secret"
 
 
@@ -53,14 +53,24 @@ class AgentSession:
     # The agent's open WorkRequest: it is idle and has room for another result. Only
     # sessions with one get runs, so a busy agent or one with a full outbox gets none.
     request_id: str | None = None
+    request_checked: bool = False  # a round already looked for leases it holds
+    # Results being stored: their acks go out when the writer has committed them.
+    storing: set[asyncio.Future[None]] = field(default_factory=set)
+    # Runs this session reported done: a touch of theirs written after the result is no
+    # stale lease (the agent has moved on), so it gets no CancelRun.
+    finished: deque[str] = field(default_factory=lambda: deque(maxlen=8))
 
 
 class Dispatcher:
-    """Hands queued runs to connected agents that asked for work. Lives on the event loop."""
+    """Hands queued runs to connected agents that asked for work. Lives on the event loop;
+    its store writes go through the writer thread."""
 
     def __init__(self, store: Store, settings: CoordinatorSettings) -> None:
         self.store = store
         self.settings = settings
+        self.writer = StoreWriter(store, vectors=[scheduler.store_results])
+        # Touches waiting for the next flush: {run id: {(agent id, epoch): (session, touch)}}
+        self._touches: dict[str, dict[tuple[str, int], tuple[AgentSession, LeaseTouch]]] = {}
         self.sessions: dict[str, AgentSession] = {}
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -71,7 +81,58 @@ class Dispatcher:
 
     async def flush_seen(self) -> None:
         seen, self.seen = self.seen, {}
-        await asyncio.to_thread(self.store.heard_from, seen)
+        if seen:
+            await self.writer.call(functools.partial(scheduler.heard_from, seen=seen))
+
+    def touch(self, session: AgentSession, touch: LeaseTouch) -> None:
+        """Keeps the newest heartbeat or progress of a lease for the next flush (a
+        heartbeat keeps the phase that progress reported)."""
+        leases = self._touches.setdefault(touch.run_id, {})
+        earlier = leases.get((touch.agent_id, touch.epoch))
+        if earlier is not None and touch.phase is None:
+            touch = earlier[1]
+        leases[(touch.agent_id, touch.epoch)] = (session, touch)
+
+    def forget_touches(self, run_id: str) -> None:
+        """The run's result or failure came: it supersedes what the run reported before."""
+        self._touches.pop(run_id, None)
+
+    async def flush_touches_forever(self) -> None:
+        """Heartbeats and progress are written together (the newest of each lease) every
+        settings.touch_flush_seconds: a lease lasts far longer, and one write of them all
+        costs a fraction of a write each (benchmarks/fleet.py)."""
+        while True:
+            await asyncio.sleep(self.settings.touch_flush_seconds)
+            try:
+                await self.flush_touches()
+            except Exception:  # a database hiccup: the agents' next touches try again
+                log.exception("writing heartbeats and progress failed")
+
+    async def flush_touches(self) -> None:
+        """Extends every lease touched since the last flush, in one write; an agent whose
+        lease is no longer current (stale epoch, cancelled, reaped) is told to stop."""
+        pending = [entry for leases in self._touches.values() for entry in leases.values()]
+        self._touches = {}
+        if not pending:
+            return
+        alive = await self.writer.call(
+            functools.partial(
+                scheduler.touch_leases,
+                touches=[touch for _, touch in pending],
+                lease_seconds=self.settings.lease_seconds,
+            )
+        )
+        for (session, touch), current in zip(pending, alive, strict=True):
+            if not current and touch.run_id not in session.finished:
+                reason = f"FAILED_PRECONDITION: lease epoch {touch.epoch} of run {touch.run_id}"
+                cancel = pb.CancelRun(run_id=touch.run_id, reason=reason + " is not current")
+                session.outgoing.put_nowait(pb.CoordinatorMessage(cancel=cancel))
+
+    async def reap(self) -> None:
+        retry_base = self.settings.retry_base_seconds
+        await self.writer.call(
+            functools.partial(scheduler.reap_expired, retry_base_seconds=retry_base)
+        )
 
     def _spec_of(self, job: Job) -> JobCreate:
         spec = self._specs.get(job.id)
@@ -89,6 +150,9 @@ class Dispatcher:
     async def run_forever(self) -> None:
         while True:
             await self._wake.wait()
+            # Requests that come in the next moment join this round: a round costs the
+            # same for one request or fifty (benchmarks/fleet.py: fewer rounds, less CPU).
+            await asyncio.sleep(ROUND_GATHER_SECONDS)
             self._wake.clear()
             try:
                 await self.dispatch()
@@ -102,15 +166,25 @@ class Dispatcher:
             waiting = [s for s in self.sessions.values() if s.request_id is not None]
             if not waiting:
                 return
-            requests = [ClaimRequest(s.agent, s.device, s.request_id) for s in waiting]
-            claims = await asyncio.to_thread(
-                self.store.claim_runs, requests, self.settings.lease_seconds
+            requests = [
+                ClaimRequest(s.agent, s.device, s.request_id, check_held=not s.request_checked)
+                for s in waiting
+            ]
+            claim_runs = functools.partial(
+                scheduler.claim_runs,
+                requests=requests,
+                lease_seconds=self.settings.lease_seconds,
+                retry_base_seconds=self.settings.retry_base_seconds,
             )
-            for session, claim in zip(waiting, claims, strict=True):
+            claims = await self.writer.submit(claim_runs, early=True)
+            for session, request, claim in zip(waiting, requests, claims, strict=True):
+                if session.request_id != request.request_id:
+                    continue  # asked again meanwhile: the next round answers that
+                session.request_checked = True
                 if claim is None:
                     continue
                 session.request_id = None
-                log.info("run %s leased to %s", claim.run.id, session.device.name)
+                log.debug("run %s leased to %s", claim.run.id, session.device.name)
                 await self.send_assignment(session, claim)
 
     async def send_assignment(self, session: AgentSession, claim: Claim) -> None:
@@ -131,7 +205,12 @@ class Dispatcher:
                 session.outgoing.put_nowait(pb.CoordinatorMessage(cancel=cancel))
 
 
-def refusal_code(exc: Exception) -> str:
+def _checked_result(metrics: pb.Metrics) -> tuple[dict[str, Any], bytes]:
+    values, timings = result_values(metrics)
+    return values, pack_reps(timings)
+
+
+def refusal_code(exc: BaseException) -> str:
     if isinstance(exc, StaleLease):
         return "FAILED_PRECONDITION"
     if isinstance(exc, Conflict):
@@ -195,6 +274,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self.store = store
         self.artifacts = artifacts
         self.dispatcher = dispatcher
+        self.writer = dispatcher.writer
         self.settings = settings
 
     async def Enroll(
@@ -250,7 +330,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
             hardware = hardware_dict(first.hello.hardware)
         except WireError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        device = await asyncio.to_thread(self.store.agent_seen, agent, hardware)
+        seen = functools.partial(device_seen, agent=agent, hardware=hardware)
+        device = await self.writer.call(seen)
         session = AgentSession(agent=agent, device=device)
         previous = self.dispatcher.sessions.get(agent.id)
         self.dispatcher.sessions[agent.id] = session
@@ -265,22 +346,20 @@ class AgentService(pb_grpc.AgentServiceServicer):
         if previous is not None:
             previous.outgoing.put_nowait(pb.CoordinatorMessage())  # wakes the old stream to end
         reader = asyncio.create_task(self._read(request_iterator, session))
+        # The agent closed its side: what is already queued (acks) goes out, then the end.
+        reader.add_done_callback(lambda _: session.outgoing.put_nowait(pb.CoordinatorMessage()))
         try:
             while True:
-                getter = asyncio.ensure_future(session.outgoing.get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    # The agent closed its side: send what is already queued (acks), then end.
-                    while not session.outgoing.empty():
-                        yield session.outgoing.get_nowait()
-                    break
-                message = getter.result()
+                message = await session.outgoing.get()
                 if not message.WhichOneof("body"):
-                    break  # replaced by a newer session of the same agent
+                    break  # the end: the reader stopped, or a newer session replaced this one
                 yield message
         finally:
             reader.cancel()
+            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                log.error("session of %s failed", device.name, exc_info=reader.exception())
+            for storing in session.storing:
+                storing.cancel()  # stored or not, the agent sends it again after a reconnect
             if self.dispatcher.sessions.get(agent.id) is session:
                 del self.dispatcher.sessions[agent.id]
                 log.info("agent %s (%s) disconnected", agent.id, device.name)
@@ -302,93 +381,86 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 await self._on_work_request(session, message.work_request)
 
     async def _on_work_request(self, session: AgentSession, request: pb.WorkRequest) -> None:
+        """The agent is idle: the next dispatch round answers it (with the lease this
+        request id already got, if its answer was lost on the wire, or a new one)."""
         try:
             request_id = check_uuid(request.request_id, "request_id")
         except WireError as exc:
             log.warning("work request from %s ignored: %s", session.device.name, exc)
             return
-        earlier = await asyncio.to_thread(self._answer_request, session, request_id)
-        if earlier is not None:  # the answer was lost on the wire: the same lease again
-            await self.dispatcher.send_assignment(session, earlier)
-            return
-        session.request_id = request_id
+        if request_id != session.request_id:
+            session.request_id, session.request_checked = request_id, False
         self.dispatcher.kick()
-
-    def _answer_request(self, session: AgentSession, request_id: str) -> Claim | None:
-        """The lease this request already got, if any; otherwise any lease the agent still
-        holds was lost on its side (it restarted), so it is requeued now."""
-        earlier, released = self.store.answer_work_request(session.agent.id, request_id)
-        if released:
-            log.warning("agent %s asked for work while holding %d run(s): requeued",
-                        session.device.name, released)  # fmt: skip
-        return earlier
-
-    async def _lease_alive(
-        self,
-        session: AgentSession,
-        run_id: str,
-        epoch: int,
-        phase: str | None = None,
-        rep: int | None = None,
-    ) -> None:
-        alive = await asyncio.to_thread(
-            self.store.extend_lease,
-            agent_id=session.agent.id,
-            run_id=run_id,
-            epoch=epoch,
-            lease_seconds=self.settings.lease_seconds,
-            phase=phase,
-            rep=rep,
-        )
-        if not alive:
-            # Stale or cancelled lease: the agent must stop working on it.
-            reason = f"FAILED_PRECONDITION: lease epoch {epoch} of run {run_id} is not current"
-            cancel = pb.CancelRun(run_id=run_id, reason=reason)
-            session.outgoing.put_nowait(pb.CoordinatorMessage(cancel=cancel))
 
     async def _on_heartbeat(self, session: AgentSession, beat: pb.Heartbeat) -> None:
         self.dispatcher.seen[session.agent.id] = (session.device.id, utcnow())
         if beat.run_id:
-            await self._lease_alive(session, beat.run_id, beat.lease_epoch)
+            touch = LeaseTouch(session.agent.id, beat.run_id, beat.lease_epoch)
+            self.dispatcher.touch(session, touch)
+        # The ack says "heard"; a stale lease is answered by a CancelRun after the write.
         ack = pb.HeartbeatAck(seq=beat.seq)
         session.outgoing.put_nowait(pb.CoordinatorMessage(heartbeat_ack=ack))
 
     async def _on_progress(self, session: AgentSession, progress: pb.RunProgress) -> None:
-        await self._lease_alive(
-            session,
-            progress.run_id,
-            progress.lease_epoch,
-            phase=progress.phase[:32] or "running",
-            rep=max(0, progress.rep),
-        )
+        phase, rep = progress.phase[:32] or "running", max(0, progress.rep)
+        touch = LeaseTouch(session.agent.id, progress.run_id, progress.lease_epoch, phase, rep)
+        self.dispatcher.touch(session, touch)
 
     async def _on_result(self, session: AgentSession, result: pb.RunResult) -> None:
-        error, code = "", ""
+        """Queued for the writer at once (before this agent's next message is read, so a
+        work request that follows is answered after it), acknowledged after the commit."""
         try:
-            result_id = check_uuid(result.result_id, "result_id")
-            values, timings = result_values(result.metrics)
-            await asyncio.to_thread(
-                self.store.store_result,
-                agent_id=session.agent.id,
-                result_id=result_id,
-                run_id=result.run_id,
-                epoch=result.lease_epoch,
-                values=values,
-                timings=pack_reps(timings),
+            item = ResultIn(
+                session.agent.id,
+                check_uuid(result.result_id, "result_id"),
+                result.run_id,
+                result.lease_epoch,
+                *_checked_result(result.metrics),
             )
-        except (WireError, StoreError) as exc:
-            error, code = str(exc), refusal_code(exc)
-            log.warning("result %s from %s refused: %s", result.result_id, session.device.name, exc)
-        ack = pb.ResultAck(result_id=result.result_id, accepted=not error, error=error, code=code)
+        except WireError as exc:
+            self._acknowledge(session, result.result_id, exc)
+            return
+        self.dispatcher.forget_touches(item.run_id)
+        session.finished.append(item.run_id)
+        stored = self.writer.submit_item(scheduler.store_results, item)
+        session.storing.add(stored)
+        stored.add_done_callback(functools.partial(self._after_store, session, result.result_id))
+
+    def _after_store(
+        self, session: AgentSession, result_id: str, stored: asyncio.Future[None]
+    ) -> None:
+        session.storing.discard(stored)
+        if stored.cancelled():
+            return
+        error = stored.exception()
+        if error is not None and not isinstance(error, StoreError):
+            # Not a refusal (the database failed): no ack, so the agent keeps the result
+            # in its outbox; ending the session makes it send the result again.
+            log.error("result %s could not be stored: %s", result_id, error)
+            session.outgoing.put_nowait(pb.CoordinatorMessage())
+            return
+        self._acknowledge(session, result_id, error)
+
+    @staticmethod
+    def _acknowledge(session: AgentSession, result_id: str, error: BaseException | None) -> None:
+        code = "" if error is None else refusal_code(error)
+        if error is not None:
+            log.warning("result %s from %s refused: %s", result_id, session.device.name, error)
+        ack = pb.ResultAck(result_id=result_id, accepted=error is None, error=str(error or ""),
+                           code=code)  # fmt: skip
         session.outgoing.put_nowait(pb.CoordinatorMessage(ack=ack))
 
     async def _on_failure(self, session: AgentSession, failure: pb.RunFailure) -> None:
-        await asyncio.to_thread(
-            self.store.fail_run,
-            agent_id=session.agent.id,
-            run_id=failure.run_id,
-            epoch=failure.lease_epoch,
-            error=failure.error,
+        self.dispatcher.forget_touches(failure.run_id)
+        session.finished.append(failure.run_id)
+        self.writer.submit(
+            functools.partial(
+                scheduler.fail_run,
+                agent_id=session.agent.id,
+                run_id=failure.run_id,
+                epoch=failure.lease_epoch,
+                error=failure.error,
+            )
         )
 
     async def FetchArtifact(

@@ -34,3 +34,9 @@ class CoordinatorSettings:
     def heartbeat_seconds(self) -> int:
         """Three heartbeats per lease (at most every 5 s), so one lost beat never expires it."""
         return max(1, min(5, self.lease_seconds // 3))
+
+    @property
+    def touch_flush_seconds(self) -> float:
+        """How often heartbeats and progress are written, together: twice per heartbeat,
+        so a stale lease is told to stop within a heartbeat."""
+        return self.heartbeat_seconds / 2

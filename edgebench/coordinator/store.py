@@ -8,25 +8,32 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import hmac
 import json
-import random
 import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, update
+from sqlalchemy import bindparam, insert, update
 from sqlmodel import Session, SQLModel, col, select
 
-from edgebench.coordinator import schema
+from edgebench.coordinator import scheduler, schema
 from edgebench.coordinator.database import make_engine, writer_engine
+from edgebench.coordinator.errors import Conflict, NotFound, StaleLease, StoreError
 from edgebench.coordinator.jobspec import MAX_RUNS_PER_JOB, PlannedRun
+from edgebench.coordinator.scheduler import (
+    MAX_ATTEMPTS,
+    Claim,
+    ClaimRequest,
+    LeaseTouch,
+    ResultIn,
+    retry_delay,
+)
 from edgebench.coordinator.selectors import DeviceSelector, matches
 from edgebench.coordinator.tables import (
     Agent,
@@ -41,52 +48,24 @@ from edgebench.coordinator.tables import (
     new_id,
     utcnow,
 )
-from edgebench.errors import EdgebenchError
-from edgebench.measure.record import FIELD_NAMES, implausibility
 
 ADMIN_TOKEN_KEY = "admin_token_sha256"
-RETRY_CAP_SECONDS = 60.0
-
-
-def retry_delay(attempts: int, base_seconds: float) -> float:
-    """Capped exponential backoff with jitter in [0.5, 1.5) of the step, so runs that
-    failed together do not all come back at once."""
-    step = min(base_seconds * 2.0 ** max(attempts - 1, 0), RETRY_CAP_SECONDS)
-    return step * (0.5 + random.random())
-
-
-# Result columns beyond the stable fields, taken from the checked wire values.
-RESULT_EXTRAS = (
-    "engine_version",
-    "definitions_version",
-    "source_sha256",
-    "reps_mode",
-    "window_s",
-    "windows_json",
-    "environment_json",
-    "sensors_json",
-)
-MAX_ATTEMPTS = 3
 # Every column of a fresh run that the multi-row insert must spell out.
 _NEW_RUN: dict[str, Any] = {"state": RunState.QUEUED, "lease_epoch": 0, "attempts": 0,
                             "phase": "", "rep": 0, "error": ""}  # fmt: skip
-CANDIDATE_SCAN = 50  # queued runs looked at per submitter on each claim
+_AGENT_BY_ID = select(Agent).where(col(Agent.id) == bindparam("agent"))
 
-
-class StoreError(EdgebenchError, ValueError):
-    """A request the store refuses; the message is meant for the user."""
-
-
-class NotFound(StoreError):
-    pass
-
-
-class StaleLease(StoreError):
-    """A write under a lease that is no longer current (fencing)."""
-
-
-class Conflict(StoreError):
-    """The same result id with other content."""
+__all__ = [
+    "MAX_ATTEMPTS",
+    "Claim",
+    "ClaimRequest",
+    "Conflict",
+    "NotFound",
+    "StaleLease",
+    "Store",
+    "StoreError",
+    "retry_delay",
+]
 
 
 def sha256_text(text: str) -> str:
@@ -99,40 +78,6 @@ class Enrollment:
     secret: str
     device_id: str
     device_name: str
-
-
-@dataclass(frozen=True)
-class ClaimRequest:
-    agent: Agent
-    device: Device
-    request_id: str | None = None  # the agent's WorkRequest
-
-
-@dataclass(frozen=True)
-class _Queued:
-    """A queued run as a claim sees it (columns only: ORM rows cost most of a claim)."""
-
-    priority: int
-    run_id: str
-    created_at: datetime
-    device_name: str | None
-    selector_json: str
-
-    def fits(self, device: Device) -> bool:
-        if self.device_name is not None and self.device_name != device.name:
-            return False
-        return self.selector_json == "{}" or matches(_selector(self.selector_json), device)
-
-
-@functools.lru_cache(maxsize=1024)
-def _selector(text: str) -> DeviceSelector:
-    return DeviceSelector.model_validate_json(text)
-
-
-@dataclass(frozen=True)
-class Claim:
-    run: Run
-    job: Job
 
 
 class Store:
@@ -239,48 +184,20 @@ class Store:
 
     def authenticate_agent(self, agent_id: str, secret: str) -> Agent | None:
         with self.session() as s:
-            agent = s.get(Agent, agent_id)
+            agent: Agent | None = s.exec(_AGENT_BY_ID, params={"agent": agent_id}).first()
         if agent is None or not hmac.compare_digest(agent.secret_sha256, sha256_text(secret)):
             return None
         return agent
 
     def agent_seen(self, agent: Agent, hardware: dict[str, Any] | None = None) -> Device:
-        """A session opened: the device's hardware snapshot is refreshed."""
-        with self.session(immediate=True) as s:
-            now = utcnow()
-            device = s.get(Device, agent.device_id)
-            if device is None:
-                raise NotFound("the agent's device is gone")
-            if hardware:
-                _apply_hardware(device, hardware)
-            device.last_seen_at = now
-            s.add(device)
-            s.exec(update(Agent).where(col(Agent.id) == agent.id).values(last_seen_at=now))
-            s.commit()
-            return device
+        with self.writing() as s:
+            return device_seen(s, agent, hardware)
 
     def heard_from(self, seen: dict[str, tuple[str, datetime]]) -> None:
         """Heartbeats: {agent id: (device id, when)} seen since the last call, written in
         one transaction (per heartbeat it was most of the fleet's database writes)."""
-        if not seen:
-            return
-        agents = [{"agent": a, "at": at} for a, (_, at) in seen.items()]
-        devices = [{"device": d, "at": at} for d, at in seen.values()]
-        with self.session(immediate=True) as s:
-            connection = s.connection()
-            connection.execute(
-                update(Agent)
-                .where(col(Agent.id) == bindparam("agent"))
-                .values(last_seen_at=bindparam("at")),
-                agents,
-            )
-            connection.execute(
-                update(Device)
-                .where(col(Device.id) == bindparam("device"))
-                .values(last_seen_at=bindparam("at")),
-                devices,
-            )
-            s.commit()
+        with self.writing() as s:
+            scheduler.heard_from(s, seen)
 
     # ---- artifacts ---------------------------------------------------------------
 
@@ -309,15 +226,46 @@ class Store:
     ) -> tuple[Job, list[str]]:
         """Stores a job and its runs, all or nothing; returns the job and its run ids. With
         `selector.every`, the matrix is repeated for each enrolled device that matches now,
-        each copy pinned to it. Runs go in as one multi-row insert (a 1000-run matrix in
-        tens of milliseconds, not seconds of ORM objects)."""
+        each copy pinned to it. Everything is checked and the rows are built before the
+        write transaction, which then holds the database only for one multi-row insert
+        (dispatch rounds wait while it does)."""
         selector = selector or DeviceSelector()
-        with self.session(immediate=True) as s:
+        pins = self._check_job(planned, selector)
+        job.selector_json = selector.model_dump_json()
+        job.device_name = pins[0] if len(pins) == 1 else None
+        # "every" copies are pinned to devices that matched; others are checked per claim
+        loose = "{}" if selector.is_open() or selector.every else selector.model_dump_json()
+        now = utcnow()
+        rows = [
+            {
+                **_NEW_RUN,
+                "id": new_id(),
+                "job_id": job.id,
+                "device_name": pin,
+                "selector_json": loose,
+                "priority": job.priority,
+                "submitter": job.submitter,
+                "created_at": now,
+                **dataclasses.asdict(p),
+            }
+            for pin in pins
+            for p in planned
+        ]
+        with self.writing() as s:
+            s.add(job)
+            s.flush()
+            s.connection().execute(insert(Run), rows)
+        return job, [row["id"] for row in rows]
+
+    def _check_job(self, planned: list[PlannedRun], selector: DeviceSelector) -> list[str | None]:
+        """Refuses a job that cannot run; returns the devices its copies are pinned to.
+        (Artifacts and devices are never deleted, so what is read here stays true.)"""
+        if not planned:
+            raise StoreError("a job needs at least one run")
+        with self.session() as s:
             for sha in {p.model_sha256 for p in planned}:
                 if s.get(Artifact, sha) is None:
                     raise StoreError(f"model {sha} was never uploaded")
-            if not planned:
-                raise StoreError("a job needs at least one run")
             if selector.devices:
                 named = col(Device.name).in_(selector.devices)
                 known = set(s.exec(select(Device.name).where(named)).all())
@@ -327,37 +275,13 @@ class Store:
             devices = (
                 list(s.exec(select(Device).order_by(col(Device.name)))) if selector.every else []
             )
-            pins = self._pins(selector, devices)
-            if len(planned) * len(pins) > MAX_RUNS_PER_JOB:
-                raise StoreError(
-                    f"the job expands to {len(planned) * len(pins)} runs on {len(pins)} devices;"
-                    f" at most {MAX_RUNS_PER_JOB}"
-                )
-            job.selector_json = selector.model_dump_json()
-            job.device_name = pins[0] if len(pins) == 1 else None
-            s.add(job)
-            s.flush()
-            # "every" copies are pinned to devices that matched; others are checked per claim
-            loose = "{}" if selector.is_open() or selector.every else selector.model_dump_json()
-            now = utcnow()
-            rows = [
-                {
-                    **_NEW_RUN,
-                    "id": new_id(),
-                    "job_id": job.id,
-                    "device_name": pin,
-                    "selector_json": loose,
-                    "priority": job.priority,
-                    "submitter": job.submitter,
-                    "created_at": now,
-                    **dataclasses.asdict(p),
-                }
-                for pin in pins
-                for p in planned
-            ]
-            s.exec(insert(Run), params=rows)
-            s.commit()
-            return job, [row["id"] for row in rows]
+        pins = self._pins(selector, devices)
+        if len(planned) * len(pins) > MAX_RUNS_PER_JOB:
+            raise StoreError(
+                f"the job expands to {len(planned) * len(pins)} runs on {len(pins)} devices;"
+                f" at most {MAX_RUNS_PER_JOB}"
+            )
+        return pins
 
     @staticmethod
     def _pins(selector: DeviceSelector, devices: list[Device]) -> list[str | None]:
@@ -420,6 +344,11 @@ class Store:
         with self.session() as s:
             return list(s.exec(select(Device).order_by(col(Device.name))))
 
+    def device_names(self) -> dict[str, str]:
+        """{device id: name}, columns only (job views need no more of a device)."""
+        with self.session() as s:
+            return dict(s.exec(select(Device.id, Device.name)).all())
+
     def get_device(self, key: str) -> Device:
         """A device by id or by name."""
         with self.session() as s:
@@ -443,7 +372,14 @@ class Store:
         with self.session() as s:
             return len(list(s.exec(select(table))))
 
-    # ---- scheduling --------------------------------------------------------------
+    # ---- scheduling (coordinator/scheduler.py; the writer thread batches these) -------
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """One write transaction, committed when the block ends, rolled back on error."""
+        with self.session(immediate=True) as s:
+            yield s
+            s.commit()
 
     def claim_run(
         self, *, agent: Agent, device: Device, lease_seconds: int, request_id: str | None = None
@@ -452,167 +388,22 @@ class Store:
         return self.claim_runs([ClaimRequest(agent, device, request_id)], lease_seconds)[0]
 
     def claim_runs(self, requests: list[ClaimRequest], lease_seconds: int) -> list[Claim | None]:
-        """One dispatch round: leases a run to each asking agent that a queued run matches,
-        in one transaction (BEGIN IMMEDIATE on SQLite). Returns a claim or None per request.
-
-        Order: highest priority first; within it, the submitter with the fewest runs in
-        flight (fair share: one huge matrix cannot starve others, and leases granted in
-        this round count); then the oldest run. Each grant is a compare-and-set on the
-        run's state, correct on any database; on PostgreSQL the row is also locked with
-        FOR UPDATE SKIP LOCKED, so concurrent coordinators pass over each other's picks."""
-        granted: list[str | None] = [None] * len(requests)
-        with self.session(immediate=True) as s:
-            now = utcnow()
-            pools = {sub: self._pool(s, sub, now, CANDIDATE_SCAN + len(requests))
-                     for sub in self._queued_submitters(s)}  # fmt: skip
-            if not pools:
-                return [None] * len(requests)
-            in_flight = self._in_flight(s)
-            for index, request in enumerate(requests):
-                for submitter, row in self._ranked(pools, in_flight, request.device):
-                    pools[submitter].remove(row)
-                    if self._grant(s, row.run_id, request, now, lease_seconds):
-                        granted[index] = row.run_id
-                        in_flight[submitter] = in_flight.get(submitter, 0) + 1
-                        break
-            s.commit()
-            return [None if run_id is None else self._claim_of(s, run_id) for run_id in granted]
-
-    def _grant(
-        self, s: Session, run_id: str, request: ClaimRequest, now: datetime, lease_seconds: int
-    ) -> bool:
-        if self.engine.dialect.name == "postgresql":
-            lock = select(Run.id).where(col(Run.id) == run_id)
-            if s.exec(lock.with_for_update(skip_locked=True)).first() is None:
-                return False
-        result = s.exec(
-            update(Run)
-            .where(col(Run.id) == run_id, col(Run.state) == RunState.QUEUED)
-            .values(
-                state=RunState.LEASED,
-                lease_epoch=Run.lease_epoch + 1,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                agent_id=request.agent.id,
-                device_id=request.device.id,
-                attempts=Run.attempts + 1,
-                lease_request_id=request.request_id,
-                phase="leased",
-                rep=0,
-            )
-        )
-        return bool(result.rowcount == 1)
-
-    @staticmethod
-    def _ranked(
-        pools: dict[str, list[_Queued]], in_flight: dict[str, int], device: Device
-    ) -> list[tuple[str, _Queued]]:
-        """Per submitter, the first pooled run this device may take; best first."""
-        firsts: list[tuple[int, int, datetime, str, _Queued]] = []
-        for submitter, pool in pools.items():
-            row = next((r for r in pool if r.fits(device)), None)
-            if row is not None:
-                rank = (-row.priority, in_flight.get(submitter, 0), row.created_at)
-                firsts.append((*rank, submitter, row))
-        firsts.sort(key=lambda entry: entry[:3])
-        return [(entry[3], entry[4]) for entry in firsts]
-
-    @staticmethod
-    def _in_flight(s: Session) -> dict[str, int]:
-        return dict(
-            s.exec(
-                select(Run.submitter, func.count())
-                .where(col(Run.state).in_([RunState.LEASED, RunState.RUNNING]))
-                .group_by(col(Run.submitter))
-            ).all()
-        )
-
-    @staticmethod
-    def _queued_submitters(s: Session) -> list[str]:
-        """Walks ix_run_queue: min(submitter) > the last one found, one step each."""
-        found: list[str] = []
-        queued = col(Run.state) == RunState.QUEUED
-        while True:
-            query = select(func.min(Run.submitter)).where(queued)
-            if found:
-                query = query.where(col(Run.submitter) > found[-1])
-            following = s.exec(query).first()
-            if following is None:
-                return found
-            found.append(following)
-
-    @staticmethod
-    def _pool(s: Session, submitter: str, now: datetime, size: int) -> list[_Queued]:
-        """Up to `size` of the submitter's queued runs out of backoff, best first: its
-        priority levels from the top, oldest first within each. Each step walks the index
-        ix_run_queue (state, submitter, priority, created_at), so the cost does not grow
-        with the length of the queue (benchmarks/fleet.py)."""
-        mine = (col(Run.state) == RunState.QUEUED) & (col(Run.submitter) == submitter)
-        ready = (col(Run.not_before).is_(None)) | (col(Run.not_before) <= now)
-        pool: list[_Queued] = []
-        level = s.exec(select(func.max(Run.priority)).where(mine)).first()
-        while level is not None and len(pool) < size:
-            rows = s.exec(
-                select(Run.id, Run.created_at, Run.device_name, Run.selector_json)
-                .where(mine, col(Run.priority) == level, ready)
-                .order_by(col(Run.created_at))
-                .limit(size - len(pool))
-            ).all()
-            pool += [_Queued(level, *row) for row in rows]
-            level = s.exec(
-                select(func.max(Run.priority)).where(mine, col(Run.priority) < level)
-            ).first()
-        return pool
-
-    def _claim_of(self, s: Session, run_id: str) -> Claim:
-        run = s.get(Run, run_id)  # not loaded before in this session: read fresh
-        assert run is not None
-        job = s.get(Job, run.job_id)
-        assert job is not None
-        return Claim(run=run, job=job)
+        """One dispatch round in one transaction (see scheduler.claim_runs)."""
+        with self.writing() as s:
+            return scheduler.claim_runs(s, requests, lease_seconds, self.retry_base_seconds)
 
     def answer_work_request(self, agent_id: str, request_id: str) -> tuple[Claim | None, int]:
-        """A work request: (the lease this request id already got, or None; how many other
-        leases of the agent were released, as it lost them). Read-only in the usual case
-        (the agent holds nothing), so the fleet's requests take no write lock."""
-        with self.session() as s:
-            held = s.exec(
-                select(Run.id, Run.lease_request_id).where(
-                    col(Run.agent_id) == agent_id,
-                    col(Run.state).in_([RunState.LEASED, RunState.RUNNING]),
-                )
-            ).all()
-            same = next((run_id for run_id, asked in held if asked == request_id), None)
-            if same is not None:
-                return self._claim_of(s, same), 0
-        return None, self.release_leases(agent_id) if held else 0
+        """(the lease this request id already got, or None; how many other leases of the
+        agent were released, as it lost them). Dispatch rounds do this for every request."""
+        with self.writing() as s:
+            answers, released = scheduler.answer_requests(
+                s, [(agent_id, request_id)], self.retry_base_seconds
+            )
+            return scheduler.claims_of(s, answers)[0], released
 
     def release_leases(self, agent_id: str) -> int:
-        """The agent asks for new work, so any lease it still holds was lost on its side
-        (it restarted): expire those now, and the reaper requeues them as any expiry."""
-        with self.session(immediate=True) as s:
-            result = s.exec(
-                update(Run)
-                .where(
-                    col(Run.agent_id) == agent_id,
-                    col(Run.state).in_([RunState.LEASED, RunState.RUNNING]),
-                )
-                .values(lease_expires_at=utcnow() - timedelta(seconds=1))
-            )
-            s.commit()
-        released = int(result.rowcount)
-        if released:
-            self.reap_expired()
-        return released
-
-    def _current_lease(self, s: Session, agent_id: str, run_id: str, epoch: int) -> Run | None:
-        """The run if (agent, epoch) holds its live lease. The row stays locked until the
-        caller's transaction ends (FOR UPDATE on PostgreSQL; SQLite callers use immediate
-        sessions), so a reaper cannot requeue it between this check and the write."""
-        run = s.get(Run, run_id, with_for_update=True)
-        live = (RunState.LEASED, RunState.RUNNING)
-        if run is None or run.agent_id != agent_id or run.lease_epoch != epoch:
-            return None
-        return run if run.state in live else None
+        with self.writing() as s:
+            return scheduler.release_leases(s, [agent_id], self.retry_base_seconds)
 
     def extend_lease(
         self,
@@ -625,31 +416,9 @@ class Store:
         rep: int | None = None,
     ) -> bool:
         """Heartbeat or progress of a run: extends its lease if the lease is current."""
-        with self.session(immediate=True) as s:
-            now = utcnow()
-            values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_seconds)}
-            if phase is not None:
-                values.update(state=RunState.RUNNING, phase=phase)
-                if rep is not None:
-                    values["rep"] = rep
-            result = s.exec(
-                update(Run)
-                .where(
-                    col(Run.id) == run_id,
-                    col(Run.agent_id) == agent_id,
-                    col(Run.lease_epoch) == epoch,
-                    col(Run.state).in_([RunState.LEASED, RunState.RUNNING]),
-                )
-                .values(**values)
-            )
-            if result.rowcount == 1 and phase is not None:
-                s.exec(
-                    update(Run)
-                    .where(col(Run.id) == run_id, col(Run.started_at).is_(None))
-                    .values(started_at=now)
-                )
-            s.commit()
-            return bool(result.rowcount == 1)
+        touch = LeaseTouch(agent_id, run_id, epoch, phase, rep)
+        with self.writing() as s:
+            return scheduler.touch_leases(s, [touch], lease_seconds)[0]
 
     def store_result(
         self,
@@ -663,97 +432,35 @@ class Store:
     ) -> None:
         """Stores a result and marks its run succeeded in one transaction.
         The same result id twice is one result; raises StoreError when refused."""
-        payload_sha = hashlib.sha256(
-            json.dumps(values, sort_keys=True).encode() + timings
-        ).hexdigest()
-        with self.session(immediate=True) as s:
-            existing = s.get(Result, result_id)
-            if existing is not None:
-                if existing.payload_sha256 != payload_sha or existing.run_id != run_id:
-                    raise Conflict(f"result {result_id} was already stored with other content")
-                return
-            problem = implausibility(values)
-            if problem:
-                raise StoreError(f"implausible result: {problem}")
-            run = self._current_lease(s, agent_id, run_id, epoch)
-            if run is None:
-                raise StaleLease(f"the lease on run {run_id} (epoch {epoch}) is no longer current")
-            device_id = run.device_id
-            assert device_id is not None
-            fields = {name: values[name] for name in FIELD_NAMES}
-            extras = {name: values[name] for name in RESULT_EXTRAS if name in values}
-            s.add(
-                Result(
-                    id=result_id,
-                    run_id=run_id,
-                    job_id=run.job_id,
-                    device_id=device_id,
-                    payload_sha256=payload_sha,
-                    timings=timings,
-                    **fields,
-                    **extras,
-                )
-            )
-            run.state = RunState.SUCCEEDED
-            run.phase = "done"
-            run.rep = int(values["reps"])
-            run.finished_at = utcnow()
-            s.add(run)
-            s.commit()
+        item = ResultIn(agent_id, result_id, run_id, epoch, values, timings)
+        with self.writing() as s:
+            (refused,) = scheduler.store_results(s, [item])
+        if refused is not None:
+            raise refused
 
     def fail_run(self, *, agent_id: str, run_id: str, epoch: int, error: str) -> bool:
-        with self.session(immediate=True) as s:
-            run = self._current_lease(s, agent_id, run_id, epoch)
-            if run is None:
-                return False
-            run.state = RunState.FAILED
-            run.error = error[:2000]
-            run.finished_at = utcnow()
-            s.add(run)
-            s.commit()
-            return True
+        with self.writing() as s:
+            return scheduler.fail_run(s, agent_id=agent_id, run_id=run_id, epoch=epoch, error=error)
 
     def reap_expired(self) -> int:
-        """Puts runs whose lease ran out back in the queue after a capped exponential
-        backoff with jitter, or marks them dead after the last attempt. Each change is a
-        compare-and-set on the lease epoch, so a heartbeat that lands meanwhile wins.
-        Returns how many runs it touched."""
-        with self.session(immediate=True) as s:
-            now = utcnow()
-            expired = s.exec(
-                select(Run).where(
-                    col(Run.state).in_([RunState.LEASED, RunState.RUNNING]),
-                    col(Run.lease_expires_at) < now,
-                )
-            ).all()
-            touched = 0
-            for run in expired:
-                error = f"lease expired on attempt {run.attempts} of {MAX_ATTEMPTS}"
-                values: dict[str, Any]
-                if run.attempts >= MAX_ATTEMPTS:
-                    values = {"state": RunState.DEAD, "error": error, "finished_at": now}
-                else:
-                    values = {
-                        "state": RunState.QUEUED,
-                        "agent_id": None,
-                        "lease_expires_at": None,
-                        "phase": "",
-                        "error": error,
-                        "not_before": now
-                        + timedelta(seconds=retry_delay(run.attempts, self.retry_base_seconds)),
-                    }
-                result = s.exec(
-                    update(Run)
-                    .where(
-                        col(Run.id) == run.id,
-                        col(Run.lease_epoch) == run.lease_epoch,
-                        col(Run.state).in_([RunState.LEASED, RunState.RUNNING]),
-                    )
-                    .values(**values)
-                )
-                touched += int(result.rowcount)
-            s.commit()
-            return touched
+        with self.writing() as s:
+            return scheduler.reap_expired(s, self.retry_base_seconds)
+
+
+def device_seen(s: Session, agent: Agent, hardware: dict[str, Any] | None = None) -> Device:
+    """A session opened: the device's hardware snapshot is refreshed (in the caller's
+    transaction: the writer runs it with the rest of its batch)."""
+    now = utcnow()
+    device = s.get(Device, agent.device_id, populate_existing=True)
+    if device is None:
+        raise NotFound("the agent's device is gone")
+    if hardware:
+        _apply_hardware(device, hardware)
+    device.last_seen_at = now
+    s.add(device)
+    s.exec(update(Agent).where(col(Agent.id) == agent.id).values(last_seen_at=now))
+    s.flush()
+    return device
 
 
 _HARDWARE_FIELDS = (

@@ -117,4 +117,4 @@ def _json_object(text: str, what: str, limit: int = MAX_ENVIRONMENT) -> str:
         raise WireError(f"{what} is not JSON") from None
     if not isinstance(data, dict):
         raise WireError(f"{what} must be a JSON object")
-    return json.dumps(data, sort_keys=True)
+    return text or "{}"  # checked, and kept as sent (writing it again cost as much)

@@ -7,7 +7,7 @@ from edgebench.dashboard.schemas import DevicePublic, JobPublic, ResultPublic
 
 
 def _device_names(store: Store) -> dict[str, str]:
-    return {device.id: device.name for device in store.list_devices()}
+    return store.device_names()
 
 
 def devices(store: Store) -> list[DevicePublic]:

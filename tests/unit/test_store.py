@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from edgebench.coordinator import scheduler
 from edgebench.coordinator.jobspec import JobCreate, PlannedRun, new_job, plan_runs
+from edgebench.coordinator.scheduler import Claim, LeaseTouch, ResultIn
 from edgebench.coordinator.store import MAX_ATTEMPTS, ClaimRequest, Store, StoreError
 from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunState, utcnow
 from edgebench.measure.packing import pack_reps
@@ -425,3 +427,72 @@ def test_an_older_schema_is_upgraded_keeping_its_rows(db_url: str) -> None:
     with store.engine.connect() as connection:
         kept = connection.execute(text("SELECT value FROM setting WHERE key = 'kept'"))
         assert kept.scalar() == "yes"
+
+
+def test_one_call_touches_many_leases_and_tells_the_stale_ones(store: Store) -> None:
+    """The writer thread sends every heartbeat and progress of a batch in one call."""
+    _job(store)
+    _job(store)
+    (a, a_device), (b, b_device) = _agent(store, "dev0"), _agent(store, "dev1")
+    first = store.claim_run(agent=a, device=a_device, lease_seconds=60)
+    second = store.claim_run(agent=b, device=b_device, lease_seconds=60)
+    assert first is not None and second is not None
+    run, epoch = first.run.id, first.run.lease_epoch
+    touches = [
+        LeaseTouch(a.id, run, epoch),  # heartbeat
+        LeaseTouch(a.id, run, epoch, "measuring", 2),  # progress of the same run
+        LeaseTouch(a.id, run, epoch + 1),  # an epoch that was never granted
+        LeaseTouch(b.id, run, epoch),  # another agent naming a run it does not hold
+        LeaseTouch(b.id, second.run.id, second.run.lease_epoch, "loading"),
+    ]
+    with store.writing() as s:
+        assert scheduler.touch_leases(s, touches, 60) == [True, True, False, False, True]
+    runs = {r.id: r for job in store.list_jobs() for r in store.runs_of(job.id)}
+    assert (runs[run].state, runs[run].phase, runs[run].rep) == (RunState.RUNNING, "measuring", 2)
+    assert (runs[second.run.id].phase, runs[second.run.id].rep) == ("loading", 0)
+    assert runs[run].started_at is not None
+
+
+def test_one_call_stores_many_results_each_judged_alone(store: Store) -> None:
+    _job(store, n_gen=3)
+    _job(store, n_gen=4)
+    (a, a_device), (b, b_device) = _agent(store, "dev0"), _agent(store, "dev1")
+    first = store.claim_run(agent=a, device=a_device, lease_seconds=60)
+    second = store.claim_run(agent=b, device=b_device, lease_seconds=60)
+    assert first is not None and second is not None
+    values, blob = _values()
+
+    def result(result_id: str, claim: Claim, agent: Agent, **changed: object) -> ResultIn:
+        run = claim.run
+        return ResultIn(agent.id, result_id, run.id, run.lease_epoch, {**values, **changed}, blob)
+
+    items = [
+        result("r1", first, a),
+        result("r1", first, a),  # the same result twice in one batch: one row
+        result("r2", first, a),  # another result for a run just finished: stale
+        result("r1", first, a, decode_tps=1.0),  # the same id, other content
+        result("r3", second, b, ttft_ms=-1.0),  # implausible
+        result("r4", second, a),  # not this agent's lease
+    ]
+    with store.writing() as s:
+        outcomes = scheduler.store_results(s, items)
+    assert [type(o).__name__ for o in outcomes] == [
+        "NoneType", "NoneType", "StaleLease", "Conflict", "StoreError", "StaleLease",
+    ]  # fmt: skip
+    assert [r.id for r in store.list_results()] == ["r1"]
+    states = {r.id: r.state for job in store.list_jobs() for r in store.runs_of(job.id)}
+    assert states[first.run.id] == RunState.SUCCEEDED and states[second.run.id] == RunState.LEASED
+
+
+def test_a_run_deep_in_the_queue_still_reaches_the_one_device_it_fits(store: Store) -> None:
+    """A round looks at a few queued runs first; a device that none of them fits gets a
+    second, deeper look."""
+    store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
+    x86_only = JobCreate(
+        models=[SHA], n_prompt=[1, 2, 3, 4], n_gen=[2, 3, 4], selector={"arch": "x86_64"}
+    )
+    store.create_job(new_job(x86_only), plan_runs(x86_only, {SHA: "gguf"}), x86_only.selector)
+    anywhere = _job(store)
+    pi = _agent(store, "pi", arch="aarch64")
+    claimed = _claims(store, pi)
+    assert claimed is not None and claimed.job_id == anywhere.id

@@ -1,0 +1,566 @@
+"""The lease protocol on the database: claims, lease touches (heartbeats and progress),
+results, failures and expiry.
+
+Each function works inside the caller's write transaction, so that the coordinator's
+writer thread can commit many of them at once (coordinator/writer.py), and refuses
+(raises StoreError) before it writes anything. Statements are built once, at import:
+building SQLAlchemy expressions per call cost ten times more than running them
+(benchmarks/fleet.py, NOTES.md). Every grant, touch and result is a compare-and-set on the
+run's state and lease epoch, correct on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import DateTime, Integer, bindparam, func, insert, or_, update
+from sqlalchemy import select as select_columns  # sqlmodel's select takes at most 4
+from sqlalchemy.engine import Connection
+from sqlmodel import Session, col, select
+
+from edgebench.coordinator.errors import Conflict, StaleLease, StoreError
+from edgebench.coordinator.selectors import DeviceSelector, matches
+from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunState, utcnow
+from edgebench.measure.record import FIELD_NAMES, implausibility
+
+log = logging.getLogger("edgebench.coordinator")
+MAX_ATTEMPTS = 3
+RETRY_CAP_SECONDS = 60.0
+FIRST_LOOK = 4  # queued runs looked at per submitter in a round, beyond one per request
+CANDIDATE_SCAN = 50  # and in the second look, for requests none of the first look fits
+LIVE = (RunState.LEASED, RunState.RUNNING)
+# Result columns beyond the stable fields, with the value a result that lacks them gets.
+RESULT_EXTRAS: dict[str, Any] = {
+    "engine_version": "",
+    "definitions_version": "",
+    "source_sha256": "",
+    "reps_mode": "fixed",
+    "window_s": None,
+    "windows_json": "[]",
+    "environment_json": "{}",
+    "sensors_json": "{}",
+}
+
+
+def retry_delay(attempts: int, base_seconds: float) -> float:
+    """Capped exponential backoff with jitter in [0.5, 1.5) of the step, so runs that
+    failed together do not all come back at once."""
+    step = min(base_seconds * 2.0 ** max(attempts - 1, 0), RETRY_CAP_SECONDS)
+    return step * (0.5 + random.random())
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    agent: Agent
+    device: Device
+    # The agent's WorkRequest. With one, a lease this request already got is returned
+    # again, and any other lease the agent holds is released (it lost it: restarted).
+    request_id: str | None = None
+    # False once an earlier round did that check for this request (nothing can have
+    # changed since: only a round grants it a lease).
+    check_held: bool = True
+
+
+@dataclass(frozen=True)
+class Claim:
+    run: Run
+    job: Job
+
+
+@dataclass(frozen=True)
+class LeaseTouch:
+    """A heartbeat (phase None) or progress of a run under the lease (run, epoch)."""
+
+    agent_id: str
+    run_id: str
+    epoch: int
+    phase: str | None = None
+    rep: int | None = None
+
+
+@dataclass(frozen=True)
+class ResultIn:
+    agent_id: str
+    result_id: str
+    run_id: str
+    epoch: int
+    values: dict[str, Any]
+    timings: bytes
+
+
+# ---- statements, built once -------------------------------------------------------
+
+# Two equalities, not IN: SQLAlchemy expands an IN list on every execution, and an
+# executemany cannot take one.
+_live = or_(col(Run.state) == RunState.LEASED, col(Run.state) == RunState.RUNNING)
+_queued = col(Run.state) == RunState.QUEUED
+_lease_is = (
+    (col(Run.id) == bindparam("run"))
+    & (col(Run.agent_id) == bindparam("agent"))
+    & (col(Run.lease_epoch) == bindparam("epoch"))
+    & _live
+)
+_EXTEND = update(Run).where(_lease_is).values(lease_expires_at=bindparam("until"))
+_EXTEND_RUNNING = (
+    update(Run)
+    .where(_lease_is)
+    .values(
+        lease_expires_at=bindparam("until"),
+        state=RunState.RUNNING,
+        phase=bindparam("new_phase"),
+        rep=func.coalesce(bindparam("new_rep", type_=Integer), Run.rep),
+        started_at=func.coalesce(Run.started_at, bindparam("now", type_=DateTime)),
+    )
+)
+_LEASES_OF = (
+    select_columns(
+        col(Run.id),
+        col(Run.agent_id),
+        col(Run.lease_epoch),
+        col(Run.state),
+        col(Run.job_id),
+        col(Run.device_id),
+    )
+    .where(col(Run.id).in_(bindparam("runs", expanding=True)))
+    .order_by(col(Run.id))
+    .with_for_update()
+)
+_RESULTS_BY_ID = select(Result.id, Result.payload_sha256, Result.run_id).where(
+    col(Result.id).in_(bindparam("results", expanding=True))
+)
+_INSERT_RESULT = insert(Result)
+_SUCCEED = (
+    update(Run)
+    .where(col(Run.id) == bindparam("run"))
+    .values(
+        state=RunState.SUCCEEDED, phase="done", rep=bindparam("reps"), finished_at=bindparam("at")
+    )
+)
+_FAIL = (
+    update(Run)
+    .where(col(Run.id) == bindparam("run"))
+    .values(state=RunState.FAILED, error=bindparam("why"), finished_at=bindparam("at"))
+)
+_EXPIRED = select(Run.id, Run.lease_epoch, Run.attempts).where(
+    _live, col(Run.lease_expires_at) < bindparam("now")
+)
+_unchanged = (
+    (col(Run.id) == bindparam("run")) & (col(Run.lease_epoch) == bindparam("epoch")) & _live
+)
+_REQUEUE = (
+    update(Run)
+    .where(_unchanged)
+    .values(state=RunState.QUEUED, agent_id=None, lease_expires_at=None, phase="",
+            error=bindparam("why"), not_before=bindparam("retry_at"))
+)  # fmt: skip
+_BURY = (
+    update(Run)
+    .where(_unchanged)
+    .values(state=RunState.DEAD, error=bindparam("why"), finished_at=bindparam("at"))
+)
+_HELD_BY = select(Run.id, Run.agent_id, Run.lease_request_id).where(
+    _live, col(Run.agent_id).in_(bindparam("agents", expanding=True))
+)
+_EXPIRE_AGENTS_LEASES = (
+    update(Run)
+    .where(col(Run.agent_id) == bindparam("agent"), _live)
+    .values(lease_expires_at=bindparam("past"))
+)
+_FIRST_SUBMITTER = select(func.min(Run.submitter)).where(_queued)
+_NEXT_SUBMITTER = select(func.min(Run.submitter)).where(
+    _queued, col(Run.submitter) > bindparam("after")
+)
+_mine = _queued & (col(Run.submitter) == bindparam("submitter"))
+_TOP_LEVEL = select(func.max(Run.priority)).where(_mine)
+_NEXT_LEVEL = select(func.max(Run.priority)).where(_mine, col(Run.priority) < bindparam("below"))
+_POOL = (
+    select(Run.id, Run.created_at, Run.device_name, Run.selector_json)
+    .where(
+        _mine,
+        col(Run.priority) == bindparam("level"),
+        or_(col(Run.not_before).is_(None), col(Run.not_before) <= bindparam("now")),
+    )
+    .order_by(col(Run.created_at))
+    .limit(bindparam("size"))
+)
+_IN_FLIGHT = select(Run.submitter, func.count()).where(_live).group_by(col(Run.submitter))
+_LOCK_QUEUED = (
+    select(Run.id).where(col(Run.id) == bindparam("run"), _queued).with_for_update(skip_locked=True)
+)
+_GRANT = (
+    update(Run)
+    .where(col(Run.id) == bindparam("run"), _queued)
+    .values(
+        state=RunState.LEASED,
+        lease_epoch=Run.lease_epoch + 1,
+        lease_expires_at=bindparam("until"),
+        agent_id=bindparam("agent"),
+        device_id=bindparam("device"),
+        attempts=Run.attempts + 1,
+        lease_request_id=bindparam("request"),
+        phase="leased",
+        rep=0,
+    )
+)
+# populate_existing: a run read earlier in the same batch must not come back stale
+_RUNS_BY_ID = (
+    select(Run)
+    .where(col(Run.id).in_(bindparam("ids", expanding=True)))
+    .execution_options(populate_existing=True)
+)
+_JOBS_BY_ID = select(Job).where(col(Job.id).in_(bindparam("ids", expanding=True)))
+_AGENT_SEEN = (
+    update(Agent).where(col(Agent.id) == bindparam("agent")).values(last_seen_at=bindparam("at"))
+)
+_DEVICE_SEEN = (
+    update(Device).where(col(Device.id) == bindparam("device")).values(last_seen_at=bindparam("at"))
+)
+
+
+def _connection(s: Session) -> Connection:
+    return s.connection()
+
+
+# ---- lease touches, results, failures ---------------------------------------------
+
+
+def touch_leases(s: Session, touches: Sequence[LeaseTouch], lease_seconds: int) -> list[bool]:
+    """Heartbeats and progress: each extends its lease if the lease is still current.
+    Returns, per touch, whether it was (a stale one means: tell the agent to stop).
+
+    One executemany of compare-and-set updates per kind, however many touches; only when
+    some matched no row are the leases read, to tell which."""
+    connection = _connection(s)
+    now = utcnow()
+    until = now + timedelta(seconds=lease_seconds)
+    ordered = sorted(touches, key=lambda t: t.run_id)  # PostgreSQL locks rows in one order
+    leases = [{"run": t.run_id, "agent": t.agent_id, "epoch": t.epoch, "until": until,
+               "new_phase": t.phase, "new_rep": t.rep, "now": now} for t in ordered]  # fmt: skip
+    beats = [lease for lease in leases if lease["new_phase"] is None]
+    progress = [lease for lease in leases if lease["new_phase"] is not None]
+    changed = 0
+    if beats:
+        changed += connection.execute(_EXTEND, beats).rowcount
+    if progress:
+        changed += connection.execute(_EXTEND_RUNNING, progress).rowcount
+    if changed == len(touches) and connection.dialect.supports_sane_multi_rowcount:
+        return [True] * len(touches)
+    current = _leases_of(connection, {touch.run_id for touch in touches})
+    return [_holds(current.get(t.run_id), t.agent_id, t.epoch) for t in touches]
+
+
+def _leases_of(connection: Connection, run_ids: set[str]) -> dict[str, Any]:
+    """The lease columns of these runs, locked to the end of the transaction on
+    PostgreSQL (in id order, so that two coordinators never wait on each other in a
+    circle); SQLite's writer already holds the whole database."""
+    rows = connection.execute(_LEASES_OF, {"runs": sorted(run_ids)}).all()
+    return {row.id: row for row in rows}
+
+
+def payload_sha256(values: dict[str, Any], timings: bytes) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode() + timings).hexdigest()
+
+
+def store_results(s: Session, items: Sequence[ResultIn]) -> list[StoreError | None]:
+    """Stores results and marks their runs succeeded, all rows in one executemany. Per
+    item: None when stored (or already stored: the same result id again is the same
+    result), else why it was refused (Conflict, StaleLease, StoreError)."""
+    connection = _connection(s)
+    leases = _leases_of(connection, {item.run_id for item in items})
+    ids = sorted({item.result_id for item in items})
+    known: dict[str, Any] = {
+        row.id: row for row in connection.execute(_RESULTS_BY_ID, {"results": ids})
+    }
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    outcomes: list[StoreError | None] = []
+    for item in items:
+        try:
+            row = _result_row(item, leases.get(item.run_id), known, now)
+        except StoreError as exc:
+            outcomes.append(exc)
+            continue
+        outcomes.append(None)
+        if row is not None:
+            rows.append(row)
+            known[item.result_id] = _Known(item.result_id, row["payload_sha256"], item.run_id)
+            leases[item.run_id] = None  # finished: another result for it is stale
+    if rows:
+        connection.execute(_INSERT_RESULT, rows)
+        finished = [{"run": r["run_id"], "reps": int(r["reps"]), "at": now} for r in rows]
+        connection.execute(_SUCCEED, finished)
+    return outcomes
+
+
+@dataclass(frozen=True)
+class _Known:
+    id: str
+    payload_sha256: str
+    run_id: str
+
+
+def _result_row(item: ResultIn, lease: Any, known: dict[str, Any], now: datetime) -> Any:
+    """The row to insert, None for a replay of a stored result; raises when refused."""
+    payload = payload_sha256(item.values, item.timings)
+    existing = known.get(item.result_id)
+    if existing is not None:
+        if existing.payload_sha256 != payload or existing.run_id != item.run_id:
+            raise Conflict(f"result {item.result_id} was already stored with other content")
+        return None
+    problem = implausibility(item.values)
+    if problem:
+        raise StoreError(f"implausible result: {problem}")
+    if not _holds(lease, item.agent_id, item.epoch):
+        raise StaleLease(
+            f"the lease on run {item.run_id} (epoch {item.epoch}) is no longer current"
+        )
+    row = {name: item.values[name] for name in FIELD_NAMES}
+    row.update({name: item.values.get(name, default) for name, default in RESULT_EXTRAS.items()})
+    row.update(id=item.result_id, run_id=item.run_id, job_id=lease.job_id,
+               device_id=lease.device_id, payload_sha256=payload, created_at=now,
+               timings=item.timings)  # fmt: skip
+    return row
+
+
+def fail_run(s: Session, *, agent_id: str, run_id: str, epoch: int, error: str) -> bool:
+    """The agent reports that the run failed; applied only under its current lease."""
+    connection = _connection(s)
+    lease = _leases_of(connection, {run_id}).get(run_id)
+    if not _holds(lease, agent_id, epoch):
+        return False
+    connection.execute(_FAIL, {"run": run_id, "why": error[:2000], "at": utcnow()})
+    return True
+
+
+def _holds(lease: Any, agent_id: str, epoch: int) -> bool:
+    return (
+        lease is not None
+        and lease.agent_id == agent_id
+        and lease.lease_epoch == epoch
+        and lease.state in LIVE
+    )
+
+
+# ---- expiry ------------------------------------------------------------------------
+
+
+def reap_expired(s: Session, retry_base_seconds: float) -> int:
+    """Puts runs whose lease ran out back in the queue after a capped exponential backoff
+    with jitter, or marks them dead after the last attempt. Each change is a
+    compare-and-set on the lease epoch, so a heartbeat that lands meanwhile wins.
+    Returns how many runs it changed."""
+    connection = _connection(s)
+    now = utcnow()
+    touched = 0
+    for run_id, epoch, attempts in connection.execute(_EXPIRED, {"now": now}).all():
+        lease = {"run": run_id, "epoch": epoch,
+                 "why": f"lease expired on attempt {attempts} of {MAX_ATTEMPTS}"}  # fmt: skip
+        if attempts >= MAX_ATTEMPTS:
+            changed = connection.execute(_BURY, {**lease, "at": now})
+        else:
+            retry_at = now + timedelta(seconds=retry_delay(attempts, retry_base_seconds))
+            changed = connection.execute(_REQUEUE, {**lease, "retry_at": retry_at})
+        touched += changed.rowcount
+    return touched
+
+
+def release_leases(s: Session, agent_ids: Sequence[str], retry_base_seconds: float) -> int:
+    """These agents asked for new work, so any lease they still hold was lost on their
+    side (they restarted): the leases expire now and are requeued as any expiry."""
+    past = utcnow() - timedelta(seconds=1)
+    connection = _connection(s)
+    released = sum(
+        connection.execute(_EXPIRE_AGENTS_LEASES, {"agent": agent, "past": past}).rowcount
+        for agent in agent_ids
+    )
+    if released:
+        reap_expired(s, retry_base_seconds)
+    return released
+
+
+def heard_from(s: Session, seen: dict[str, tuple[str, datetime]]) -> None:
+    """Heartbeats: {agent id: (device id, when)} seen since the last call, in two
+    executemany statements."""
+    if not seen:
+        return
+    connection = _connection(s)
+    connection.execute(_AGENT_SEEN, [{"agent": a, "at": at} for a, (_, at) in seen.items()])
+    connection.execute(_DEVICE_SEEN, [{"device": d, "at": at} for d, at in seen.values()])
+
+
+# ---- claims ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """A queued run as a claim sees it (columns only: ORM rows cost most of a claim)."""
+
+    priority: int
+    run_id: str
+    created_at: datetime
+    device_name: str | None
+    selector_json: str
+
+    def fits(self, device: Device) -> bool:
+        if self.device_name is not None and self.device_name != device.name:
+            return False
+        return self.selector_json == "{}" or matches(_selector(self.selector_json), device)
+
+
+@functools.lru_cache(maxsize=1024)
+def _selector(text: str) -> DeviceSelector:
+    return DeviceSelector.model_validate_json(text)
+
+
+def claim_runs(
+    s: Session, requests: Sequence[ClaimRequest], lease_seconds: int, retry_base_seconds: float
+) -> list[Claim | None]:
+    """One dispatch round: a claim or None per request.
+
+    A request whose id already got a lease gets that lease again (its answer was lost on
+    the wire); other leases of an agent asking with a new id are released. Then each
+    remaining request is leased the best queued run its device may take: highest
+    priority first; within it, the submitter with the fewest runs in flight (fair share:
+    one huge matrix cannot starve others, and leases granted in this round count); then
+    the oldest run. On PostgreSQL the chosen row is locked FOR UPDATE SKIP LOCKED, so
+    coordinators sharing the database pass over each other's picks."""
+    asks = [(r.agent.id, r.request_id if r.check_held else None) for r in requests]
+    granted, _ = answer_requests(s, asks, retry_base_seconds)
+    connection = _connection(s)
+    now = utcnow()
+    asking = [i for i in range(len(requests)) if granted[i] is None]
+    in_flight: dict[str, int] | None = None
+    # A first look at a few runs per submitter serves most rounds; only requests that
+    # none of those fit make a second, deeper look (device selectors).
+    for depth in (FIRST_LOOK, CANDIDATE_SCAN):
+        if not asking:
+            break
+        pools = {sub: _pool(connection, sub, now, depth + len(asking))
+                 for sub in _queued_submitters(connection)}  # fmt: skip
+        if not pools:
+            break
+        if in_flight is None:
+            in_flight = dict(connection.execute(_IN_FLIGHT).all()) if len(pools) > 1 else {}
+        shallow = all(len(pool) < depth + len(asking) for pool in pools.values())
+        asking = [i for i in asking if not _lease_one(connection, requests[i], pools, in_flight,
+                                                      granted, i, now, lease_seconds)]  # fmt: skip
+        if shallow:
+            break  # the first look saw every queued run already
+    return claims_of(s, granted)
+
+
+def _lease_one(
+    connection: Connection,
+    request: ClaimRequest,
+    pools: dict[str, list[_Queued]],
+    in_flight: dict[str, int],
+    granted: list[str | None],
+    index: int,
+    now: datetime,
+    lease_seconds: int,
+) -> bool:
+    """Grants the best pooled run this request's device may take; False if none."""
+    until = now + timedelta(seconds=lease_seconds)
+    postgres = connection.dialect.name == "postgresql"
+    for submitter, row in _ranked(pools, in_flight, request.device):
+        pools[submitter].remove(row)
+        if _grant(connection, row.run_id, request, until, postgres):
+            granted[index] = row.run_id
+            in_flight[submitter] = in_flight.get(submitter, 0) + 1
+            return True
+    return False
+
+
+def answer_requests(
+    s: Session, asks: Sequence[tuple[str, str | None]], retry_base_seconds: float
+) -> tuple[list[str | None], int]:
+    """Per (agent id, request id): the run this request already holds a lease on, or None;
+    leases the agent holds under any other request id are released (it lost them).
+    Requests without an id are left alone. Returns the answers and how many leases were
+    released."""
+    asked = {agent: request for agent, request in asks if request is not None}
+    if not asked:
+        return [None] * len(asks), 0
+    held = _connection(s).execute(_HELD_BY, {"agents": sorted(asked)}).all()
+    same = {agent: run_id for run_id, agent, request in held if request == asked[agent]}
+    lost = sorted({agent for _, agent, request in held if request != asked[agent]} - set(same))
+    released = release_leases(s, lost, retry_base_seconds) if lost else 0
+    if released:
+        log.warning("%d agent(s) asked for work while holding %d run(s): requeued",
+                    len(lost), released)  # fmt: skip
+    answers = [same.get(agent) if request is not None else None for agent, request in asks]
+    return answers, released
+
+
+def _grant(
+    connection: Connection, run_id: str, request: ClaimRequest, until: datetime, postgres: bool
+) -> bool:
+    if postgres and connection.execute(_LOCK_QUEUED, {"run": run_id}).first() is None:
+        return False  # another coordinator is granting it, or already did
+    grant = {"run": run_id, "until": until, "agent": request.agent.id,
+             "device": request.device.id, "request": request.request_id}  # fmt: skip
+    return bool(connection.execute(_GRANT, grant).rowcount == 1)
+
+
+def _ranked(
+    pools: dict[str, list[_Queued]], in_flight: dict[str, int], device: Device
+) -> list[tuple[str, _Queued]]:
+    """Per submitter, the first pooled run this device may take; best first."""
+    firsts: list[tuple[int, int, datetime, str, _Queued]] = []
+    for submitter, pool in pools.items():
+        row = next((r for r in pool if r.fits(device)), None)
+        if row is not None:
+            rank = (-row.priority, in_flight.get(submitter, 0), row.created_at)
+            firsts.append((*rank, submitter, row))
+    firsts.sort(key=lambda entry: entry[:3])
+    return [(entry[3], entry[4]) for entry in firsts]
+
+
+def _queued_submitters(connection: Connection) -> list[str]:
+    """Walks ix_run_queue: min(submitter) > the last one found, one step each."""
+    found: list[str] = []
+    following = connection.execute(_FIRST_SUBMITTER).scalar()
+    while following is not None:
+        found.append(following)
+        following = connection.execute(_NEXT_SUBMITTER, {"after": following}).scalar()
+    return found
+
+
+def _pool(connection: Connection, submitter: str, now: datetime, size: int) -> list[_Queued]:
+    """Up to `size` of the submitter's queued runs out of backoff, best first: its
+    priority levels from the top, oldest first within each. Each step walks the index
+    ix_run_queue (state, submitter, priority, created_at), so the cost does not grow
+    with the length of the queue (benchmarks/fleet.py)."""
+    pool: list[_Queued] = []
+    level = connection.execute(_TOP_LEVEL, {"submitter": submitter}).scalar()
+    while level is not None and len(pool) < size:
+        rows = connection.execute(
+            _POOL, {"submitter": submitter, "level": level, "now": now, "size": size - len(pool)}
+        ).all()
+        pool += [_Queued(level, *row) for row in rows]
+        if len(pool) < size:
+            lower = {"submitter": submitter, "below": level}
+            level = connection.execute(_NEXT_LEVEL, lower).scalar()
+    return pool
+
+
+def claims_of(s: Session, granted: list[str | None]) -> list[Claim | None]:
+    """The leased runs (read fresh) and their jobs, in the order given."""
+    ids = [run_id for run_id in granted if run_id is not None]
+    if not ids:
+        return [None] * len(granted)
+    runs = {run.id: run for run in s.exec(_RUNS_BY_ID, params={"ids": ids})}
+    job_ids = sorted({run.job_id for run in runs.values()})
+    jobs = {job.id: job for job in s.exec(_JOBS_BY_ID, params={"ids": job_ids})}
+    return [
+        None if run_id is None else Claim(run=runs[run_id], job=jobs[runs[run_id].job_id])
+        for run_id in granted
+    ]
