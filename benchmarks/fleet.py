@@ -54,6 +54,7 @@ N_GEN = list(range(32, 112, 8))  # 10 generation lengths x 10 prompts x 10 depth
 N_PROMPT = list(range(16, 176, 16))
 N_DEPTH = list(range(0, 100, 10))
 REPS = 5
+BACKLOG = 3000  # queued runs the driver keeps, topping up with new jobs every second
 
 
 # ---- one simulator process ---------------------------------------------------------
@@ -68,6 +69,7 @@ class Stats:
     refused: int = 0
     cancelled: int = 0  # CancelRun received: a lease the coordinator saw as stale
     reconnects: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # why sessions broke: status codes
     dispatch_ms: list[float] = field(default_factory=list)
     heartbeat_ms: list[float] = field(default_factory=list)
 
@@ -102,8 +104,9 @@ async def simulated_agent(
             call = pb_grpc.AgentServiceStub(channel).Session(metadata=meta)
             try:
                 await _session(call, args, stats, payloads, measuring, stop, first)
-            except grpc.aio.AioRpcError:
+            except grpc.aio.AioRpcError as exc:
                 stats.reconnects += 1
+                stats.errors[exc.code().name] = stats.errors.get(exc.code().name, 0) + 1
             finally:
                 call.cancel()
         first = False
@@ -255,9 +258,12 @@ async def enroll_all(address: str, tokens: list[str]) -> list[dict[str, str]]:
         return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens))))
 
 
-def job_body(sha: str) -> dict[str, Any]:
-    return {"models": [sha], "n_prompt": N_PROMPT, "n_gen": N_GEN, "n_depth": N_DEPTH,
-            "reps": 5, "submitter": random.choice(["ann", "bob", "cy"])}  # fmt: skip
+def job_body(sha: str, runs: int) -> dict[str, Any]:
+    """A job of `runs` runs (100 or 1000: 10 generation lengths x 10 prompts x 1 or 10
+    depths) from one of three submitters."""
+    depths = N_DEPTH[: runs // (len(N_GEN) * len(N_PROMPT))]
+    return {"models": [sha], "n_prompt": N_PROMPT, "n_gen": N_GEN, "n_depth": depths,
+            "reps": REPS, "submitter": random.choice(["ann", "bob", "cy"])}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -286,6 +292,14 @@ class CpuShares:
 
 def _pct(cpu: CpuShares | None, part: str, seconds: float) -> str:
     return "-" if cpu is None else f"{100 * getattr(cpu, part) / seconds:.0f}"
+
+
+def _merged(parts: list[dict[str, Any]], key: str) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for part in parts:
+        for name, count in part[key].items():
+            merged[name] = merged.get(name, 0) + count
+    return merged
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -326,8 +340,8 @@ def report(args: argparse.Namespace, work: Path, coordinator: subprocess.Popen[s
     tokens = [api.create_token(contributor=False, expires_in_seconds=None)
               for _ in range(args.agents)]  # fmt: skip
     credentials = asyncio.run(enroll_all(grpc_address, tokens))
-    for _ in range(args.backlog_jobs):
-        api.submit_job(job_body(sha))
+    for _ in range(BACKLOG // args.job_runs):
+        api.submit_job(job_body(sha, args.job_runs))
     start_at = time.time() + args.warmup
     simulators = []
     for index in range(args.processes):
@@ -355,8 +369,8 @@ def report(args: argparse.Namespace, work: Path, coordinator: subprocess.Popen[s
             stored = int(db.execute(text("SELECT count(*) FROM result")).scalar() or 0)
         if cpu_start is None and time.time() >= start_at:
             cpu_start, stored_start = CpuShares.now(watched, simulated), stored
-        if (queued or 0) < 2000:
-            api.submit_job(job_body(sha))
+        for _ in range(max(0, BACKLOG - (queued or 0)) // args.job_runs):
+            api.submit_job(job_body(sha, args.job_runs))  # keeps the queue full
     cpu = CpuShares.now(watched, simulated).minus(cpu_start) if cpu_start else None
     with engine.connect() as db:
         stored_end = int(db.execute(text("SELECT count(*) FROM result")).scalar() or 0)
@@ -371,7 +385,7 @@ def report(args: argparse.Namespace, work: Path, coordinator: subprocess.Popen[s
     rows = [
         ("agents enrolled / connected / held at the end",
          f"{args.agents} / {total['connected']} / {total['held_at_end']}"),
-        ("session re-opens", f"{total['reconnects']}"),
+        ("session re-opens (why)", f"{total['reconnects']} {_merged(parts, 'errors') or ''}"),
         ("runs dispatched per second", f"{total['dispatched'] / args.duration:.1f}"),
         ("results stored per second (acks; database)", f"{total['stored'] / args.duration:.1f}; "
          f"{(stored_end - stored_start) / args.duration:.1f}"),
@@ -404,7 +418,9 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, default=10.0)
     parser.add_argument("--run-seconds", type=float, default=5.0, help="each simulated run")
     parser.add_argument("--processes", type=int, default=2, help="simulator processes")
-    parser.add_argument("--backlog-jobs", type=int, default=3, help="1000-run jobs queued first")
+    parser.add_argument("--job-runs", type=int, choices=(100, 1000), default=100,
+                        help="runs per submitted job (storing a 1000-run job and answering "
+                        "with its view holds the coordinator's CPU for a moment)")  # fmt: skip
     parser.add_argument("--simulate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--credentials", help=argparse.SUPPRESS)

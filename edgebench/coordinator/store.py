@@ -53,6 +53,9 @@ ADMIN_TOKEN_KEY = "admin_token_sha256"
 # Every column of a fresh run that the multi-row insert must spell out.
 _NEW_RUN: dict[str, Any] = {"state": RunState.QUEUED, "lease_epoch": 0, "attempts": 0,
                             "phase": "", "rep": 0, "error": ""}  # fmt: skip
+# PlannedRun's fields, read one by one: dataclasses.asdict deep-copies, and cost half of
+# storing a 1000-run job.
+_PLANNED_FIELDS = tuple(field.name for field in dataclasses.fields(PlannedRun))
 _AGENT_BY_ID = select(Agent).where(col(Agent.id) == bindparam("agent"))
 
 __all__ = [
@@ -246,7 +249,7 @@ class Store:
                 "priority": job.priority,
                 "submitter": job.submitter,
                 "created_at": now,
-                **dataclasses.asdict(p),
+                **{name: getattr(p, name) for name in _PLANNED_FIELDS},
             }
             for pin in pins
             for p in planned
