@@ -192,12 +192,17 @@ _POOL = (
     .limit(bindparam("size"))
 )
 _IN_FLIGHT = select(Run.submitter, func.count()).where(_live).group_by(col(Run.submitter))
-_LOCK_QUEUED = (
-    select(Run.id).where(col(Run.id) == bindparam("run"), _queued).with_for_update(skip_locked=True)
+# PostgreSQL: the row is locked in the same statement, skipped if another coordinator
+# holds it (the subquery then finds nothing and the grant changes no row).
+_unlocked = (
+    select(Run.id)
+    .where(col(Run.id) == bindparam("run"), _queued)
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
 )
 _GRANT = (
     update(Run)
-    .where(col(Run.id) == bindparam("run"), _queued)
+    .where(col(Run.id) == _unlocked, _queued)
     .values(
         state=RunState.LEASED,
         lease_epoch=Run.lease_epoch + 1,
@@ -469,10 +474,9 @@ def _lease_one(
 ) -> bool:
     """Grants the best pooled run this request's device may take; False if none."""
     until = now + timedelta(seconds=lease_seconds)
-    postgres = connection.dialect.name == "postgresql"
     for submitter, row in _ranked(pools, in_flight, request.device):
         pools[submitter].remove(row)
-        if _grant(connection, row.run_id, request, until, postgres):
+        if _grant(connection, row.run_id, request, until):
             granted[index] = row.run_id
             in_flight[submitter] = in_flight.get(submitter, 0) + 1
             return True
@@ -500,11 +504,7 @@ def answer_requests(
     return answers, released
 
 
-def _grant(
-    connection: Connection, run_id: str, request: ClaimRequest, until: datetime, postgres: bool
-) -> bool:
-    if postgres and connection.execute(_LOCK_QUEUED, {"run": run_id}).first() is None:
-        return False  # another coordinator is granting it, or already did
+def _grant(connection: Connection, run_id: str, request: ClaimRequest, until: datetime) -> bool:
     grant = {"run": run_id, "until": until, "agent": request.agent.id,
              "device": request.device.id, "request": request.request_id}  # fmt: skip
     return bool(connection.execute(_GRANT, grant).rowcount == 1)

@@ -54,8 +54,10 @@ class AgentSession:
     # sessions with one get runs, so a busy agent or one with a full outbox gets none.
     request_id: str | None = None
     request_checked: bool = False  # a round already looked for leases it holds
-    # Results being stored: their acks go out when the writer has committed them.
-    storing: set[asyncio.Future[None]] = field(default_factory=set)
+    # Results and failures being written: acks go out when the writer has committed them,
+    # and the agent's next work request waits for them (its run must be done before a
+    # round looks at what the agent holds).
+    storing: set[asyncio.Future[Any]] = field(default_factory=set)
     # Runs this session reported done: a touch of theirs written after the result is no
     # stale lease (the agent has moved on), so it gets no CancelRun.
     finished: deque[str] = field(default_factory=lambda: deque(maxlen=8))
@@ -69,6 +71,9 @@ class Dispatcher:
         self.store = store
         self.settings = settings
         self.writer = StoreWriter(store, vectors=[scheduler.store_results])
+        # Dispatch rounds have a writer of their own, so that they never queue behind a
+        # batch of results (on PostgreSQL the two write at once).
+        self.rounds = StoreWriter(store)
         # Touches waiting for the next flush: {run id: {(agent id, epoch): (session, touch)}}
         self._touches: dict[str, dict[tuple[str, int], tuple[AgentSession, LeaseTouch]]] = {}
         self.sessions: dict[str, AgentSession] = {}
@@ -163,7 +168,9 @@ class Dispatcher:
         """One round: every session with an open work request gets a run if one matches,
         all claimed in one store transaction."""
         async with self._lock:
-            waiting = [s for s in self.sessions.values() if s.request_id is not None]
+            waiting = [
+                s for s in self.sessions.values() if s.request_id is not None and not s.storing
+            ]
             if not waiting:
                 return
             requests = [
@@ -176,7 +183,7 @@ class Dispatcher:
                 lease_seconds=self.settings.lease_seconds,
                 retry_base_seconds=self.settings.retry_base_seconds,
             )
-            claims = await self.writer.submit(claim_runs, early=True)
+            claims = await self.rounds.call(claim_runs)
             for session, request, claim in zip(waiting, requests, claims, strict=True):
                 if session.request_id != request.request_id:
                     continue  # asked again meanwhile: the next round answers that
@@ -429,7 +436,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
     def _after_store(
         self, session: AgentSession, result_id: str, stored: asyncio.Future[None]
     ) -> None:
-        session.storing.discard(stored)
+        self._written(session, stored)
         if stored.cancelled():
             return
         error = stored.exception()
@@ -453,7 +460,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
     async def _on_failure(self, session: AgentSession, failure: pb.RunFailure) -> None:
         self.dispatcher.forget_touches(failure.run_id)
         session.finished.append(failure.run_id)
-        self.writer.submit(
+        failed = self.writer.submit(
             functools.partial(
                 scheduler.fail_run,
                 agent_id=session.agent.id,
@@ -462,6 +469,13 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 error=failure.error,
             )
         )
+        session.storing.add(failed)
+        failed.add_done_callback(functools.partial(self._written, session))
+
+    def _written(self, session: AgentSession, write: asyncio.Future[Any]) -> None:
+        session.storing.discard(write)
+        if session.request_id is not None and not session.storing:
+            self.dispatcher.kick()  # its work request was waiting for this write
 
     async def FetchArtifact(
         self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext

@@ -89,6 +89,7 @@ class Store:
         self.retry_base_seconds = retry_base_seconds
         self.engine = make_engine(url)
         schema.upgrade(self.engine)
+
         # SQLite has one writer at a time, and a writer that finds the lock taken sleeps
         # and polls (1 to 100 ms steps). Writers of this process queue on a lock of ours
         # instead and start the moment the previous one commits (benchmarks/fleet.py:
@@ -383,6 +384,9 @@ class Store:
         with self.session(immediate=True) as s:
             yield s
             s.commit()
+
+    def close(self) -> None:
+        self.engine.dispose()
 
     def claim_run(
         self, *, agent: Agent, device: Device, lease_seconds: int, request_id: str | None = None

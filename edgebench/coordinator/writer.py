@@ -7,11 +7,9 @@ thread pool: the pool's threads queued on SQLite's single writer, and a dispatch
 waited behind them (benchmarks/fleet.py: seconds).
 
 Items of a vector (results) are written by one call per batch, before the batch's other
-operations: moving a result earlier is always safe (it only lands sooner), and it must
-land before a dispatch round that answers the same agent's next work request. The vector
-also saves the thread a database call, and so a GIL hand-off, per item. Then come early
-operations (dispatch rounds, so that they wait for no bulk write), then the rest, each
-group in the order it came.
+operations, which run in the order they came: moving a result earlier is always safe (it
+only lands sooner), and one call for all saves the thread a database call, and so a GIL
+hand-off, per item.
 
 An operation that refuses (StoreError) has written nothing (coordinator/errors.py), so the
 rest of its batch commits. Any other failure rolls the batch back and each operation is
@@ -47,7 +45,6 @@ class _Operation:
     apply: Callable[[Session], Any] | None = None  # or:
     vector: Vector | None = None
     item: Any = None
-    early: bool = False
 
 
 @dataclass
@@ -58,6 +55,8 @@ class _Outcome:
 
 class StoreWriter:
     def __init__(self, store: Store, vectors: Sequence[Vector] = ()) -> None:
+        # More than one writer may write to one store: on SQLite they take turns (Store's
+        # writer lock), on PostgreSQL they write at once.
         self.store = store
         self.vectors = list(vectors)  # written first in every batch, in this order
         self._queue: queue.SimpleQueue[_Operation | None] = queue.SimpleQueue()
@@ -77,11 +76,11 @@ class StoreWriter:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
 
-    def submit(self, apply: Callable[[Session], T], *, early: bool = False) -> asyncio.Future[T]:
+    def submit(self, apply: Callable[[Session], T]) -> asyncio.Future[T]:
         """Queues apply(session) for the writer's next transaction, now. The future gets
         its value after the commit, or what it raised (StoreError: a refusal, nothing
-        written). early: before the batch's other operations (not before its vectors)."""
-        return self._put(_Operation(self._new_future(), apply=apply, early=early))
+        written)."""
+        return self._put(_Operation(self._new_future(), apply=apply))
 
     async def call(self, apply: Callable[[Session], T]) -> T:
         return await self.submit(apply)
@@ -148,10 +147,9 @@ class StoreWriter:
                 results = vector(session, [operation.item for operation in members])
                 for operation, result in zip(members, results, strict=True):
                     outcomes[id(operation)] = _as_outcome(result)
-        for early in (True, False):
-            for operation in batch:
-                if operation.apply is not None and operation.early is early:
-                    outcomes[id(operation)] = _apply(operation.apply, session)
+        for operation in batch:
+            if operation.apply is not None:
+                outcomes[id(operation)] = _apply(operation.apply, session)
         return outcomes
 
 

@@ -54,7 +54,7 @@ class LeaseMachine(RuleBasedStateMachine):
         self.epochs: dict[str, int] = dict.fromkeys(self.run_ids, 0)
 
     def teardown(self) -> None:
-        self.store.engine.dispose()
+        self.store.close()
         self.folder.cleanup()
 
     def _run(self, run_id: str) -> Run:
