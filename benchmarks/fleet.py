@@ -233,7 +233,10 @@ async def simulate(args: argparse.Namespace) -> None:
 # ---- the driver ----------------------------------------------------------------------
 
 
-def start_coordinator(home: Path, db_url: str) -> tuple[subprocess.Popen[str], str, str]:
+Coordinator = tuple[subprocess.Popen[str], str, str]  # process, gRPC address, HTTP URL
+
+
+def start_coordinator(home: Path, db_url: str) -> Coordinator:
     env = {**os.environ, "EDGEBENCH_HOME": str(home), "EDGEBENCH_TOKEN": ADMIN_TOKEN}
     with (home / "coordinator.log").open("w") as log:  # the child keeps its own handle
         process = subprocess.Popen(
@@ -280,10 +283,10 @@ class CpuShares:
     machine_busy: float
 
     @classmethod
-    def now(cls, coordinator: psutil.Process, simulators: list[psutil.Process]) -> CpuShares:
+    def now(cls, coordinators: list[psutil.Process], simulators: list[psutil.Process]) -> CpuShares:
         machine = psutil.cpu_times()
         return cls(
-            coordinator=sum(coordinator.cpu_times()[:2]),
+            coordinator=sum(sum(p.cpu_times()[:2]) for p in coordinators),
             simulators=sum(sum(p.cpu_times()[:2]) for p in simulators),
             machine_busy=sum(machine) - machine.idle - getattr(machine, "iowait", 0.0),
         )
@@ -314,6 +317,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def drive(args: argparse.Namespace) -> None:
+    if args.coordinators > 1 and not args.postgres:
+        raise SystemExit("--coordinators above 1 needs --postgres (SQLite: one coordinator)")
     work = Path(tempfile.mkdtemp(prefix="edgebench-fleet-"))
     pg = None
     db_url = f"sqlite:///{work / 'coordinator.db'}"
@@ -322,19 +327,25 @@ def drive(args: argparse.Namespace) -> None:
 
         pg = PostgresServer(Path(tempfile.mkdtemp(prefix="edgebench-pg-")))  # own folder
         db_url = new_database(pg.url)
-    coordinator, grpc_address, http = start_coordinator(work, db_url)
+    coordinators: list[Coordinator] = []
     try:
-        report(args, work, coordinator, grpc_address, http, db_url)
+        for index in range(args.coordinators):
+            home = work / f"coordinator-{index}"
+            home.mkdir()
+            coordinators.append(start_coordinator(home, db_url))
+        report(args, work, coordinators, db_url)
     finally:
-        coordinator.terminate()
-        coordinator.wait(timeout=30)
+        for process, _, _ in coordinators:
+            process.terminate()
+            process.wait(timeout=30)
         if pg is not None:
             pg.stop()
 
 
-def report(args: argparse.Namespace, work: Path, coordinator: subprocess.Popen[str],
-           grpc_address: str, http: str, db_url: str) -> None:  # fmt: skip
-    api = CoordinatorClient(http, ADMIN_TOKEN)
+def report(
+    args: argparse.Namespace, work: Path, coordinators: list[Coordinator], db_url: str
+) -> None:
+    api = CoordinatorClient(coordinators[0][2], ADMIN_TOKEN)
     model = cached_tiny_llama(
         HERE / ".data" / "models",
         TinyLlamaSpec(n_embd=64, n_layer=1, n_head=2, n_head_kv=2, n_ff=128),
@@ -343,7 +354,8 @@ def report(args: argparse.Namespace, work: Path, coordinator: subprocess.Popen[s
     print(f"enrolling {args.agents} agents...", flush=True)
     tokens = [api.create_token(contributor=False, expires_in_seconds=None)
               for _ in range(args.agents)]  # fmt: skip
-    credentials = asyncio.run(enroll_all(grpc_address, tokens))
+    addresses = [address for _, address, _ in coordinators]
+    credentials = asyncio.run(enroll_all(addresses[0], tokens))
     for _ in range(BACKLOG // args.job_runs):
         api.submit_job(job_body(sha, args.job_runs))
     start_at = time.time() + args.warmup
@@ -353,21 +365,22 @@ def report(args: argparse.Namespace, work: Path, coordinator: subprocess.Popen[s
         creds = work / f"credentials-{index}.json"
         creds.write_text(json.dumps(part))
         simulators.append(subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.fleet", "--simulate", "--address", grpc_address,
+            [sys.executable, "-m", "benchmarks.fleet", "--simulate",
+             "--address", addresses[index % len(addresses)],
              "--credentials", str(creds), "--out", str(work / f"stats-{index}.json"),
              "--start-at", str(start_at), "--duration", str(args.duration),
              "--heartbeat", str(args.heartbeat), "--run-seconds", str(args.run_seconds)],
         ))  # fmt: skip
     print(f"{args.agents} agents in {args.processes} processes; warm-up {args.warmup:.0f} s, "
           f"measuring {args.duration:.0f} s", flush=True)  # fmt: skip
-    watched = psutil.Process(coordinator.pid)
+    watched = [psutil.Process(process.pid) for process, _, _ in coordinators]
     simulated = [psutil.Process(p.pid) for p in simulators]
     engine = create_engine(db_url)
     rss_peak, stored_start = 0.0, 0
     cpu_start: CpuShares | None = None
     while time.time() < start_at + args.duration:
         time.sleep(1.0)
-        rss_peak = max(rss_peak, watched.memory_info().rss / 2**20)
+        rss_peak = max(rss_peak, *(p.memory_info().rss / 2**20 for p in watched))
         with engine.connect() as db:
             queued = db.execute(QUEUED_COUNT, {"state": RunState.QUEUED.name}).scalar()
             stored = int(db.execute(text("SELECT count(*) FROM result")).scalar() or 0)
@@ -386,6 +399,8 @@ def report(args: argparse.Namespace, work: Path, coordinator: subprocess.Popen[s
     dispatch = [v for p in parts for v in p["dispatch_ms"]]
     beats = [v for p in parts for v in p["heartbeat_ms"]]
     backend = "PostgreSQL" if args.postgres else "SQLite"
+    if args.coordinators > 1:
+        backend += f" shared by {args.coordinators} coordinator processes"
     rows = [
         ("agents enrolled / connected / held at the end",
          f"{args.agents} / {total['connected']} / {total['held_at_end']}"),
@@ -398,8 +413,9 @@ def report(args: argparse.Namespace, work: Path, coordinator: subprocess.Popen[s
          f"{percentile(dispatch, 0.99):.1f}"),
         ("heartbeat round trip p50 / p99 ms (n)", f"{percentile(beats, 0.5):.1f} / "
          f"{percentile(beats, 0.99):.1f} ({len(beats)})"),
-        ("coordinator peak RSS MiB", f"{rss_peak:.0f}"),
-        ("coordinator CPU, % of one core", _pct(cpu, "coordinator", args.duration)),
+        ("coordinator peak RSS MiB (the biggest)", f"{rss_peak:.0f}"),
+        (f"coordinator CPU, % of one core ({args.coordinators} process(es))",
+         _pct(cpu, "coordinator", args.duration)),
         ("simulators' CPU, % of one core", _pct(cpu, "simulators", args.duration)),
         ("whole machine busy, % of all cores",
          _pct(cpu, "machine_busy", args.duration * (psutil.cpu_count() or 1))),
@@ -422,6 +438,9 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, default=10.0)
     parser.add_argument("--run-seconds", type=float, default=5.0, help="each simulated run")
     parser.add_argument("--processes", type=int, default=2, help="simulator processes")
+    parser.add_argument("--coordinators", type=int, default=1,
+                        help="coordinator processes sharing the database (PostgreSQL only); "
+                             "simulator processes are spread over them")  # fmt: skip
     parser.add_argument("--job-runs", type=int, choices=(100, 1000), default=100,
                         help="runs per submitted job (storing a 1000-run job and answering "
                         "with its view holds the coordinator's CPU for a moment)")  # fmt: skip

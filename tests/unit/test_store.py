@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+from sqlmodel import col
 
 from edgebench.coordinator import scheduler
 from edgebench.coordinator.jobspec import JobCreate, PlannedRun, new_job, plan_runs
@@ -99,6 +101,26 @@ def test_concurrent_claims_lease_a_run_once(store: Store) -> None:
             )
         )
     assert sum(c is not None for c in claims) == 1
+
+
+def test_a_run_locked_by_another_coordinator_is_passed_over(postgres_url: str) -> None:
+    """PostgreSQL: the run a round planned is locked by another coordinator's claim (FOR
+    UPDATE SKIP LOCKED), so the round grants the next best one instead, in the same call."""
+    store = Store(postgres_url)
+    runs = [*store.runs_of(_job(store, n_gen=3).id), *store.runs_of(_job(store, n_gen=4).id)]
+    asker = _agent(store, "dev0")
+    other = store.engine.connect()
+    try:
+        with other.begin():
+            locked = other.execute(
+                select(col(Run.id)).where(col(Run.id) == runs[0].id).with_for_update()
+            ).scalar_one()
+            claim = store.claim_run(agent=asker[0], device=asker[1], lease_seconds=60)
+            assert claim is not None and claim.run.id == runs[1].id != locked
+    finally:
+        other.close()
+    assert [run.state for run in store.runs_of(runs[0].job_id)] == [RunState.QUEUED]
+    store.close()
 
 
 def test_named_device_only(store: Store) -> None:

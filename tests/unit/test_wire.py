@@ -1,0 +1,44 @@
+"""The coordinator's checks of what agents send (coordinator/wire.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgebench.coordinator.wire import WireError, result_values
+from edgebench.proto.v1 import agent_pb2 as pb
+
+
+def _metrics(*reps: tuple[int, list[int]]) -> pb.Metrics:
+    metrics = pb.Metrics(backend="llama_cpp", variant="F32", model_sha256="a" * 64,
+                         n_gen=len(reps[0][1]), reps=len(reps))  # fmt: skip
+    for prefill_ns, token_ns in reps:
+        metrics.rep_timings.add(prefill_ns=prefill_ns, token_ns=token_ns)
+    return metrics
+
+
+def test_raw_timings_are_kept_as_sent() -> None:
+    _, timings = result_values(_metrics((100, [200, 300, 300, 450]), (90, [150, 160, 170, 180])))
+    assert [t.token_ns for t in timings] == [(200, 300, 300, 450), (150, 160, 170, 180)]
+    assert [t.prefill_ns for t in timings] == [100, 90]
+
+
+@pytest.mark.parametrize(
+    ("reps", "message"),
+    [
+        ([(100, [200, 300, 250, 450])], "increasing"),  # a timestamp goes back
+        ([(100, [200, 300, 450, 449])], "increasing"),  # the last one does
+        ([(0, [200, 300, 400, 450])], "positive"),
+        ([(100, [0, 300, 400, 450])], "positive"),
+        ([(100, [200, 300, 400, 450]), (100, [200, 300])], "exactly n_gen"),
+    ],
+)
+def test_bad_timings_are_refused(reps: list[tuple[int, list[int]]], message: str) -> None:
+    with pytest.raises(WireError, match=message):
+        result_values(_metrics(*reps))
+
+
+def test_result_without_every_reps_timings_is_refused() -> None:
+    metrics = _metrics((100, [200, 300]))
+    metrics.reps = 2
+    with pytest.raises(WireError, match="every repetition"):
+        result_values(metrics)
