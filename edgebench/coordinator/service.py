@@ -170,16 +170,22 @@ class Dispatcher:
         self._wake.set()
 
     async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_round = 0.0
         while True:
             await self._wake.wait()
             # Requests that come in the next moment join this round: a round costs the
             # same for one request or fifty (benchmarks/fleet.py: fewer rounds, less CPU).
-            await asyncio.sleep(ROUND_GATHER_SECONDS)
+            # After a round longer than that, requests have gathered meanwhile.
+            if last_round < ROUND_GATHER_SECONDS:
+                await asyncio.sleep(ROUND_GATHER_SECONDS)
             self._wake.clear()
+            started = loop.time()
             try:
                 await self.dispatch()
             except Exception:  # a database hiccup must not end dispatching
                 log.exception("dispatch round failed")
+            last_round = loop.time() - started
 
     async def dispatch(self) -> None:
         """One round: every session with an open work request gets a run if one matches,
