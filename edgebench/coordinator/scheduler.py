@@ -25,6 +25,8 @@ from sqlalchemy import DateTime, Integer, String, bindparam, func, insert, or_, 
 from sqlalchemy import select as select_columns  # sqlmodel's select takes at most 4
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.selectable import TableValuedAlias
+from sqlalchemy.types import TypeEngine
 from sqlmodel import Session, col, select
 
 from edgebench.coordinator.errors import Conflict, StaleLease, StoreError
@@ -193,41 +195,32 @@ _POOL = (
     .limit(bindparam("size"))
 )
 _IN_FLIGHT = select(Run.submitter, func.count()).where(_live).group_by(col(Run.submitter))
-# PostgreSQL: the row is locked in the same statement, skipped if another coordinator
-# holds it (the subquery then finds nothing and the grant changes no row).
-_unlocked = (
-    select(Run.id)
-    .where(col(Run.id) == bindparam("run"), _queued)
-    .with_for_update(skip_locked=True)
-    .scalar_subquery()
-)
+
+
+def _unnested(name: str, **columns: type[TypeEngine[Any]]) -> TableValuedAlias:
+    """PostgreSQL: parallel array parameters (one named like each column, plus "s") as
+    a table with those columns, one row per element."""
+    arrays = [bindparam(f"{column}s", type_=ARRAY(kind)) for column, kind in columns.items()]
+    return func.unnest(*arrays).table_valued(*columns).render_derived(name=name)
+
+
+def _granted(agent: Any, device: Any, request: Any) -> dict[str, Any]:
+    """What a grant writes: the next epoch, the deadline, the holder, one more attempt."""
+    return {"state": RunState.LEASED, "lease_epoch": Run.lease_epoch + 1,
+            "lease_expires_at": bindparam("until"), "agent_id": agent, "device_id": device,
+            "attempts": Run.attempts + 1, "lease_request_id": request, "phase": "leased",
+            "rep": 0}  # fmt: skip
+
+
+# SQLite: a grant a statement (in-process, cheap; one writer holds the whole database).
 _GRANT = (
     update(Run)
-    .where(col(Run.id) == _unlocked, _queued)
-    .values(
-        state=RunState.LEASED,
-        lease_epoch=Run.lease_epoch + 1,
-        lease_expires_at=bindparam("until"),
-        agent_id=bindparam("agent"),
-        device_id=bindparam("device"),
-        attempts=Run.attempts + 1,
-        lease_request_id=bindparam("request"),
-        phase="leased",
-        rep=0,
-    )
+    .where(col(Run.id) == bindparam("run"), _queued)
+    .values(_granted(bindparam("agent"), bindparam("device"), bindparam("request")))
 )
 # PostgreSQL: all of a round's grants in one statement over arrays (a statement per grant
 # was a network round trip each, and the round's main cost: benchmarks/fleet.py).
-_planned = (
-    func.unnest(
-        bindparam("runs", type_=ARRAY(String)),
-        bindparam("agents", type_=ARRAY(String)),
-        bindparam("devices", type_=ARRAY(String)),
-        bindparam("requests", type_=ARRAY(String)),
-    )
-    .table_valued("run", "agent", "device", "request")
-    .render_derived(name="planned")
-)
+_planned = _unnested("planned", run=String, agent=String, device=String, request=String)
 _unlocked_many = (
     select_columns(col(Run.id))
     .where(col(Run.id).in_(select_columns(_planned.c.run)), _queued)
@@ -236,32 +229,13 @@ _unlocked_many = (
 _GRANT_MANY = (
     update(Run)
     .where(col(Run.id) == _planned.c.run, col(Run.id).in_(_unlocked_many), _queued)
-    .values(
-        state=RunState.LEASED,
-        lease_epoch=Run.lease_epoch + 1,
-        lease_expires_at=bindparam("until"),
-        agent_id=_planned.c.agent,
-        device_id=_planned.c.device,
-        attempts=Run.attempts + 1,
-        lease_request_id=_planned.c.request,
-        phase="leased",
-        rep=0,
-    )
+    .values(_granted(_planned.c.agent, _planned.c.device, _planned.c.request))
     .returning(col(Run.id))
 )
 # PostgreSQL: a flush of lease touches in one statement per kind, over arrays; the rows
 # it returns are the leases still current.
-_touched = (
-    func.unnest(
-        bindparam("runs", type_=ARRAY(String)),
-        bindparam("agents", type_=ARRAY(String)),
-        bindparam("epochs", type_=ARRAY(Integer)),
-        bindparam("phases", type_=ARRAY(String)),
-        bindparam("reps", type_=ARRAY(Integer)),
-    )
-    .table_valued("run", "agent", "epoch", "phase", "rep")
-    .render_derived(name="touched")
-)
+_touched = _unnested("touched", run=String, agent=String, epoch=Integer, phase=String,
+                     rep=Integer)  # fmt: skip
 _touch_is = (
     (col(Run.id) == _touched.c.run)
     & (col(Run.agent_id) == _touched.c.agent)
