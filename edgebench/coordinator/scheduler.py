@@ -286,14 +286,16 @@ def touch_leases(s: Session, touches: Sequence[LeaseTouch], lease_seconds: int) 
     """Heartbeats and progress: each extends its lease if the lease is still current.
     Returns, per touch, whether it was (a stale one means: tell the agent to stop).
 
-    One executemany of compare-and-set updates per kind, however many touches; only when
-    some matched no row are the leases read, to tell which."""
+    One compare-and-set statement per kind (heartbeat, progress), however many touches.
+    SQLite: an executemany, and only when some matched no row are the leases read, to
+    tell which. PostgreSQL: one statement over arrays that returns the leases it
+    extended (_touch_in_arrays)."""
     connection = _connection(s)
     now = utcnow()
     until = now + timedelta(seconds=lease_seconds)
     if connection.dialect.name == "postgresql":
         return _touch_in_arrays(connection, touches, now, until)
-    ordered = sorted(touches, key=lambda t: t.run_id)  # PostgreSQL locks rows in one order
+    ordered = sorted(touches, key=lambda t: t.run_id)
     leases = [{"run": t.run_id, "agent": t.agent_id, "epoch": t.epoch, "until": until,
                "new_phase": t.phase, "new_rep": t.rep, "now": now} for t in ordered]  # fmt: skip
     beats = [lease for lease in leases if lease["new_phase"] is None]

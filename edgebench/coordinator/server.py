@@ -197,13 +197,16 @@ async def _short_garbage_collections(
     gc.freeze()  # start-up: modules, classes, caches
     loop = asyncio.get_running_loop()
     last_full = loop.time()
-    while True:
-        await asyncio.sleep(freeze_seconds)
-        if loop.time() - last_full >= full_seconds:
-            gc.unfreeze()
-            gc.collect()
-            last_full = loop.time()
-        gc.freeze()
+    try:
+        while True:
+            await asyncio.sleep(freeze_seconds)
+            if loop.time() - last_full >= full_seconds:
+                gc.unfreeze()
+                gc.collect()
+                last_full = loop.time()
+            gc.freeze()
+    finally:
+        gc.unfreeze()  # serving ended (`edgebench demo` goes on in the same process)
 
 
 async def _reap_forever(dispatcher: Dispatcher, every_seconds: int) -> None:

@@ -89,7 +89,6 @@ class Store:
         self.retry_base_seconds = retry_base_seconds
         self.engine = make_engine(url)
         schema.upgrade(self.engine)
-
         # SQLite has one writer at a time, and a writer that finds the lock taken sleeps
         # and polls (1 to 100 ms steps). Writers of this process queue on a lock of ours
         # instead and start the moment the previous one commits (benchmarks/fleet.py:

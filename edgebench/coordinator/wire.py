@@ -103,6 +103,8 @@ def result_values(metrics: pb.Metrics) -> tuple[dict[str, Any], list[RepTiming]]
             raise WireError("every repetition must carry exactly n_gen token timestamps")
         # sorted() meets an increasing list in one pass, in C: a Python loop over every
         # token was the biggest cost of a result on the event loop (benchmarks/fleet.py).
+        if not stamps:
+            raise WireError("every repetition must carry at least one token timestamp")
         if rep.prefill_ns <= 0 or stamps[0] <= 0 or list(stamps) != sorted(stamps):
             raise WireError("token timestamps must be positive and increasing")
         timings.append(RepTiming(prefill_ns=rep.prefill_ns, token_ns=stamps, start_ns=rep.start_ns))

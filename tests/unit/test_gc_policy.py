@@ -25,8 +25,11 @@ def test_frozen_cycles_wait_for_the_periodic_full_collection() -> None:
         gc.collect()  # a collection does not walk frozen objects
         kept = gone() is not None
         await asyncio.sleep(0.6)  # the full collection has run
+        freed = gone() is None
         policy.cancel()
-        return kept, gone() is None, frozen
+        await asyncio.gather(policy, return_exceptions=True)
+        assert gc.get_freeze_count() == 0, "objects stayed frozen after serving ended"
+        return kept, freed, frozen
 
     try:
         kept, freed, frozen = asyncio.run(scenario())

@@ -37,6 +37,14 @@ def test_bad_timings_are_refused(reps: list[tuple[int, list[int]]], message: str
         result_values(_metrics(*reps))
 
 
+def test_a_repetition_without_tokens_is_refused() -> None:
+    metrics = _metrics((100, [200]))
+    metrics.n_gen = 0
+    del metrics.rep_timings[0].token_ns[:]
+    with pytest.raises(WireError, match="at least one token"):
+        result_values(metrics)
+
+
 def test_result_without_every_reps_timings_is_refused() -> None:
     metrics = _metrics((100, [200, 300]))
     metrics.reps = 2
