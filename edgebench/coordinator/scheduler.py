@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, bindparam, func, insert, or_, update
+from sqlalchemy import DateTime, Integer, Select, String, bindparam, func, insert, or_, true, update
 from sqlalchemy import select as select_columns  # sqlmodel's select takes at most 4
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
@@ -181,20 +181,52 @@ _FIRST_SUBMITTER = select(func.min(Run.submitter)).where(_queued)
 _NEXT_SUBMITTER = select(func.min(Run.submitter)).where(
     _queued, col(Run.submitter) > bindparam("after")
 )
-_mine = _queued & (col(Run.submitter) == bindparam("submitter"))
-_TOP_LEVEL = select(func.max(Run.priority)).where(_mine)
-_NEXT_LEVEL = select(func.max(Run.priority)).where(_mine, col(Run.priority) < bindparam("below"))
+_out_of_backoff = or_(col(Run.not_before).is_(None), col(Run.not_before) <= bindparam("now"))
+_best_first = (col(Run.priority).desc(), col(Run.created_at))  # the order of ix_run_queue
 _POOL = (
-    select(Run.id, Run.created_at, Run.device_name, Run.selector_json)
-    .where(
-        _mine,
-        col(Run.priority) == bindparam("level"),
-        or_(col(Run.not_before).is_(None), col(Run.not_before) <= bindparam("now")),
-    )
-    .order_by(col(Run.created_at))
+    select(Run.priority, Run.id, Run.created_at, Run.device_name, Run.selector_json)
+    .where(_queued, col(Run.submitter) == bindparam("submitter"), _out_of_backoff)
+    .order_by(*_best_first)
     .limit(bindparam("size"))
 )
 _IN_FLIGHT = select(Run.submitter, func.count()).where(_live).group_by(col(Run.submitter))
+
+
+def _pools_in_one_statement() -> Select[Any]:
+    """PostgreSQL: every submitter's pool and runs in flight in one statement (the walk
+    of submitters, a pool each and the counts were a network round trip each, most of a
+    round's time: benchmarks/fleet.py). The walk is a recursive CTE stepping through
+    ix_run_queue like `_queued_submitters`; each pool is a LATERAL scan of the index in
+    its order, like `_POOL`."""
+    first = select_columns(func.min(Run.submitter).label("name")).where(_queued)
+    walk = first.cte("walk", recursive=True)
+    following = (
+        select_columns(func.min(Run.submitter))
+        .where(_queued, col(Run.submitter) > walk.c.name)
+        .scalar_subquery()
+    )
+    walk = walk.union_all(select_columns(following).where(walk.c.name.is_not(None)))
+    flying = select_columns(func.count()).where(_live, col(Run.submitter) == walk.c.name)
+    # MATERIALIZED: counted once per submitter, not once per pooled row
+    submitters = (
+        select_columns(walk.c.name, flying.scalar_subquery().label("in_flight"))
+        .where(walk.c.name.is_not(None))
+        .cte("submitters")
+        .prefix_with("MATERIALIZED")
+    )
+    pooled = (
+        select_columns(Run.priority, Run.id, Run.created_at, Run.device_name, Run.selector_json)
+        .where(_queued, col(Run.submitter) == submitters.c.name, _out_of_backoff)
+        .order_by(*_best_first)
+        .limit(bindparam("size"))
+        .lateral("pooled")
+    )
+    return select_columns(submitters.c.name, submitters.c.in_flight, pooled).select_from(
+        submitters.join(pooled, true())
+    )
+
+
+_POOLS = _pools_in_one_statement()
 
 
 def _unnested(name: str, **columns: type[TypeEngine[Any]]) -> TableValuedAlias:
@@ -261,12 +293,12 @@ _EXTEND_RUNNING_MANY = (
     .returning(col(Run.id), col(Run.agent_id), col(Run.lease_epoch))
 )
 # populate_existing: a run read earlier in the same batch must not come back stale
-_RUNS_BY_ID = (
-    select(Run)
+_CLAIMED = (
+    select(Run, Job)
+    .join(Job, col(Run.job_id) == col(Job.id))
     .where(col(Run.id).in_(bindparam("ids", expanding=True)))
     .execution_options(populate_existing=True)
 )
-_JOBS_BY_ID = select(Job).where(col(Job.id).in_(bindparam("ids", expanding=True)))
 _AGENT_SEEN = (
     update(Agent).where(col(Agent.id) == bindparam("agent")).values(last_seen_at=bindparam("at"))
 )
@@ -516,12 +548,11 @@ def claim_runs(
     for depth in (FIRST_LOOK, CANDIDATE_SCAN):
         if not asking:
             break
-        pools = {sub: _pool(connection, sub, now, depth + len(asking))
-                 for sub in _queued_submitters(connection)}  # fmt: skip
+        pools, counted = _pools(connection, now, depth + len(asking))
         if not pools:
             break
         if in_flight is None:
-            in_flight = dict(connection.execute(_IN_FLIGHT).all()) if len(pools) > 1 else {}
+            in_flight = counted  # later looks keep counting this round's grants
         shallow = all(len(pool) < depth + len(asking) for pool in pools.values())
         until = now + timedelta(seconds=lease_seconds)
         asking = _lease_all(connection, requests, asking, pools, in_flight, granted, until)
@@ -622,6 +653,27 @@ def _ranked(
     return [(entry[3], entry[4]) for entry in firsts]
 
 
+def _pools(
+    connection: Connection, now: datetime, size: int
+) -> tuple[dict[str, list[_Queued]], dict[str, int]]:
+    """Up to `size` queued runs out of backoff per submitter, best first (highest
+    priority, then oldest), and each submitter's runs in flight. Reading the index in its
+    order, the cost does not grow with the length of the queue (benchmarks/fleet.py)."""
+    pools: dict[str, list[_Queued]] = {}
+    if connection.dialect.name == "postgresql":
+        in_flight: dict[str, int] = {}
+        for name, flying, *row in connection.execute(_POOLS, {"now": now, "size": size}):
+            pools.setdefault(name, []).append(_Queued(*row))
+            in_flight[name] = flying
+        return pools, in_flight
+    for submitter in _queued_submitters(connection):
+        query = {"submitter": submitter, "now": now, "size": size}
+        pools[submitter] = [_Queued(*row) for row in connection.execute(_POOL, query)]
+    # one submitter: fair share has nothing to weigh
+    in_flight = dict(connection.execute(_IN_FLIGHT).all()) if len(pools) > 1 else {}
+    return pools, in_flight
+
+
 def _queued_submitters(connection: Connection) -> list[str]:
     """Walks ix_run_queue: min(submitter) > the last one found, one step each."""
     found: list[str] = []
@@ -632,33 +684,10 @@ def _queued_submitters(connection: Connection) -> list[str]:
     return found
 
 
-def _pool(connection: Connection, submitter: str, now: datetime, size: int) -> list[_Queued]:
-    """Up to `size` of the submitter's queued runs out of backoff, best first: its
-    priority levels from the top, oldest first within each. Each step walks the index
-    ix_run_queue (state, submitter, priority, created_at), so the cost does not grow
-    with the length of the queue (benchmarks/fleet.py)."""
-    pool: list[_Queued] = []
-    level = connection.execute(_TOP_LEVEL, {"submitter": submitter}).scalar()
-    while level is not None and len(pool) < size:
-        rows = connection.execute(
-            _POOL, {"submitter": submitter, "level": level, "now": now, "size": size - len(pool)}
-        ).all()
-        pool += [_Queued(level, *row) for row in rows]
-        if len(pool) < size:
-            lower = {"submitter": submitter, "below": level}
-            level = connection.execute(_NEXT_LEVEL, lower).scalar()
-    return pool
-
-
 def claims_of(s: Session, granted: list[str | None]) -> list[Claim | None]:
     """The leased runs (read fresh) and their jobs, in the order given."""
     ids = [run_id for run_id in granted if run_id is not None]
     if not ids:
         return [None] * len(granted)
-    runs = {run.id: run for run in s.exec(_RUNS_BY_ID, params={"ids": ids})}
-    job_ids = sorted({run.job_id for run in runs.values()})
-    jobs = {job.id: job for job in s.exec(_JOBS_BY_ID, params={"ids": job_ids})}
-    return [
-        None if run_id is None else Claim(run=runs[run_id], job=jobs[runs[run_id].job_id])
-        for run_id in granted
-    ]
+    claims = {run.id: Claim(run, job) for run, job in s.exec(_CLAIMED, params={"ids": ids})}
+    return [None if run_id is None else claims[run_id] for run_id in granted]

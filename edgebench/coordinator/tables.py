@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from enum import Enum
 
 from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
 
 
 def new_id() -> str:
@@ -100,9 +100,6 @@ class Job(SQLModel, table=True):
 
 
 class Run(SQLModel, table=True):
-    # The claim walks this index: per submitter, highest priority, then oldest.
-    __table_args__ = (Index("ix_run_queue", "state", "submitter", "priority", "created_at"),)
-
     id: str = Field(default_factory=new_id, primary_key=True)
     job_id: str = Field(foreign_key="job.id", index=True)
     # the test of the job's matrix this run measures
@@ -187,3 +184,8 @@ class Result(SQLModel, table=True):
     sensors_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     # Raw per-token timestamps of every rep, packed (see edgebench.measure.packing).
     timings: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+# The claim reads this index in its order: per submitter, highest priority first, then
+# oldest (priority descending, so one index scan serves the claim's ORDER BY).
+Index("ix_run_queue", Run.state, Run.submitter, col(Run.priority).desc(), Run.created_at)

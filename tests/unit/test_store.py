@@ -51,7 +51,8 @@ def _agent(
 
 def _job(store: Store, device: str | None = None, n_gen: int = 3, **options: Any) -> Job:
     store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
-    spec = JobCreate(models=[SHA], n_prompt=[8], n_gen=[n_gen], reps=1, device=device, **options)
+    options.setdefault("n_prompt", [8])
+    spec = JobCreate(models=[SHA], n_gen=[n_gen], reps=1, device=device, **options)
     job, _ = store.create_job(new_job(spec), plan_runs(spec, {SHA: "gguf"}), spec.selector)
     return job
 
@@ -225,6 +226,21 @@ def test_one_dispatch_round_shares_fairly_and_honours_selectors(store: Store) ->
         r.request_id for r in requests
     ]
     assert len({c.run.id for c in claims if c}) == 4
+
+
+def test_a_round_takes_priority_then_fair_share_then_age_across_levels(store: Store) -> None:
+    """Two submitters with runs at two priority levels each, one round of five requests:
+    both levels of every submitter come from the pool in index order (priority
+    descending, oldest first), and each pick weighs priority, then runs in flight."""
+    alice_low = _job(store, submitter="alice", n_prompt=[1, 2])
+    bob_high = _job(store, submitter="bob", priority=5)
+    alice_high = _job(store, submitter="alice", priority=5, n_prompt=[1, 2])
+    bob_low = _job(store, submitter="bob")
+    agents = [_agent(store, f"dev{i}") for i in range(5)]
+    requests = [ClaimRequest(agent, device, f"req-{i}") for i, (agent, device) in enumerate(agents)]
+    claims = store.claim_runs(requests, lease_seconds=60)
+    jobs = [c.job.id if c else None for c in claims]
+    assert jobs == [bob_high.id, alice_high.id, alice_high.id, bob_low.id, alice_low.id]
 
 
 def test_a_retried_work_request_gets_the_same_lease(store: Store) -> None:
