@@ -70,6 +70,9 @@ class ClaimRequest:
     # False once an earlier round did that check for this request (nothing can have
     # changed since: only a round grants it a lease).
     check_held: bool = True
+    # Runs whose result or failure from this agent is being written meanwhile: the agent
+    # is done with them, so they are not leases it lost.
+    finishing: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -177,14 +180,22 @@ _EXPIRE_AGENTS_LEASES = (
     .where(col(Run.agent_id) == bindparam("agent"), _live)
     .values(lease_expires_at=bindparam("past"))
 )
+_EXPIRE_LEASE = (
+    update(Run)
+    .where(col(Run.id) == bindparam("run"), _live)
+    .values(lease_expires_at=bindparam("past"))
+)
 _FIRST_SUBMITTER = select(func.min(Run.submitter)).where(_queued)
 _NEXT_SUBMITTER = select(func.min(Run.submitter)).where(
     _queued, col(Run.submitter) > bindparam("after")
 )
 _out_of_backoff = or_(col(Run.not_before).is_(None), col(Run.not_before) <= bindparam("now"))
 _best_first = (col(Run.priority).desc(), col(Run.created_at))  # the order of ix_run_queue
+# what a claim reads of a queued run: the fields of _Queued, in order
+_QUEUED_COLUMNS = (col(Run.priority), col(Run.id), col(Run.created_at), col(Run.device_name),
+                   col(Run.selector_json))  # fmt: skip
 _POOL = (
-    select(Run.priority, Run.id, Run.created_at, Run.device_name, Run.selector_json)
+    select_columns(*_QUEUED_COLUMNS)
     .where(_queued, col(Run.submitter) == bindparam("submitter"), _out_of_backoff)
     .order_by(*_best_first)
     .limit(bindparam("size"))
@@ -215,7 +226,7 @@ def _pools_in_one_statement() -> Select[Any]:
         .prefix_with("MATERIALIZED")
     )
     pooled = (
-        select_columns(Run.priority, Run.id, Run.created_at, Run.device_name, Run.selector_json)
+        select_columns(*_QUEUED_COLUMNS)
         .where(_queued, col(Run.submitter) == submitters.c.name, _out_of_backoff)
         .order_by(*_best_first)
         .limit(bindparam("size"))
@@ -491,6 +502,19 @@ def release_leases(s: Session, agent_ids: Sequence[str], retry_base_seconds: flo
     return released
 
 
+def _release(s: Session, run_ids: Sequence[str], retry_base_seconds: float) -> int:
+    """Expires these leases now and requeues them as any expiry (rare: a row each)."""
+    past = utcnow() - timedelta(seconds=1)
+    connection = _connection(s)
+    released = sum(
+        connection.execute(_EXPIRE_LEASE, {"run": run_id, "past": past}).rowcount
+        for run_id in run_ids
+    )
+    if released:
+        reap_expired(s, retry_base_seconds)
+    return released
+
+
 def heard_from(s: Session, seen: dict[str, tuple[str, datetime]]) -> None:
     """Heartbeats: {agent id: (device id, when)} seen since the last call, in two
     executemany statements."""
@@ -538,7 +562,8 @@ def claim_runs(
     the oldest run. On PostgreSQL the chosen row is locked FOR UPDATE SKIP LOCKED, so
     coordinators sharing the database pass over each other's picks."""
     asks = [(r.agent.id, r.request_id if r.check_held else None) for r in requests]
-    granted, _ = answer_requests(s, asks, retry_base_seconds)
+    finishing = frozenset().union(*(r.finishing for r in requests))
+    granted, _ = answer_requests(s, asks, retry_base_seconds, finishing)
     connection = _connection(s)
     now = utcnow()
     asking = [i for i in range(len(requests)) if granted[i] is None]
@@ -597,22 +622,28 @@ def _lease_all(
 
 
 def answer_requests(
-    s: Session, asks: Sequence[tuple[str, str | None]], retry_base_seconds: float
+    s: Session,
+    asks: Sequence[tuple[str, str | None]],
+    retry_base_seconds: float,
+    finishing: frozenset[str] = frozenset(),
 ) -> tuple[list[str | None], int]:
     """Per (agent id, request id): the run this request already holds a lease on, or None;
-    leases the agent holds under any other request id are released (it lost them).
-    Requests without an id are left alone. Returns the answers and how many leases were
-    released."""
+    leases the agent holds under any other request id are released (it lost them), but
+    not the `finishing` runs, whose results are being written. Requests without an id are
+    left alone. Returns the answers and how many leases were released."""
     asked = {agent: request for agent, request in asks if request is not None}
     if not asked:
         return [None] * len(asks), 0
-    held = _connection(s).execute(_HELD_BY, {"agents": sorted(asked)}).all()
+    held = [row for row in _connection(s).execute(_HELD_BY, {"agents": sorted(asked)})
+            if row[0] not in finishing]  # fmt: skip
     same = {agent: run_id for run_id, agent, request in held if request == asked[agent]}
-    lost = sorted({agent for _, agent, request in held if request != asked[agent]} - set(same))
-    released = release_leases(s, lost, retry_base_seconds) if lost else 0
+    lost = sorted(run_id for run_id, agent, request in held
+                  if request != asked[agent] and agent not in same)  # fmt: skip
+    released = _release(s, lost, retry_base_seconds) if lost else 0
     if released:
+        agents = {agent for run_id, agent, _ in held if run_id in lost}
         log.warning("%d agent(s) asked for work while holding %d run(s): requeued",
-                    len(lost), released)  # fmt: skip
+                    len(agents), released)  # fmt: skip
     answers = [same.get(agent) if request is not None else None for agent, request in asks]
     return answers, released
 

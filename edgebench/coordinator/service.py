@@ -55,10 +55,10 @@ class AgentSession:
     # sessions with one get runs, so a busy agent or one with a full outbox gets none.
     request_id: str | None = None
     request_checked: bool = False  # a round already looked for leases it holds
-    # Results and failures being written: acks go out when the writer has committed them,
-    # and the agent's next work request waits for them (its run must be done before a
-    # round looks at what the agent holds).
-    storing: set[asyncio.Future[Any]] = field(default_factory=set)
+    # Results and failures being written, with their run ids: acks go out when the writer
+    # has committed them; a dispatch round meanwhile leaves those runs alone (the agent
+    # is done with them, they are not leases it lost).
+    storing: dict[asyncio.Future[Any], str] = field(default_factory=dict)
     # Runs this session reported done: a touch of theirs written after the result is no
     # stale lease (the agent has moved on), so it gets no CancelRun.
     finished: deque[str] = field(default_factory=lambda: deque(maxlen=8))
@@ -191,15 +191,14 @@ class Dispatcher:
         """One round: every session with an open work request gets a run if one matches,
         all claimed in one store transaction."""
         async with self._lock:
-            waiting = [
-                s for s in self.sessions.values() if s.request_id is not None and not s.storing
-            ]
+            waiting = [s for s in self.sessions.values() if s.request_id is not None]
             if not waiting:
                 return
             requests = [
-                ClaimRequest(s.agent, s.device, s.request_id, check_held=not s.request_checked)
+                ClaimRequest(s.agent, s.device, s.request_id, check_held=not s.request_checked,
+                             finishing=frozenset(s.storing.values()))
                 for s in waiting
-            ]
+            ]  # fmt: skip
             claim_runs = functools.partial(
                 scheduler.claim_runs,
                 requests=requests,
@@ -388,7 +387,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             reader.cancel()
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 log.error("session of %s failed", device.name, exc_info=reader.exception())
-            for storing in session.storing:
+            for storing in list(session.storing):
                 storing.cancel()  # stored or not, the agent sends it again after a reconnect
             if self.dispatcher.sessions.get(agent.id) is session:
                 del self.dispatcher.sessions[agent.id]
@@ -453,7 +452,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self.dispatcher.forget_touches(item.run_id)
         session.finished.append(item.run_id)
         stored = self.writer.submit_item(scheduler.store_results, item)
-        session.storing.add(stored)
+        session.storing[stored] = item.run_id
         stored.add_done_callback(functools.partial(self._after_store, session, result.result_id))
 
     def _after_store(
@@ -492,13 +491,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 error=failure.error,
             )
         )
-        session.storing.add(failed)
+        session.storing[failed] = failure.run_id
         failed.add_done_callback(functools.partial(self._written, session))
 
     def _written(self, session: AgentSession, write: asyncio.Future[Any]) -> None:
-        session.storing.discard(write)
-        if session.request_id is not None and not session.storing:
-            self.dispatcher.kick()  # its work request was waiting for this write
+        session.storing.pop(write, None)
 
     async def FetchArtifact(
         self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext

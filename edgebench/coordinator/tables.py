@@ -188,4 +188,10 @@ class Result(SQLModel, table=True):
 
 # The claim reads this index in its order: per submitter, highest priority first, then
 # oldest (priority descending, so one index scan serves the claim's ORDER BY).
-Index("ix_run_queue", Run.state, Run.submitter, col(Run.priority).desc(), Run.created_at)
+Index(
+    "ix_run_queue",
+    col(Run.state),
+    col(Run.submitter),
+    col(Run.priority).desc(),
+    col(Run.created_at),
+)

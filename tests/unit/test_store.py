@@ -266,6 +266,25 @@ def test_new_work_request_releases_a_lease_the_agent_forgot(store: Store) -> Non
     assert store.answer_work_request(agent[0].id, "after-restart") == (None, 0)
 
 
+def test_a_round_leaves_alone_a_run_whose_result_is_being_written(store: Store) -> None:
+    """The agent sent its result, then asked for more work: the round that answers runs
+    while the result is still being written, and must not take that run back."""
+    _job(store, n_prompt=[1, 2])
+    agent, device = _agent(store, "dev0")
+    (first,) = store.claim_runs([ClaimRequest(agent, device, "req-1")], lease_seconds=60)
+    assert first is not None
+    finishing = frozenset({first.run.id})
+    (second,) = store.claim_runs(
+        [ClaimRequest(agent, device, "req-2", finishing=finishing)], lease_seconds=60
+    )
+    assert second is not None and second.run.id != first.run.id
+    values, blob = _values()
+    store.store_result(agent_id=agent.id, result_id="r1", run_id=first.run.id,
+                       epoch=first.run.lease_epoch, values=values, timings=blob)  # fmt: skip
+    states = {run.id: run.state for run in store.runs_of(first.job.id)}
+    assert states == {first.run.id: RunState.SUCCEEDED, second.run.id: RunState.LEASED}
+
+
 def test_create_job_refuses_unknown_model_or_device_and_stores_nothing(store: Store) -> None:
     unknown = PlannedRun("c" * 64, "llama_cpp", "", 0, 1, 2)
     with pytest.raises(StoreError, match="never uploaded"):
