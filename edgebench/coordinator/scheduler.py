@@ -15,9 +15,11 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import random
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -204,11 +206,11 @@ _IN_FLIGHT = select(Run.submitter, func.count()).where(_live).group_by(col(Run.s
 
 
 def _pools_in_one_statement() -> Select[Any]:
-    """PostgreSQL: every submitter's pool and runs in flight in one statement (the walk
-    of submitters, a pool each and the counts were a network round trip each, most of a
-    round's time: benchmarks/fleet.py). The walk is a recursive CTE stepping through
-    ix_run_queue like `_queued_submitters`; each pool is a LATERAL scan of the index in
-    its order, like `_POOL`."""
+    """PostgreSQL: every submitter's pool in one statement (the walk of submitters and a
+    pool each were a network round trip each, most of a round's time:
+    benchmarks/fleet.py). The walk is a recursive CTE stepping through ix_run_queue like
+    `_queued_submitters`; each pool is a LATERAL scan of the index in its order, like
+    `_POOL`."""
     first = select_columns(func.min(Run.submitter).label("name")).where(_queued)
     walk = first.cte("walk", recursive=True)
     following = (
@@ -217,23 +219,17 @@ def _pools_in_one_statement() -> Select[Any]:
         .scalar_subquery()
     )
     walk = walk.union_all(select_columns(following).where(walk.c.name.is_not(None)))
-    flying = select_columns(func.count()).where(_live, col(Run.submitter) == walk.c.name)
-    # MATERIALIZED: counted once per submitter, not once per pooled row
-    submitters = (
-        select_columns(walk.c.name, flying.scalar_subquery().label("in_flight"))
-        .where(walk.c.name.is_not(None))
-        .cte("submitters")
-        .prefix_with("MATERIALIZED")
-    )
     pooled = (
         select_columns(*_QUEUED_COLUMNS)
-        .where(_queued, col(Run.submitter) == submitters.c.name, _out_of_backoff)
+        .where(_queued, col(Run.submitter) == walk.c.name, _out_of_backoff)
         .order_by(*_best_first)
         .limit(bindparam("size"))
         .lateral("pooled")
     )
-    return select_columns(submitters.c.name, submitters.c.in_flight, pooled).select_from(
-        submitters.join(pooled, true())
+    return (
+        select_columns(walk.c.name, pooled)
+        .select_from(walk.join(pooled, true()))
+        .where(walk.c.name.is_not(None))
     )
 
 
@@ -549,8 +545,33 @@ def _selector(text: str) -> DeviceSelector:
     return DeviceSelector.model_validate_json(text)
 
 
+@dataclass
+class InFlightCounts:
+    """Runs in flight per submitter, as fair share weighs them: counted in the database
+    at most once every `refresh_seconds`, plus the grants made through this object since.
+    Counting live runs reads every one of them (2,000 rows, ~10 ms a round on PostgreSQL
+    with a 2,000-agent fleet: benchmarks/fleet.py), so a dispatcher counts once a second;
+    a run that finished since still counts until the next count."""
+
+    refresh_seconds: float = 1.0
+    counts: dict[str, int] = field(default_factory=dict)
+    counted_at: float = -math.inf
+
+    def current(self, connection: Connection) -> dict[str, int]:
+        """The counts, to be read and added to (each grant adds one)."""
+        now = time.monotonic()
+        if now - self.counted_at >= self.refresh_seconds:
+            self.counts = dict(connection.execute(_IN_FLIGHT).all())
+            self.counted_at = now
+        return self.counts
+
+
 def claim_runs(
-    s: Session, requests: Sequence[ClaimRequest], lease_seconds: int, retry_base_seconds: float
+    s: Session,
+    requests: Sequence[ClaimRequest],
+    lease_seconds: int,
+    retry_base_seconds: float,
+    in_flight: InFlightCounts | None = None,
 ) -> list[Claim | None]:
     """One dispatch round: a claim or None per request.
 
@@ -560,27 +581,28 @@ def claim_runs(
     priority first; within it, the submitter with the fewest runs in flight (fair share:
     one huge matrix cannot starve others, and leases granted in this round count); then
     the oldest run. On PostgreSQL the chosen row is locked FOR UPDATE SKIP LOCKED, so
-    coordinators sharing the database pass over each other's picks."""
+    coordinators sharing the database pass over each other's picks. Without `in_flight`
+    the runs in flight are counted afresh."""
     asks = [(r.agent.id, r.request_id if r.check_held else None) for r in requests]
     finishing = frozenset().union(*(r.finishing for r in requests))
     granted, _ = answer_requests(s, asks, retry_base_seconds, finishing)
     connection = _connection(s)
     now = utcnow()
     asking = [i for i in range(len(requests)) if granted[i] is None]
-    in_flight: dict[str, int] | None = None
+    counts: dict[str, int] | None = None
     # A first look at a few runs per submitter serves most rounds; only requests that
     # none of those fit make a second, deeper look (device selectors).
     for depth in (FIRST_LOOK, CANDIDATE_SCAN):
         if not asking:
             break
-        pools, counted = _pools(connection, now, depth + len(asking))
+        pools = _pools(connection, now, depth + len(asking))
         if not pools:
             break
-        if in_flight is None:
-            in_flight = counted  # later looks keep counting this round's grants
+        if counts is None:  # later looks keep counting this round's grants
+            counts = (in_flight or InFlightCounts(refresh_seconds=0)).current(connection)
         shallow = all(len(pool) < depth + len(asking) for pool in pools.values())
         until = now + timedelta(seconds=lease_seconds)
-        asking = _lease_all(connection, requests, asking, pools, in_flight, granted, until)
+        asking = _lease_all(connection, requests, asking, pools, counts, granted, until)
         if shallow:
             break  # the first look saw every queued run already
     return claims_of(s, granted)
@@ -684,25 +706,19 @@ def _ranked(
     return [(entry[3], entry[4]) for entry in firsts]
 
 
-def _pools(
-    connection: Connection, now: datetime, size: int
-) -> tuple[dict[str, list[_Queued]], dict[str, int]]:
+def _pools(connection: Connection, now: datetime, size: int) -> dict[str, list[_Queued]]:
     """Up to `size` queued runs out of backoff per submitter, best first (highest
-    priority, then oldest), and each submitter's runs in flight. Reading the index in its
-    order, the cost does not grow with the length of the queue (benchmarks/fleet.py)."""
+    priority, then oldest). Reading the index in its order, the cost does not grow with
+    the length of the queue (benchmarks/fleet.py)."""
     pools: dict[str, list[_Queued]] = {}
     if connection.dialect.name == "postgresql":
-        in_flight: dict[str, int] = {}
-        for name, flying, *row in connection.execute(_POOLS, {"now": now, "size": size}):
+        for name, *row in connection.execute(_POOLS, {"now": now, "size": size}):
             pools.setdefault(name, []).append(_Queued(*row))
-            in_flight[name] = flying
-        return pools, in_flight
+        return pools
     for submitter in _queued_submitters(connection):
         query = {"submitter": submitter, "now": now, "size": size}
         pools[submitter] = [_Queued(*row) for row in connection.execute(_POOL, query)]
-    # one submitter: fair share has nothing to weigh
-    in_flight = dict(connection.execute(_IN_FLIGHT).all()) if len(pools) > 1 else {}
-    return pools, in_flight
+    return pools
 
 
 def _queued_submitters(connection: Connection) -> list[str]:

@@ -88,6 +88,8 @@ class Dispatcher:
         # Heartbeats since the last flush: {agent id: (device id, when)}, written together.
         self.seen: dict[str, tuple[str, datetime]] = {}
         self._specs: dict[str, JobCreate] = {}  # jobs never change once stored
+        # Fair share's runs in flight, counted once a second (only the rounds writer uses it)
+        self._in_flight = scheduler.InFlightCounts()
 
     def start_writers(self) -> None:
         for writer in (self.writer, self.rounds, self.housekeeping):
@@ -204,6 +206,7 @@ class Dispatcher:
                 requests=requests,
                 lease_seconds=self.settings.lease_seconds,
                 retry_base_seconds=self.settings.retry_base_seconds,
+                in_flight=self._in_flight,
             )
             claims = await self.rounds.call(claim_runs)
             for session, request, claim in zip(waiting, requests, claims, strict=True):

@@ -117,7 +117,7 @@ class Run(SQLModel, table=True):
     submitter: str = "default"
     lease_request_id: str | None = None  # the agent's WorkRequest this lease answers
     device_id: str | None = Field(default=None, foreign_key="device.id", index=True)
-    agent_id: str | None = None
+    agent_id: str | None = Field(default=None, index=True)  # a round's held-by lookup
     lease_epoch: int = 0
     lease_expires_at: datetime | None = None
     attempts: int = 0

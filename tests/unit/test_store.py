@@ -553,3 +553,32 @@ def test_a_run_deep_in_the_queue_still_reaches_the_one_device_it_fits(store: Sto
     pi = _agent(store, "pi", arch="aarch64")
     claimed = _claims(store, pi)
     assert claimed is not None and claimed.job_id == anywhere.id
+
+
+def test_in_flight_counts_are_counted_again_after_their_refresh(store: Store) -> None:
+    """A dispatcher counts runs in flight once a second and adds its own grants between."""
+    store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
+    for submitter in ("alice", "bob"):
+        spec = JobCreate(models=[SHA], n_prompt=[1, 2, 3], submitter=submitter)
+        store.create_job(new_job(spec), plan_runs(spec, {SHA: "gguf"}), spec.selector)
+    counts = scheduler.InFlightCounts(refresh_seconds=3600)
+
+    def claim(name: str) -> str:
+        agent, device = _agent(store, name)
+        with store.writing() as s:
+            (got,) = scheduler.claim_runs(s, [ClaimRequest(agent, device, name)], 60, 1.0,
+                                          in_flight=counts)  # fmt: skip
+        assert got is not None
+        return got.run.submitter
+
+    assert [claim("dev0"), claim("dev1"), claim("dev2")] == ["alice", "bob", "alice"]
+    assert counts.counts == {"alice": 2, "bob": 1}
+    # a lease granted elsewhere (bob's: fewer in flight) is seen only when the counts are
+    # taken again: until then bob still looks one behind (counted afresh: a tie, alice's
+    # older run would go)
+    agent, device = _agent(store, "elsewhere")
+    (other,) = store.claim_runs([ClaimRequest(agent, device, "other")], lease_seconds=60)
+    assert other is not None and other.run.submitter == "bob"
+    assert claim("dev3") == "bob" and counts.counts == {"alice": 2, "bob": 2}
+    counts.counted_at -= 3600
+    assert claim("dev4") == "alice" and counts.counts == {"alice": 3, "bob": 3}
