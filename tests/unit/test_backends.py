@@ -127,6 +127,48 @@ def test_context_is_checked(tiny_model: Path) -> None:
         backend.close()
 
 
+def test_llama_cpp_restores_a_repeated_depth_context_instead_of_prefilling_it(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second rep with the same context decodes only the prompt and the generated
+    tokens, and generates exactly what a rep that prefilled the context does."""
+    import llama_cpp
+
+    decoded: list[int] = []  # tokens per llama_decode call
+    sampled: list[int] = []
+    real_decode, real_sample = llama_cpp.llama_decode, llama_cpp.llama_sampler_sample
+
+    def decode(ctx: object, batch: llama_cpp.llama_batch) -> int:
+        decoded.append(batch.n_tokens)
+        return int(real_decode(ctx, batch))
+
+    def sample(sampler: object, ctx: object, index: int) -> int:
+        sampled.append(int(real_sample(sampler, ctx, index)))
+        return sampled[-1]
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", decode)
+    monkeypatch.setattr(llama_cpp, "llama_sampler_sample", sample)
+    backend = create_backend("llama_cpp")
+    backend.load(tiny_model, EngineSettings(threads=1, n_ctx=256))
+    context, prompt = list(range(20, 52)), list(range(60, 68))
+    try:
+        runs = []
+        for this_context in (context, context, [*context[:-1], 99], context):
+            decoded.clear()
+            sampled.clear()
+            timing = backend.generate(this_context, prompt, 6)
+            assert len(timing.token_ns) == 6
+            runs.append((list(decoded), list(sampled)))
+    finally:
+        backend.close()
+    prefilled, restored, other, again = runs
+    assert prefilled[0] == [32, 8, 1, 1, 1, 1, 1]  # context, prompt, 5 one-token steps
+    assert restored[0] == [8, 1, 1, 1, 1, 1]  # the context came back from the saved state
+    assert restored[1] == prefilled[1]  # the same tokens generated
+    assert other[0] == prefilled[0]  # another context is prefilled (and saved)...
+    assert again[0] == prefilled[0] and again[1] == prefilled[1]  # ...so this one is too
+
+
 def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="unknown backend"):
         create_backend("tensorflow")
