@@ -196,9 +196,13 @@ class Agent:
                 "connected to %s as %s", self.credential.coordinator, welcome.welcome.device_name
             )
             queue: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
-            self._send_queue = queue
-            for _, payload in pending:
+            # Read again now, not at hello: a run that finished while the session was
+            # being set up (a stalled link can hold the welcome for seconds) is in the
+            # outbox but was sent nowhere, and a work request must not overtake it (the
+            # coordinator would take the run back as one this agent lost).
+            for _, payload in self.outbox.pending():
                 queue.put_nowait(pb.AgentMessage(result=pb.RunResult.FromString(payload)))
+            self._send_queue = queue
             self._asked = False
             self._ask_for_work()
             tasks = [

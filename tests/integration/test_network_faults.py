@@ -5,12 +5,14 @@ every run's result arrives exactly once."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from edgebench.agent.outbox import Outbox
+from edgebench.proto.v1 import agent_pb2 as pb
 from tests.conftest import (
     Coordinator,
     enroll_agent,
@@ -116,4 +118,35 @@ def test_a_stalled_link_makes_the_agent_abandon_its_run(tmp_path: Path, tiny_mod
     finally:
         stop(agent)
         stop(coord.process)
+        proxy.close()
+
+
+def test_a_result_that_lands_while_the_session_opens_goes_out_in_it(
+    coordinator: Coordinator, tmp_path: Path
+) -> None:
+    """A run that ends while the agent's session is being set up (here the welcome is
+    held up by a stalled link) leaves its result in the outbox after the hello was sent:
+    the session that comes up sends it, ahead of the agent's work request, instead of
+    leaving it for a later reconnect (the coordinator would meanwhile take the run back
+    as one the agent lost: seen in test_agents_ride_out_resets_stalls_and_drops)."""
+    proxy = TcpProxy(coordinator.grpc)
+    home = tmp_path / "agent"
+    home.mkdir()
+    enroll_agent(coordinator, home, "late")
+    proxy.stall()
+    agent = start_agent(home, "--coordinator", proxy.address)
+    try:
+        wait_until(lambda: proxy.connections >= 1, what="the agent to dial the stalled link")
+        time.sleep(1)  # its hello is written; the welcome cannot come back
+        outbox = Outbox(home / "data" / "outbox.sqlite")
+        # A result with no figures: whatever the coordinator answers (it refuses this
+        # one), an answer removes it from the outbox, and only a sent result is answered.
+        late = pb.RunResult(result_id=str(uuid.uuid4()), run_id=str(uuid.uuid4()))
+        outbox.add(late.result_id, late.run_id, late.SerializeToString())
+        proxy.resume()
+        wait_until(lambda: len(outbox) == 0, timeout=20, what="the late result to be answered")
+        log = (home / "agent.log").read_text()
+        assert log.count("connected to") == 1, log  # in the first session, no reconnect
+    finally:
+        stop(agent)
         proxy.close()
