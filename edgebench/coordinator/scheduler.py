@@ -487,24 +487,19 @@ def reap_expired(s: Session, retry_base_seconds: float) -> int:
 def release_leases(s: Session, agent_ids: Sequence[str], retry_base_seconds: float) -> int:
     """These agents asked for new work, so any lease they still hold was lost on their
     side (they restarted): the leases expire now and are requeued as any expiry."""
+    targets = [{"agent": agent} for agent in agent_ids]
+    return _expire_now(s, _EXPIRE_AGENTS_LEASES, targets, retry_base_seconds)
+
+
+def _expire_now(
+    s: Session, statement: Any, targets: list[dict[str, str]], retry_base_seconds: float
+) -> int:
+    """Expires the leases each target names (a statement each: rare) and requeues them
+    as any expiry. Returns how many leases expired."""
     past = utcnow() - timedelta(seconds=1)
     connection = _connection(s)
     released = sum(
-        connection.execute(_EXPIRE_AGENTS_LEASES, {"agent": agent, "past": past}).rowcount
-        for agent in agent_ids
-    )
-    if released:
-        reap_expired(s, retry_base_seconds)
-    return released
-
-
-def _release(s: Session, run_ids: Sequence[str], retry_base_seconds: float) -> int:
-    """Expires these leases now and requeues them as any expiry (rare: a row each)."""
-    past = utcnow() - timedelta(seconds=1)
-    connection = _connection(s)
-    released = sum(
-        connection.execute(_EXPIRE_LEASE, {"run": run_id, "past": past}).rowcount
-        for run_id in run_ids
+        connection.execute(statement, {**target, "past": past}).rowcount for target in targets
     )
     if released:
         reap_expired(s, retry_base_seconds)
@@ -661,7 +656,8 @@ def answer_requests(
     same = {agent: run_id for run_id, agent, request in held if request == asked[agent]}
     lost = sorted(run_id for run_id, agent, request in held
                   if request != asked[agent] and agent not in same)  # fmt: skip
-    released = _release(s, lost, retry_base_seconds) if lost else 0
+    targets = [{"run": run_id} for run_id in lost]
+    released = _expire_now(s, _EXPIRE_LEASE, targets, retry_base_seconds) if lost else 0
     if released:
         agents = {agent for run_id, agent, _ in held if run_id in lost}
         log.warning("%d agent(s) asked for work while holding %d run(s): requeued",
