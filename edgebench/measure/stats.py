@@ -60,3 +60,20 @@ def relative_ci95(values: Sequence[float]) -> float:
     if len(values) < 2 or mean(values) == 0:
         return math.inf
     return ci95_half_width(values) / abs(mean(values))
+
+
+def median_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """Distribution-free confidence interval (at least 95%) of the median: the order
+    statistics x(k) and x(n+1-k) with the largest k for which P(Binomial(n, 1/2) < k)
+    is at most 2.5%. Needs six values; with fewer, even [min, max] covers less than 95%."""
+    n = len(values)
+    if n < 6:
+        raise ValueError("a 95% interval of the median needs at least six values")
+    below, k = 0, 0
+    while True:
+        below += math.comb(n, k)
+        if below / 2**n > 0.025:
+            break
+        k += 1
+    ordered = sorted(values)
+    return ordered[k - 1], ordered[n - k]
