@@ -41,7 +41,7 @@ class ReferenceFigures:
 def request_tps(result: BenchResult) -> float:
     """Our figure comparable with llama-bench's pg: per rep, the prompt's tokens plus the
     tokens decoded after the first, over the time from the prompt's start to the last
-    token; the mean over reps (llama-bench's avg_ts is a mean of per-rep rates too)."""
+    token; the mean over reps (llama-bench's figures are means of per-rep rates too)."""
     rates = [
         (result.n_prompt + len(rep.token_ns) - 1) / (rep.token_ns[-1] / 1e9)
         for rep in result.rep_timings
@@ -78,7 +78,7 @@ def run_llama_bench(
 ) -> ReferenceFigures:
     settings = spec.settings
     common = [
-        "-m", str(model), "-t", str(result.threads), "-r", str(result.reps),
+        "-m", str(model), "-t", str(result.threads), "-r", str(result.reps + 1),
         "-b", str(settings.n_batch), "-ub", str(min(settings.n_ubatch, settings.n_batch)),
         "-ngl", str(settings.n_gpu_layers), "-fa", "1" if settings.flash_attn else "0",
         "--repack", "1" if repack else "0",
@@ -94,17 +94,27 @@ def run_llama_bench(
         tool, [*common, "-p", "0", "-n", "0", "-pg", f"{result.n_prompt},{result.n_gen - 1}",
                "-d", str(result.n_depth)],
     )  # fmt: skip
-    return ReferenceFigures(_avg_ts(prefill), _avg_ts(decode), _avg_ts(request))
+    reps = result.reps
+    return ReferenceFigures(
+        _steady_ts(prefill, reps), _steady_ts(decode, reps), _steady_ts(request, reps)
+    )
 
 
-def _avg_ts(rows: list[dict[str, Any]]) -> float:
+def _steady_ts(rows: list[dict[str, Any]], reps: int) -> float:
+    """The mean rate of llama-bench's repetitions after its first. Its own warm-up is one
+    token (tg) or one prompt (pp), and its first repetition is often far slower than the
+    rest (measured: 0.44-0.89 of them); ours is a whole discarded repetition. Running it
+    with one more repetition and dropping the first measures both after a full one."""
     try:
-        value = float(rows[0]["avg_ts"])
+        samples = [float(value) for value in rows[0]["samples_ts"]]
     except (IndexError, KeyError, TypeError, ValueError):
-        raise EdgebenchError("llama-bench's JSON has no avg_ts figure") from None
-    if value <= 0:
-        raise EdgebenchError(f"llama-bench reported a throughput of {value}")
-    return value
+        raise EdgebenchError("llama-bench's JSON has no samples_ts figures") from None
+    if len(samples) != reps + 1:
+        raise EdgebenchError(f"llama-bench reported {len(samples)} repetitions, not {reps + 1}")
+    if min(samples) <= 0:
+        raise EdgebenchError(f"llama-bench reported a throughput of {min(samples)}")
+    steady = samples[1:]
+    return sum(steady) / len(steady)
 
 
 def compare_with_llama_bench(

@@ -16,7 +16,8 @@ from edgebench.errors import EdgebenchError
 from edgebench.measure.record import BenchResult, RepTiming, summarize
 from tests.conftest import run_cli
 
-# Answers like llama-bench 0.3.36 with -o json: one object per test, avg_ts its mean rate.
+# Answers like llama-bench 0.3.36 with -o json: one object per test, samples_ts its rate
+# per repetition; the first repetition slow, as the real one's often is.
 STAND_IN = """#!{python}
 import json, sys
 args = sys.argv[1:]
@@ -30,7 +31,7 @@ if mode == "garbage":
     print("not json")
     sys.exit(0)
 if mode == "no-figure":
-    print(json.dumps([{{"n_prompt": 1}}]))
+    print(json.dumps([{{"n_prompt": 1, "avg_ts": 5.0}}]))
     sys.exit(0)
 value = lambda flag: args[args.index(flag) + 1]
 if "-pg" in args:
@@ -39,7 +40,12 @@ elif value("-n") == "0":
     figure = 1000.0
 else:
     figure = 100.0
-print(json.dumps([{{"avg_ts": figure, "n_depth": int(value("-d"))}}]))
+reps = int(value("-r")) - (mode == "short")
+samples = [figure / 2] + [figure * (0.9 if i % 2 else 1.1) for i in range(reps - 1)]
+if mode == "zero":
+    samples[-1] = 0.0
+average = sum(samples) / len(samples)
+print(json.dumps([{{"avg_ts": average, "samples_ts": samples, "n_depth": int(value("-d"))}}]))
 """
 
 
@@ -77,7 +83,10 @@ def test_request_rate_is_the_mean_of_per_rep_rates() -> None:
 def test_each_llama_bench_test_gets_our_threads_lengths_and_depths(tmp_path: Path) -> None:
     tool, log = _stand_in(tmp_path)
     figures = run_llama_bench(tool, tmp_path / "m.gguf", _result(), _spec(), repack=False)
-    assert (figures.prefill_tps, figures.decode_tps, figures.request_tps) == (1000, 100, 300)
+    # the mean of the repetitions after llama-bench's first, the slow one it warms up with
+    assert figures.prefill_tps == pytest.approx(1000)
+    assert figures.decode_tps == pytest.approx(100)
+    assert figures.request_tps == pytest.approx(300)
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(calls) == 3
 
@@ -86,7 +95,8 @@ def test_each_llama_bench_test_gets_our_threads_lengths_and_depths(tmp_path: Pat
 
     prefill, decode, request = (options(call) for call in calls)
     for each in (prefill, decode, request):
-        assert each["-t"] == "2" and each["-r"] == "2" and each["--repack"] == "0"
+        # one repetition more than ours: its first stands for our discarded warm-up rep
+        assert each["-t"] == "2" and each["-r"] == "3" and each["--repack"] == "0"
         assert each["-b"] == "256" and each["-ub"] == "128" and each["-o"] == "json"
     assert (prefill["-p"], prefill["-n"], prefill["-d"]) == ("8", "0", "16")
     # decode follows the prompt: tg at depth + prompt, the first token is the prefill's
@@ -99,7 +109,9 @@ def test_each_llama_bench_test_gets_our_threads_lengths_and_depths(tmp_path: Pat
     [
         ("fail", "llama-bench failed: error: failed to load model"),
         ("garbage", "llama-bench did not print JSON"),
-        ("no-figure", "llama-bench's JSON has no avg_ts figure"),
+        ("no-figure", "llama-bench's JSON has no samples_ts figures"),
+        ("short", "llama-bench reported 2 repetitions, not 3"),
+        ("zero", "llama-bench reported a throughput of 0.0"),
     ],
 )
 def test_a_failing_llama_bench_is_a_clear_error(tmp_path: Path, mode: str, message: str) -> None:
