@@ -11,7 +11,9 @@ at or above it), missed (the whole interval below) or undecided (the machine's n
 wider than the question: run more rounds). Targets: decode >= 0.97, prefill >= 0.95. The
 request row (prompt then generation, timed as one: llama-bench's pg) compares the same
 sequence of work on both sides; see edgebench/agent/reference.py for why decode alone
-differs.
+differs. The row "decode in tg's sequence" runs our loop in tg's own sequence (the depth
+and prompt restored as a cached context, one token fed, then decode steps that each
+follow a decode), so it compares the two loops alone.
 
 Usage: .venv/bin/python benchmarks/reference.py [--rounds 15] [--threads 2] [-p 64] [-n 64]
 """
