@@ -4,6 +4,7 @@ GPU's asynchronous queue cannot hide work)."""
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ class TransformersBackend:
         self._variant = ""
         self._device = "cpu"
         self._max_length = 0
+        self._cache_keyword = "past_key_values"
 
     def engine_version(self) -> str:
         import transformers
@@ -77,6 +79,7 @@ class TransformersBackend:
             self._model = model.to(self._device).eval()
         except (OSError, ValueError) as exc:
             raise BackendError(f"transformers could not load {model_path}: {exc}") from exc
+        self._cache_keyword = _cache_keyword(self._model)
         self._max_length = min(
             settings.n_ctx, int(getattr(self._model.config, "max_position_embeddings", 1 << 30))
         )
@@ -98,18 +101,17 @@ class TransformersBackend:
             raise BackendError(f"depth + prompt + generation ({total}) exceed the context")
         from transformers import DynamicCache
 
-        cache = DynamicCache()
+        kv = {self._cache_keyword: DynamicCache(), "use_cache": True}
         if context:
-            model(input_ids=self._ids(context), past_key_values=cache, use_cache=True)
+            model(input_ids=self._ids(context), **kv)
         clock = time.perf_counter_ns
         start = clock()
-        out = model(input_ids=self._ids(prompt), past_key_values=cache, use_cache=True,
-                    logits_to_keep=1)  # fmt: skip
+        out = model(input_ids=self._ids(prompt), logits_to_keep=1, **kv)
         token = int(out.logits[0, -1].argmax())
         prefill_ns = clock() - start  # the argmax on the host marks the end of the prefill
         stamps = [prefill_ns]
         for _ in range(n_gen - 1):
-            out = model(input_ids=self._ids([token]), past_key_values=cache, use_cache=True)
+            out = model(input_ids=self._ids([token]), **kv)
             token = int(out.logits[0, -1].argmax())
             stamps.append(clock() - start)
         return RepTiming(prefill_ns=prefill_ns, token_ns=tuple(stamps), start_ns=start)
@@ -132,3 +134,10 @@ def _device(provider: str) -> str:
             f"transformers cannot run on cuda here: torch {torch.__version__} sees no CUDA GPU"
         )
     return provider
+
+
+def _cache_keyword(model: Any) -> str:
+    """transformers 5.x names the KV cache argument `cache` (and warns that
+    `past_key_values` goes away); 4.x knows only `past_key_values`."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
