@@ -23,7 +23,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, Select, String, bindparam, func, insert, or_, true, update
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    Select,
+    String,
+    any_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    true,
+    update,
+)
 from sqlalchemy import select as select_columns  # sqlmodel's select takes at most 4
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
@@ -157,8 +169,11 @@ _FAIL = (
     .where(col(Run.id) == bindparam("run"))
     .values(state=RunState.FAILED, error=bindparam("why"), finished_at=bindparam("at"))
 )
-_EXPIRED = select(Run.id, Run.lease_epoch, Run.attempts).where(
-    _live, col(Run.lease_expires_at) < bindparam("now")
+# In id order, as every other writer takes its runs (results, touches, releases).
+_EXPIRED = (
+    select(Run.id, Run.lease_epoch, Run.attempts)
+    .where(_live, col(Run.lease_expires_at) < bindparam("now"))
+    .order_by(col(Run.id))
 )
 _unchanged = (
     (col(Run.id) == bindparam("run")) & (col(Run.lease_epoch) == bindparam("epoch")) & _live
@@ -281,6 +296,12 @@ _touch_is = (
     & (col(Run.lease_epoch) == _touched.c.epoch)
     & _live
 )
+_LOCK_IN_ID_ORDER = (
+    select_columns(col(Run.id))
+    .where(col(Run.id) == any_(bindparam("runs", type_=ARRAY(String))))
+    .order_by(col(Run.id))
+    .with_for_update()
+)
 _EXTEND_MANY = (
     update(Run)
     .where(_touch_is)
@@ -355,6 +376,10 @@ def _touch_in_arrays(
 ) -> list[bool]:
     """touch_leases on PostgreSQL: a statement per kind, not a row each (executemany
     sends every row on its own: 2,000 heartbeats took 0.3-0.5 s, benchmarks/fleet.py)."""
+    # Two statements would each lock as they update, the second's runs after the first's
+    # whatever their ids; a results batch locks in id order, and the two could then wait
+    # on each other (test_store: a touch waits for its runs in id order).
+    connection.execute(_LOCK_IN_ID_ORDER, {"runs": sorted({t.run_id for t in touches})})
     current: set[tuple[str, str | None, int]] = set()
     for kind in (_EXTEND_MANY, _EXTEND_RUNNING_MANY):
         running = kind is _EXTEND_RUNNING_MANY

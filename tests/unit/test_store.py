@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, text
 from sqlmodel import col
 
 from edgebench.coordinator import scheduler
@@ -582,3 +583,54 @@ def test_in_flight_counts_are_counted_again_after_their_refresh(store: Store) ->
     assert claim("dev3") == "bob" and counts.counts == {"alice": 2, "bob": 2}
     counts.counted_at -= 3600
     assert claim("dev4") == "alice" and counts.counts == {"alice": 3, "bob": 3}
+
+
+def test_a_touch_waits_for_its_runs_in_id_order_as_results_do(postgres_url: str) -> None:
+    """PostgreSQL: a flush of a heartbeat for one run and progress for another is two
+    statements. Were each to lock as it updates, the touch could hold the higher run while
+    waiting on the lower, which a results batch (locking in id order) holds while it waits
+    on the higher: a deadlock, one transaction aborted. The touch takes its runs in id
+    order first, so it waits holding nothing."""
+    store = Store(postgres_url)
+    _job(store, n_gen=3)
+    _job(store, n_gen=4)
+    (a, a_device), (b, b_device) = _agent(store, "dev0"), _agent(store, "dev1")
+    first = store.claim_run(agent=a, device=a_device, lease_seconds=60)
+    second = store.claim_run(agent=b, device=b_device, lease_seconds=60)
+    assert first is not None and second is not None
+    low, high = sorted((first.run, second.run), key=lambda run: run.id)
+    touches = [
+        LeaseTouch(high.agent_id or "", high.id, high.lease_epoch),  # heartbeat: statement 1
+        LeaseTouch(low.agent_id or "", low.id, low.lease_epoch, "measuring", 1),  # statement 2
+    ]
+    results_batch = store.engine.connect()
+    watcher = store.engine.connect()
+    lock = select(col(Run.id)).where(col(Run.id) == bindparam("run")).with_for_update()
+    pool = ThreadPoolExecutor(1)
+    try:
+        with results_batch.begin():
+            results_batch.execute(lock, {"run": low.id})
+            touched = pool.submit(_touch, store, touches)
+            _wait_for_a_lock_wait(watcher)
+            results_batch.execute(lock, {"run": high.id})  # deadlocks unless the touch waits
+        assert touched.result(timeout=10) == [True, True]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        results_batch.close()
+        watcher.close()
+        store.close()
+
+
+def _touch(store: Store, touches: list[LeaseTouch]) -> list[bool]:
+    with store.writing() as s:
+        return scheduler.touch_leases(s, touches, 60)
+
+
+def _wait_for_a_lock_wait(connection: Any) -> None:
+    query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    deadline = time.monotonic() + 10
+    while connection.execute(query).scalar() == 0:
+        connection.rollback()  # pg_stat_activity is read once per transaction
+        assert time.monotonic() < deadline, "the touch never waited for the locked run"
+        time.sleep(0.01)
+    connection.rollback()
