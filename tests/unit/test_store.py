@@ -58,6 +58,17 @@ def _job(store: Store, device: str | None = None, n_gen: int = 3, **options: Any
     return job
 
 
+def _two_leases(store: Store) -> tuple[tuple[Agent, Claim], tuple[Agent, Claim]]:
+    """Two jobs, and a run of each leased by an agent of its own."""
+    _job(store, n_gen=3)
+    _job(store, n_gen=4)
+    (a, a_device), (b, b_device) = _agent(store, "dev0"), _agent(store, "dev1")
+    first = store.claim_run(agent=a, device=a_device, lease_seconds=60)
+    second = store.claim_run(agent=b, device=b_device, lease_seconds=60)
+    assert first is not None and second is not None
+    return (a, first), (b, second)
+
+
 def _values() -> tuple[dict[str, object], bytes]:
     reps = [RepTiming(prefill_ns=1000, token_ns=(2000, 3000, 4500))]
     result = summarize(
@@ -489,12 +500,7 @@ def test_an_older_schema_is_upgraded_keeping_its_rows(db_url: str) -> None:
 
 def test_one_call_touches_many_leases_and_tells_the_stale_ones(store: Store) -> None:
     """The writer thread sends every heartbeat and progress of a batch in one call."""
-    _job(store)
-    _job(store)
-    (a, a_device), (b, b_device) = _agent(store, "dev0"), _agent(store, "dev1")
-    first = store.claim_run(agent=a, device=a_device, lease_seconds=60)
-    second = store.claim_run(agent=b, device=b_device, lease_seconds=60)
-    assert first is not None and second is not None
+    (a, first), (b, second) = _two_leases(store)
     run, epoch = first.run.id, first.run.lease_epoch
     touches = [
         LeaseTouch(a.id, run, epoch),  # heartbeat
@@ -512,12 +518,7 @@ def test_one_call_touches_many_leases_and_tells_the_stale_ones(store: Store) -> 
 
 
 def test_one_call_stores_many_results_each_judged_alone(store: Store) -> None:
-    _job(store, n_gen=3)
-    _job(store, n_gen=4)
-    (a, a_device), (b, b_device) = _agent(store, "dev0"), _agent(store, "dev1")
-    first = store.claim_run(agent=a, device=a_device, lease_seconds=60)
-    second = store.claim_run(agent=b, device=b_device, lease_seconds=60)
-    assert first is not None and second is not None
+    (a, first), (b, second) = _two_leases(store)
     values, blob = _values()
 
     def result(result_id: str, claim: Claim, agent: Agent, **changed: object) -> ResultIn:
@@ -592,12 +593,7 @@ def test_a_touch_waits_for_its_runs_in_id_order_as_results_do(postgres_url: str)
     on the higher: a deadlock, one transaction aborted. The touch takes its runs in id
     order first, so it waits holding nothing."""
     store = Store(postgres_url)
-    _job(store, n_gen=3)
-    _job(store, n_gen=4)
-    (a, a_device), (b, b_device) = _agent(store, "dev0"), _agent(store, "dev1")
-    first = store.claim_run(agent=a, device=a_device, lease_seconds=60)
-    second = store.claim_run(agent=b, device=b_device, lease_seconds=60)
-    assert first is not None and second is not None
+    (_, first), (_, second) = _two_leases(store)
     low, high = sorted((first.run, second.run), key=lambda run: run.id)
     touches = [
         LeaseTouch(high.agent_id or "", high.id, high.lease_epoch),  # heartbeat: statement 1
