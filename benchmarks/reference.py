@@ -38,7 +38,7 @@ DATA = HERE / ".data"
 # 512 wide, 8 layers, 8 heads, 1536 feed-forward: about 28M parameters.
 MODEL = TinyLlamaSpec(n_embd=512, n_layer=8, n_head=8, n_head_kv=8, n_ff=1536)
 # 1024 wide, 8 layers, 4096 feed-forward: about 135M parameters, 516 MiB in F32, larger
-# than the last-level cache of the server CPUs this runs on in CI (see RESULTS.md).
+# than the 300 MiB last-level cache of the development VM (see RESULTS.md).
 LARGE_MODEL = TinyLlamaSpec(n_embd=1024, n_layer=8, n_head=8, n_head_kv=8, n_ff=4096)
 
 

@@ -15,6 +15,7 @@ benchmarks/RESULTS.md). pg runs the same work as our loop does.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -111,8 +112,9 @@ def _steady_ts(rows: list[dict[str, Any]], reps: int) -> float:
         raise EdgebenchError("llama-bench's JSON has no samples_ts figures") from None
     if len(samples) != reps + 1:
         raise EdgebenchError(f"llama-bench reported {len(samples)} repetitions, not {reps + 1}")
-    if min(samples) <= 0:
-        raise EdgebenchError(f"llama-bench reported a throughput of {min(samples)}")
+    for value in samples:
+        if not math.isfinite(value) or value <= 0:
+            raise EdgebenchError(f"llama-bench reported a throughput of {value}")
     steady = samples[1:]
     return sum(steady) / len(steady)
 

@@ -349,7 +349,9 @@ def touch_leases(s: Session, touches: Sequence[LeaseTouch], lease_seconds: int) 
     One compare-and-set statement per kind (heartbeat, progress), however many touches.
     SQLite: an executemany, and only when some matched no row are the leases read, to
     tell which. PostgreSQL: one statement over arrays that returns the leases it
-    extended (_touch_in_arrays)."""
+    extended, after one that locks the touched runs in id order (_touch_in_arrays)."""
+    if not touches:
+        return []
     connection = _connection(s)
     now = utcnow()
     until = now + timedelta(seconds=lease_seconds)

@@ -44,6 +44,8 @@ reps = int(value("-r")) - (mode == "short")
 samples = [figure / 2] + [figure * (0.9 if i % 2 else 1.1) for i in range(reps - 1)]
 if mode == "zero":
     samples[-1] = 0.0
+if mode == "nan":
+    samples[-1] = float("nan")
 average = sum(samples) / len(samples)
 print(json.dumps([{{"avg_ts": average, "samples_ts": samples, "n_depth": int(value("-d"))}}]))
 """
@@ -112,6 +114,7 @@ def test_each_llama_bench_test_gets_our_threads_lengths_and_depths(tmp_path: Pat
         ("no-figure", "llama-bench's JSON has no samples_ts figures"),
         ("short", "llama-bench reported 2 repetitions, not 3"),
         ("zero", "llama-bench reported a throughput of 0.0"),
+        ("nan", "llama-bench reported a throughput of nan"),
     ],
 )
 def test_a_failing_llama_bench_is_a_clear_error(tmp_path: Path, mode: str, message: str) -> None:

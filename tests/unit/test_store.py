@@ -510,6 +510,7 @@ def test_one_call_touches_many_leases_and_tells_the_stale_ones(store: Store) -> 
         LeaseTouch(b.id, second.run.id, second.run.lease_epoch, "loading"),
     ]
     with store.writing() as s:
+        assert scheduler.touch_leases(s, [], 60) == []
         assert scheduler.touch_leases(s, touches, 60) == [True, True, False, False, True]
     runs = {r.id: r for job in store.list_jobs() for r in store.runs_of(job.id)}
     assert (runs[run].state, runs[run].phase, runs[run].rep) == (RunState.RUNNING, "measuring", 2)
