@@ -3,9 +3,11 @@ path next to its CPU path on the same generated models.
 
 Runs whatever is installed: llama.cpp with all layers offloaded (needs a CUDA build of
 llama-cpp-python), transformers on `cuda` (fp32 and bf16), ONNX Runtime with the CUDA
-provider (needs onnxruntime-genai-cuda). An engine that is missing or has no GPU support
-prints one line saying so instead of a row. No GPU machine runs CI: run this by hand and
-record what it printed in benchmarks/RESULTS.md.
+provider through onnxruntime-genai (needs onnxruntime-genai-cuda) and through our own
+greedy loop on a plain export (needs onnxruntime-gpu; TensorRT too where it is there).
+An engine that is missing or has no GPU support prints one line saying so instead of a
+row. No GPU machine runs CI: run this by hand and record what it printed in
+benchmarks/RESULTS.md.
 
 Usage: python benchmarks/gpu_check.py [--data DIR] [-p 64] [-n 64] [-r 5]
 """
@@ -23,7 +25,13 @@ from pathlib import Path
 from edgebench.agent.backends.base import BackendError, EngineSettings
 from edgebench.agent.runner import BenchSpec, run_benchmark
 from edgebench.measure.record import BenchResult
-from edgebench.modelgen import TinyLlamaSpec, cached_tiny_hf, cached_tiny_llama, cached_tiny_onnx
+from edgebench.modelgen import (
+    TinyLlamaSpec,
+    cached_tiny_hf,
+    cached_tiny_llama,
+    cached_tiny_onnx,
+    cached_tiny_onnx_export,
+)
 
 HERE = Path(__file__).resolve().parent
 # The reference check's model: 512 wide, 8 layers, about 28M parameters.
@@ -77,6 +85,8 @@ def rows(data: Path, base: BenchSpec) -> list[tuple[str, Callable[[], Path], Ben
     gguf = lambda: cached_tiny_llama(models, LLAMA)  # noqa: E731
     hf = lambda: cached_tiny_hf(models)  # noqa: E731
     onnx = lambda: cached_tiny_onnx(models)  # noqa: E731
+    export = lambda: cached_tiny_onnx_export(models)  # noqa: E731
+    tensorrt = EngineSettings(provider="tensorrt")
     return [
         ("llama.cpp cpu", gguf, replace(base, variant="Q4_K_M", settings=cpu)),
         ("llama.cpp cuda -ngl -1", gguf, replace(base, variant="Q4_K_M", settings=gpu)),
@@ -87,6 +97,9 @@ def rows(data: Path, base: BenchSpec) -> list[tuple[str, Callable[[], Path], Ben
          replace(base, backend="transformers", variant="bf16", settings=gpu)),
         ("onnx cpu", onnx, replace(base, backend="onnx", settings=cpu)),
         ("onnx cuda", onnx, replace(base, backend="onnx", settings=gpu)),
+        ("onnx export cpu", export, replace(base, backend="onnx", settings=cpu)),
+        ("onnx export cuda", export, replace(base, backend="onnx", settings=gpu)),
+        ("onnx export tensorrt", export, replace(base, backend="onnx", settings=tensorrt)),
     ]  # fmt: skip
 
 

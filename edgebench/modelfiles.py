@@ -1,4 +1,4 @@
-"""Model files as artifacts: a GGUF travels as it is; a model folder (onnxruntime-genai or
+"""Model files as artifacts: a GGUF travels as it is; a model folder (ONNX or
 transformers) travels as a deterministic tar, so the same folder always has the same
 sha256. Used by the CLI (packing), the coordinator (checking) and the agent (unpacking)."""
 
@@ -22,8 +22,8 @@ class ModelFileError(EdgebenchError, ValueError):
 
 
 def detect_format(path: Path) -> str:
-    """gguf for a GGUF file, onnx for an onnxruntime-genai folder, hf for a transformers
-    folder; a clear error for anything else."""
+    """gguf for a GGUF file, onnx for an ONNX decoder folder (onnxruntime-genai's, or any
+    folder with model.onnx), hf for a transformers folder; a clear error for anything else."""
     if path.is_file():
         with path.open("rb") as handle:
             if handle.read(4) == GGUF_MAGIC:
@@ -35,12 +35,13 @@ def detect_format(path: Path) -> str:
 
 
 def _folder_format(names: set[str], where: object) -> str:
-    if "genai_config.json" in names:
+    # An ONNX export keeps the transformers config.json beside model.onnx: ONNX first.
+    if "genai_config.json" in names or "model.onnx" in names:
         return "onnx"
     if "config.json" in names:
         return "hf"
     raise ModelFileError(
-        f"{where} is neither an onnxruntime-genai folder (genai_config.json) "
+        f"{where} is neither an ONNX model folder (model.onnx or genai_config.json) "
         "nor a transformers folder (config.json)"
     )
 

@@ -315,3 +315,23 @@ def cached_tiny_onnx(root: Path, spec: TinyHfSpec = TinyHfSpec(), precision: str
     )  # fmt: skip
     os.replace(tmp, folder)
     return folder
+
+
+def cached_tiny_onnx_export(root: Path, spec: TinyHfSpec = TinyHfSpec()) -> Path:
+    """The same decoder laid out as a plain ONNX export (Optimum's layout): model.onnx with
+    its KV cache as inputs and outputs, the transformers config.json and tokenizer.json,
+    and no genai_config.json, so our own greedy loop runs it, not onnxruntime-genai."""
+    import shutil
+
+    folder = root / f"tiny-onnx-export-{spec.cache_key()}"
+    if folder.is_dir():
+        return folder
+    genai, hf = cached_tiny_onnx(root, spec), cached_tiny_hf(root, spec)
+    tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("model.onnx", "model.onnx.data", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(genai / name, tmp / name)
+    shutil.copy2(hf / "config.json", tmp / "config.json")
+    os.replace(tmp, folder)
+    return folder

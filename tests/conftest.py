@@ -16,7 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from edgebench.modelgen import TinyLlamaSpec, cached_tiny_hf, cached_tiny_llama, cached_tiny_onnx
+from edgebench.modelgen import (
+    TinyLlamaSpec,
+    cached_tiny_hf,
+    cached_tiny_llama,
+    cached_tiny_onnx,
+    cached_tiny_onnx_export,
+)
 
 DATA = Path(__file__).parent / ".data"
 ADMIN_TOKEN = "eba_test_admin_token"
@@ -63,6 +69,12 @@ def tiny_hf() -> Path:
 def tiny_onnx() -> Path:
     """The transformers model turned into an onnxruntime-genai KV-cache decoder."""
     return cached_tiny_onnx(DATA / "models")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_export() -> Path:
+    """The same decoder as a plain ONNX export (no genai_config.json): our greedy loop."""
+    return cached_tiny_onnx_export(DATA / "models")
 
 
 def cli_env(home: Path, **extra: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn
 
 from edgebench import paths
-from edgebench.agent.backends import backend_names
+from edgebench.agent.backends import backend_for_format, backend_names
 from edgebench.agent.backends.base import EngineSettings
 from edgebench.cli.common import (
     BatchSizeOption,
@@ -20,6 +20,7 @@ from edgebench.cli.common import (
     err,
 )
 from edgebench.errors import EdgebenchError
+from edgebench.modelfiles import detect_format
 from edgebench.report import FORMATS, render
 
 
@@ -65,7 +66,9 @@ def parse_celsius(text: str) -> float:
 def bench(
     model: Annotated[
         Path,
-        typer.Argument(help="A GGUF file, an onnxruntime-genai folder or a transformers folder."),
+        typer.Argument(
+            help="A GGUF file, an ONNX decoder folder (model.onnx, or onnxruntime-genai's) or a transformers folder."
+        ),
     ],
     n_prompt: Annotated[
         str, typer.Option("--n-prompt", "-p", help="Prompt lengths in tokens, e.g. 64,256.")
@@ -91,8 +94,12 @@ def bench(
     ] = "300s",
     warmup: Annotated[int, typer.Option(min=0, help="Warm-up repetitions (discarded).")] = 1,
     backend: Annotated[
-        str, typer.Option(help=f"Engine: {', '.join(backend_names())}.")
-    ] = "llama_cpp",
+        str,
+        typer.Option(
+            help=f"Engine: {', '.join(backend_names())} [default: the one that runs the "
+            "model's format]."
+        ),
+    ] = "",
     variant: Annotated[
         str,
         typer.Option(
@@ -166,7 +173,7 @@ def bench(
     if not model.exists():
         raise EdgebenchError(f"model not found: {model}")
     spec = BenchSpec(
-        backend=backend,
+        backend=backend or backend_for_format(detect_format(model)),
         variant=variant,
         n_prompt=int_list(n_prompt, "prompt lengths", 1),
         n_gen=int_list(n_gen, "generation lengths", 2),

@@ -84,7 +84,7 @@ def submit(
     model: Annotated[
         list[Path],
         typer.Option(
-            help="A GGUF file, an onnxruntime-genai folder or a transformers folder; repeat for more. Uploaded unless the coordinator has it."
+            help="A GGUF file, an ONNX decoder folder (model.onnx, or onnxruntime-genai's) or a transformers folder; repeat for more. Uploaded unless the coordinator has it."
         ),
     ],
     backend: Annotated[

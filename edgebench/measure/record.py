@@ -11,7 +11,7 @@ from typing import Any
 from edgebench.measure.stats import ci95_half_width, mean, percentile, stdev
 
 # Bumped whenever the boundary of a metric changes, so stored results stay comparable.
-DEFINITIONS_VERSION = "4"
+DEFINITIONS_VERSION = "5"
 
 # (name, unit, meaning) in export order. The names are a public contract.
 RESULT_FIELDS: tuple[tuple[str, str, str], ...] = (

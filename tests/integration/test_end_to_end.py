@@ -165,19 +165,35 @@ def test_cancel_a_queued_job(coordinator: Coordinator, tiny_model: Path) -> None
 
 
 def test_one_job_compares_three_engines_and_their_variants(
-    coordinator: Coordinator, agent: Path, tiny_model: Path, tiny_onnx: Path, tiny_hf: Path
+    coordinator: Coordinator,
+    agent: Path,
+    tiny_model: Path,
+    tiny_onnx: Path,
+    tiny_onnx_export: Path,
+    tiny_hf: Path,
 ) -> None:
     submitted = coordinator.cli(
         "jobs", "submit", "--model", str(tiny_model), "--model", str(tiny_onnx),
-        "--model", str(tiny_hf), "--variant", "", "--variant", "Q4_K_M", "--variant", "int8",
+        "--model", str(tiny_onnx_export), "--model", str(tiny_hf),
+        "--variant", "", "--variant", "Q4_K_M", "--variant", "int8",
         "-p", "16", "-n", "8", "-r", "2", "--wait", "--timeout", "300",
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.splitlines()[0]
     results = coordinator.api("/api/v1/results", job_id=job_id)
-    ran = sorted((r["fields"]["backend"], r["fields"]["variant"]) for r in results)
-    assert ran == [("llama_cpp", "F32"), ("llama_cpp", "Q4_K_M"), ("onnx", "fp32"),
-                   ("onnx", "int8"), ("transformers", "fp32")]  # fmt: skip
+    ran = sorted(
+        (
+            r["fields"]["backend"],
+            r["fields"]["variant"],
+            r["environment"]["engine_build"].get("loop"),
+        )
+        for r in results
+    )
+    assert ran == [("llama_cpp", "F32", None), ("llama_cpp", "Q4_K_M", None),
+                   ("onnx", "fp32", "genai"), ("onnx", "fp32", "greedy"),
+                   ("onnx", "int8", "genai"), ("onnx", "int8", "greedy"),
+                   ("transformers", "fp32", None)]  # fmt: skip
+    results = [r for r in results if r["environment"]["engine_build"].get("loop") != "greedy"]
     by_variant = {r["fields"]["variant"]: r for r in results}
     assert (
         by_variant["Q4_K_M"]["fields"]["model_size_mb"]

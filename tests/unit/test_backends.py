@@ -23,11 +23,22 @@ def test_generated_vocabulary_is_unique_and_has_byte_fallback() -> None:
     assert tokens[3] == "<0x00>" and tokens[258] == "<0xFF>"
 
 
-@pytest.fixture(params=["llama_cpp", "onnx", "transformers"])
-def engine(request: pytest.FixtureRequest, tiny_model: Path, tiny_onnx: Path, tiny_hf: Path):
-    return request.param, {"llama_cpp": tiny_model, "onnx": tiny_onnx, "transformers": tiny_hf}[
-        request.param
-    ]
+# (backend, model): ONNX twice, onnxruntime-genai's folder and a plain export (our loop).
+@pytest.fixture(params=["llama_cpp", "onnx", "onnx-export", "transformers"])
+def engine(
+    request: pytest.FixtureRequest,
+    tiny_model: Path,
+    tiny_onnx: Path,
+    tiny_onnx_export: Path,
+    tiny_hf: Path,
+) -> tuple[str, Path]:
+    models = {
+        "llama_cpp": tiny_model,
+        "onnx": tiny_onnx,
+        "onnx-export": tiny_onnx_export,
+        "transformers": tiny_hf,
+    }
+    return request.param.split("-")[0], models[request.param]
 
 
 # Each engine is driven through its current API: a deprecated call fails here before the
@@ -65,6 +76,7 @@ def test_every_backend_times_exactly_n_tokens_per_rep(engine, tmp_path: Path) ->
         ("llama_cpp", "Q4_K_M", True),
         ("llama_cpp", "Q8_0", True),
         ("onnx", "int8", True),
+        ("onnx-export", "int8", True),
         ("transformers", "bf16", False),
     ],
 )
@@ -74,10 +86,17 @@ def test_variants_are_made_once_and_reused(
     smaller: bool,
     tiny_model: Path,
     tiny_onnx: Path,
+    tiny_onnx_export: Path,
     tiny_hf: Path,
     tmp_path: Path,
 ) -> None:
-    source = {"llama_cpp": tiny_model, "onnx": tiny_onnx, "transformers": tiny_hf}[name]
+    source = {
+        "llama_cpp": tiny_model,
+        "onnx": tiny_onnx,
+        "onnx-export": tiny_onnx_export,
+        "transformers": tiny_hf,
+    }[name]
+    name = name.split("-")[0]
     spec = BenchSpec(backend=name, variant=variant, n_prompt=(8,), n_gen=(4,), reps=1, warmup=0)
     first = run_benchmark(source, spec, cache_dir=tmp_path)[0]
     assert first.variant == variant
@@ -181,7 +200,7 @@ def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
         run_benchmark(not_gguf, BenchSpec(reps=1), cache_dir=tmp_path)
     with pytest.raises(BackendError, match="not found"):
         run_benchmark(tmp_path / "missing.gguf", BenchSpec(reps=1), cache_dir=tmp_path)
-    with pytest.raises(BackendError, match=r"genai_config\.json"):
+    with pytest.raises(BackendError, match=r"neither genai_config\.json nor model\.onnx"):
         run_benchmark(tmp_path, BenchSpec(backend="onnx", reps=1), cache_dir=tmp_path)
     with pytest.raises(BackendError, match=r"config\.json"):
         run_benchmark(tmp_path, BenchSpec(backend="transformers", reps=1), cache_dir=tmp_path)

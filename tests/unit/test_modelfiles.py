@@ -48,3 +48,14 @@ def test_unsafe_or_unknown_archives_are_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelFileError, match="neither"):
         detect_format(tmp_path / "empty")
+
+
+def test_an_onnx_export_is_onnx_though_it_keeps_the_transformers_config(tmp_path: Path) -> None:
+    """Optimum's layout: config.json beside model.onnx. The folder and its archive agree."""
+    folder = _folder(tmp_path / "export")
+    (folder / "model.onnx").write_bytes(b"\x08\x07")
+    pack_folder(folder, tmp_path / "export.tar")
+    assert detect_format(folder) == "onnx" and check_tar(tmp_path / "export.tar") == "onnx"
+    (folder / "model.onnx").unlink()
+    (folder / "genai_config.json").write_text("{}")
+    assert detect_format(folder) == "onnx"

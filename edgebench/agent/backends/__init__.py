@@ -11,7 +11,7 @@ from edgebench.agent.backends.base import Backend, BackendError
 # backend name -> (module, class, distribution that provides the engine)
 _REGISTRY: dict[str, tuple[str, str, str]] = {
     "llama_cpp": ("edgebench.agent.backends.llama_cpp", "LlamaCppBackend", "llama-cpp-python"),
-    "onnx": ("edgebench.agent.backends.onnx", "OnnxBackend", "onnxruntime-genai"),
+    "onnx": ("edgebench.agent.backends.onnx", "OnnxBackend", "onnxruntime"),
     "transformers": (
         "edgebench.agent.backends.transformers",
         "TransformersBackend",
@@ -28,6 +28,11 @@ VARIANTS = {
     "onnx": ("fp32", "int8"),
     "transformers": ("fp32", "bf16", "fp16"),
 }
+
+
+def backend_for_format(source_format: str) -> str:
+    """The backend that runs models of this format (each format has exactly one)."""
+    return next(name for name, fmt in SOURCE_FORMATS.items() if fmt == source_format)
 
 
 def backend_names() -> list[str]:
@@ -59,4 +64,11 @@ def installed_engines() -> dict[str, str]:
     return engines
 
 
-__all__ = ["Backend", "BackendError", "backend_names", "create_backend", "installed_engines"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "backend_for_format",
+    "backend_names",
+    "create_backend",
+    "installed_engines",
+]

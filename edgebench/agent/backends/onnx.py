@@ -1,8 +1,16 @@
-"""ONNX Runtime through onnxruntime-genai: a causal decoder with its KV cache managed by
-the engine, greedy search in C++, one timestamp per `generate_next_token`.
+"""ONNX Runtime: a causal decoder with a KV cache, run by one of two loops.
 
-The model is an onnxruntime-genai folder (`genai_config.json`, `model.onnx`, tokenizer).
-The int8 variant is made with ONNX Runtime's dynamic quantizer and cached.
+- An onnxruntime-genai folder (`genai_config.json`, `model.onnx`, tokenizer) runs through
+  onnxruntime-genai: the engine keeps the KV cache and its C++ greedy search picks each
+  token; one timestamp per `generate_next_token`.
+- Any other folder with a `model.onnx` decoder that takes its KV cache as inputs and
+  returns it as outputs (`past_key_values.N.key` in, `present.N.key` out, as Optimum and
+  most exporters name them) runs through our own greedy loop over an ONNX Runtime
+  session: each step feeds the previous step's present tensors back as the past, takes
+  the argmax of the last position's logits, and is stamped once the token id is known.
+  The tokenizer is the folder's `tokenizer.json`.
+
+The int8 variant of either is made with ONNX Runtime's dynamic quantizer and cached.
 """
 
 from __future__ import annotations
@@ -12,11 +20,12 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import onnxruntime
-import onnxruntime_genai as og
 import psutil
 
 from edgebench.agent.backends import VARIANTS
@@ -24,12 +33,36 @@ from edgebench.agent.backends.base import BackendError, EngineSettings, check_va
 from edgebench.measure.record import RepTiming
 
 GENAI_CONFIG = "genai_config.json"
-PROVIDERS = {"cpu": "", "cuda": "cuda", "tensorrt": "NvTensorRtRtx", "dml": "dml"}
+MODEL_FILE = "model.onnx"
+# --provider -> onnxruntime-genai's provider name, and ONNX Runtime's execution providers.
+GENAI_PROVIDERS = {"cpu": "", "cuda": "cuda", "tensorrt": "NvTensorRtRtx", "dml": "dml"}
+ORT_PROVIDERS = {
+    "cpu": ("CPUExecutionProvider",),
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+    "dml": ("DmlExecutionProvider", "CPUExecutionProvider"),
+}
+_TENSOR_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+_ID_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
-def check_genai_folder(path: Path) -> None:
-    if not path.is_dir() or not (path / GENAI_CONFIG).is_file():
-        raise BackendError(f"not an onnxruntime-genai model folder (no {GENAI_CONFIG}): {path}")
+def check_onnx_folder(path: Path) -> None:
+    if not path.is_dir() or not ((path / GENAI_CONFIG).is_file() or (path / MODEL_FILE).is_file()):
+        raise BackendError(
+            f"not an ONNX model folder (neither {GENAI_CONFIG} nor {MODEL_FILE}): {path}"
+        )
+
+
+def is_genai_folder(path: Path) -> bool:
+    return (path / GENAI_CONFIG).is_file()
+
+
+class _Decoder(Protocol):
+    loop: str
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def generate(self, context: list[int], prompt: list[int], total: int) -> RepTiming: ...
 
 
 class OnnxBackend:
@@ -37,21 +70,25 @@ class OnnxBackend:
     variants = VARIANTS["onnx"]
 
     def __init__(self) -> None:
-        self._model: Any = None
-        self._tokenizer: Any = None
+        self._decoder: _Decoder | None = None
         self._threads = 0
         self._variant = ""
         self._max_length = 0
         self._provider = "cpu"
 
     def engine_version(self) -> str:
-        return f"onnxruntime-genai {og.__version__} / onnxruntime {onnxruntime.__version__}"
+        version = f"onnxruntime {onnxruntime.__version__}"
+        if self._decoder is not None and self._decoder.loop == "genai":
+            import onnxruntime_genai as og
+
+            return f"onnxruntime-genai {og.__version__} / {version}"
+        return version
 
     def build_info(self) -> dict[str, Any]:
         return {
             "ort_providers": onnxruntime.get_available_providers(),
             "provider": self._provider,
-            "cuda_available": bool(og.is_cuda_available()),
+            "loop": self._decoder.loop if self._decoder is not None else "",
         }
 
     def threads(self) -> int:
@@ -65,7 +102,7 @@ class OnnxBackend:
 
     def prepare(self, source: Path, source_sha256: str, variant: str, cache: Path) -> Path:
         check_variant(self.name, self.variants, variant)
-        check_genai_folder(source)
+        check_onnx_folder(source)
         declared = _declared_precision(source)
         self._variant = variant or declared
         if not variant or variant == declared:
@@ -80,34 +117,68 @@ class OnnxBackend:
         return target
 
     def load(self, model_path: Path, settings: EngineSettings) -> None:
-        check_genai_folder(model_path)
+        check_onnx_folder(model_path)
+        if settings.provider not in ORT_PROVIDERS:
+            raise BackendError(
+                f"unknown ONNX Runtime provider {settings.provider!r}; "
+                f"known: {', '.join(ORT_PROVIDERS)}"
+            )
         self._threads = settings.threads or psutil.cpu_count(logical=False) or 1
         self._provider = settings.provider
-        if settings.provider not in PROVIDERS:
-            raise BackendError(f"unknown ONNX Runtime provider {settings.provider!r}")
-        config = og.Config(str(model_path))
-        options = {"intra_op_num_threads": self._threads, "inter_op_num_threads": 1}
-        config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
-        if settings.provider != "cpu":
-            config.clear_providers()
-            config.append_provider(PROVIDERS[settings.provider])
-        try:
-            self._model = og.Model(config)
-        except Exception as exc:  # onnxruntime-genai raises plain RuntimeError/OrtException
-            raise BackendError(f"ONNX Runtime could not load {model_path}: {exc}") from exc
-        self._tokenizer = og.Tokenizer(self._model)
+        if is_genai_folder(model_path):
+            self._decoder = _GenaiDecoder(model_path, self._threads, settings.provider)
+        else:
+            self._decoder = _GreedyDecoder(model_path, self._threads, settings.provider)
         self._variant = self._variant or _declared_precision(model_path)
         self._max_length = settings.n_ctx
 
     def tokenize(self, text: str) -> list[int]:
-        return [int(t) for t in self._loaded_tokenizer().encode(text)]
+        return self._loaded().tokenize(text)
 
     def generate(self, context: list[int], prompt: list[int], n_gen: int) -> RepTiming:
-        if self._model is None:
-            raise BackendError("no model is loaded")
+        decoder = self._loaded()
         total = len(context) + len(prompt) + n_gen
         if total > self._max_length:
             raise BackendError(f"depth + prompt + generation ({total}) exceed the context")
+        return decoder.generate(context, prompt, total)
+
+    def close(self) -> None:
+        self._decoder = None
+
+    def _loaded(self) -> _Decoder:
+        if self._decoder is None:
+            raise BackendError("no model is loaded")
+        return self._decoder
+
+
+class _GenaiDecoder:
+    loop = "genai"
+
+    def __init__(self, folder: Path, threads: int, provider: str) -> None:
+        try:
+            import onnxruntime_genai as og
+        except ImportError as exc:
+            raise BackendError(
+                f"{folder} is an onnxruntime-genai folder: pip install onnxruntime-genai ({exc})"
+            ) from exc
+        self._og = og
+        config = og.Config(str(folder))
+        options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+        if provider != "cpu":
+            config.clear_providers()
+            config.append_provider(GENAI_PROVIDERS[provider])
+        try:
+            self._model = og.Model(config)
+        except Exception as exc:  # onnxruntime-genai raises plain RuntimeError/OrtException
+            raise BackendError(f"ONNX Runtime could not load {folder}: {exc}") from exc
+        self._tokenizer = og.Tokenizer(self._model)
+
+    def tokenize(self, text: str) -> list[int]:
+        return [int(t) for t in self._tokenizer.encode(text)]
+
+    def generate(self, context: list[int], prompt: list[int], total: int) -> RepTiming:
+        og = self._og
         params = og.GeneratorParams(self._model)
         # min_length = max_length: EOS is masked until exactly n_gen tokens are out.
         params.set_search_options(max_length=total, min_length=total, do_sample=False)
@@ -120,19 +191,223 @@ class OnnxBackend:
         prefill_ns = clock() - start
         stamps = []
         step = generator.generate_next_token
-        for _ in range(n_gen):
+        for _ in range(total - len(context) - len(prompt)):
             step()
             stamps.append(clock() - start)
         return RepTiming(prefill_ns=prefill_ns, token_ns=tuple(stamps), start_ns=start)
 
-    def close(self) -> None:
-        self._tokenizer = None
-        self._model = None
 
-    def _loaded_tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            raise BackendError("no model is loaded")
-        return self._tokenizer
+@dataclass(frozen=True)
+class KvTensor:
+    """One past input, the present output that feeds it next step, its empty shape."""
+
+    past: str
+    present: str
+    empty_shape: tuple[int, ...]
+    dtype: Any
+
+
+@dataclass(frozen=True)
+class DecoderLayout:
+    """What a decoder ONNX graph takes and gives, read from its inputs and outputs."""
+
+    ids: str
+    ids_dtype: Any
+    attention_mask: str | None
+    position_ids: str | None
+    logits: str
+    kv: tuple[KvTensor, ...]
+
+    def feeds(
+        self, tokens: list[int], offset: int, past: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """The inputs of one step: `tokens` at positions from `offset` after the past."""
+        feeds = {self.ids: np.asarray([tokens], dtype=self.ids_dtype), **past}
+        if self.attention_mask:
+            feeds[self.attention_mask] = np.ones((1, offset + len(tokens)), dtype=np.int64)
+        if self.position_ids:
+            positions = np.arange(offset, offset + len(tokens), dtype=np.int64)
+            feeds[self.position_ids] = positions[np.newaxis, :]
+        return feeds
+
+    def empty_past(self) -> dict[str, np.ndarray]:
+        return {kv.past: np.zeros(kv.empty_shape, dtype=kv.dtype) for kv in self.kv}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int | str | None, ...]
+    type: str
+
+
+def read_layout(
+    inputs: list[TensorSpec], outputs: list[TensorSpec], kv_dims: tuple[int, int] | None
+) -> DecoderLayout:
+    """The decoder's layout, or a clear error for a graph our loop cannot drive.
+    `kv_dims` (KV heads, head size, from the folder's config) sizes an empty past whose
+    graph leaves those dimensions symbolic."""
+    by_name = {spec.name: spec for spec in inputs}
+    if "input_ids" not in by_name or by_name["input_ids"].type not in _ID_TYPES:
+        raise BackendError("the ONNX decoder has no int64/int32 input named input_ids")
+    output_names = {spec.name for spec in outputs}
+    if "logits" not in output_names:
+        raise BackendError("the ONNX decoder has no output named logits")
+    known = {"input_ids", "attention_mask", "position_ids"}
+    unknown = sorted(name for name in by_name if name not in known and not _is_past(name))
+    if unknown:
+        raise BackendError(f"the ONNX decoder takes inputs our loop cannot feed: {unknown}")
+    kv = tuple(_kv_tensor(spec, output_names, kv_dims) for spec in inputs if _is_past(spec.name))
+    if not kv:
+        raise BackendError("the ONNX decoder takes no past KV cache (past_key_values.N.key)")
+    return DecoderLayout(
+        ids="input_ids",
+        ids_dtype=_ID_TYPES[by_name["input_ids"].type],
+        attention_mask="attention_mask" if "attention_mask" in by_name else None,
+        position_ids="position_ids" if "position_ids" in by_name else None,
+        logits="logits",
+        kv=kv,
+    )
+
+
+def _is_past(name: str) -> bool:
+    return name.startswith(("past_key_values.", "past."))
+
+
+def _kv_tensor(
+    spec: TensorSpec, output_names: set[str], kv_dims: tuple[int, int] | None
+) -> KvTensor:
+    present = "present." + spec.name.split(".", 1)[1]
+    if present not in output_names:
+        raise BackendError(f"the ONNX decoder has {spec.name} but no output {present}")
+    if spec.type not in _TENSOR_TYPES:
+        raise BackendError(f"{spec.name} is {spec.type}; our loop feeds float32 or float16")
+    if len(spec.shape) != 4:
+        raise BackendError(
+            f"{spec.name} has {len(spec.shape)} dimensions; our loop feeds "
+            "[batch, kv heads, past length, head size]"
+        )
+    shape = (1, _kv_dim(spec, 1, kv_dims), 0, _kv_dim(spec, 3, kv_dims))
+    return KvTensor(spec.name, present, shape, _TENSOR_TYPES[spec.type])
+
+
+def _kv_dim(spec: TensorSpec, axis: int, kv_dims: tuple[int, int] | None) -> int:
+    """The heads (axis 1) or head size (axis 3) of a past input: the graph's own number,
+    else the config's."""
+    value = spec.shape[axis]
+    if isinstance(value, int):
+        return value
+    if kv_dims is None:
+        raise BackendError(
+            f"{spec.name} leaves its heads or head size open and the folder has no "
+            "config.json to read them from"
+        )
+    return kv_dims[0] if axis == 1 else kv_dims[1]
+
+
+def kv_dims_from_config(folder: Path) -> tuple[int, int] | None:
+    """(KV heads, head size) from a transformers config.json beside the model."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text())
+        heads = int(config.get("num_key_value_heads") or config["num_attention_heads"])
+        head_size = int(
+            config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+        )
+    except (ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
+        raise BackendError(f"cannot read the KV cache's shape from {path}: {exc}") from exc
+    return heads, head_size
+
+
+class _GreedyDecoder:
+    loop = "greedy"
+
+    def __init__(self, folder: Path, threads: int, provider: str) -> None:
+        self._tokenizer = _load_tokenizer(folder)
+        self._session = _session(folder / MODEL_FILE, threads, provider)
+        self._layout = read_layout(
+            [_spec(arg) for arg in self._session.get_inputs()],
+            [_spec(arg) for arg in self._session.get_outputs()],
+            kv_dims_from_config(folder),
+        )
+        self._outputs = [self._layout.logits, *(kv.present for kv in self._layout.kv)]
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text).ids)
+
+    def generate(self, context: list[int], prompt: list[int], total: int) -> RepTiming:
+        past = self._layout.empty_past()
+        if context:
+            _, past = self._step(context, 0, past)
+        clock = time.perf_counter_ns
+        start = clock()
+        logits, past = self._step(prompt, len(context), past)
+        prefill_ns = clock() - start
+        token = int(logits.argmax())
+        stamps = [clock() - start]
+        for position in range(len(context) + len(prompt), total - 1):
+            logits, past = self._step([token], position, past)
+            token = int(logits.argmax())
+            stamps.append(clock() - start)
+        return RepTiming(prefill_ns=prefill_ns, token_ns=tuple(stamps), start_ns=start)
+
+    def _step(
+        self, tokens: list[int], offset: int, past: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One forward pass: the last position's logits and the next step's past."""
+        try:
+            logits, *presents = self._session.run(
+                self._outputs, self._layout.feeds(tokens, offset, past)
+            )
+        except Exception as exc:  # ONNX Runtime raises its own Fail/InvalidArgument types
+            raise BackendError(f"ONNX Runtime failed on a decode step: {exc}") from exc
+        kv = self._layout.kv
+        return logits[0, -1], {t.past: present for t, present in zip(kv, presents, strict=True)}
+
+
+def _spec(arg: Any) -> TensorSpec:
+    return TensorSpec(arg.name, tuple(arg.shape), arg.type)
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise BackendError(f"{folder} has no tokenizer.json beside {MODEL_FILE}")
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as exc:
+        raise BackendError(
+            f"reading tokenizer.json needs tokenizers: pip install tokenizers ({exc})"
+        ) from exc
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+        raise BackendError(f"cannot read {path}: {exc}") from exc
+
+
+def _session(model: Path, threads: int, provider: str) -> Any:
+    wanted = ORT_PROVIDERS[provider]
+    available = onnxruntime.get_available_providers()
+    if wanted[0] not in available:
+        raise BackendError(
+            f"this ONNX Runtime ({onnxruntime.__version__}) has no {wanted[0]}; "
+            f"it has: {', '.join(available)}"
+        )
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        session = onnxruntime.InferenceSession(str(model), options, providers=list(wanted))
+    except Exception as exc:
+        raise BackendError(f"ONNX Runtime could not load {model}: {exc}") from exc
+    if session.get_providers()[0] != wanted[0]:  # ONNX Runtime falls back without a word
+        raise BackendError(
+            f"ONNX Runtime could not start {wanted[0]} for {model} "
+            f"(it would run on {session.get_providers()[0]})"
+        )
+    return session
 
 
 def _declared_precision(folder: Path) -> str:
@@ -140,7 +415,7 @@ def _declared_precision(folder: Path) -> str:
     marker = folder / "edgebench-variant.txt"
     if marker.is_file():
         return marker.read_text().strip()
-    model = folder / "model.onnx"
+    model = folder / MODEL_FILE
     if model.is_file():
         import onnx
 
@@ -160,15 +435,15 @@ def _quantize_int8(source: Path, target: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for item in source.iterdir():
-        if item.is_file() and not item.name.startswith("model.onnx"):
+        if item.is_file() and not item.name.startswith(MODEL_FILE):
             shutil.copy2(item, partial / item.name)
     quiet = logging.getLogger()
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the quantizer warns on the root logger about pre-processing
     try:
         quantize_dynamic(
-            str(source / "model.onnx"),
-            str(partial / "model.onnx"),
+            str(source / MODEL_FILE),
+            str(partial / MODEL_FILE),
             weight_type=QuantType.QInt8,
             use_external_data_format=True,
         )

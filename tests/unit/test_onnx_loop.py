@@ -1,0 +1,184 @@
+"""Our greedy loop over an ONNX Runtime session (a plain ONNX decoder export): the layout
+it reads from the graph, the KV cache it feeds back, and the graphs it refuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from edgebench.agent.backends import BackendError, create_backend
+from edgebench.agent.backends.base import EngineSettings
+from edgebench.agent.backends.onnx import (
+    ORT_PROVIDERS,
+    TensorSpec,
+    kv_dims_from_config,
+    read_layout,
+)
+from tests.conftest import run_cli
+
+F32 = "tensor(float)"
+IDS = TensorSpec("input_ids", ("batch", "seq"), "tensor(int64)")
+MASK = TensorSpec("attention_mask", ("batch", "total"), "tensor(int64)")
+POSITIONS = TensorSpec("position_ids", ("batch", "seq"), "tensor(int64)")
+PAST = TensorSpec("past_key_values.0.key", ("batch", 2, "past", 8), F32)
+PAST_V = TensorSpec("past_key_values.0.value", ("batch", 2, "past", 8), F32)
+OUTPUTS = [
+    TensorSpec("logits", ("batch", "seq", 16), F32),
+    TensorSpec("present.0.key", ("batch", 2, "total", 8), F32),
+    TensorSpec("present.0.value", ("batch", 2, "total", 8), F32),
+]
+
+
+def test_a_step_feeds_ids_mask_positions_and_the_past_after_it() -> None:
+    layout = read_layout([IDS, MASK, POSITIONS, PAST, PAST_V], OUTPUTS, kv_dims=None)
+    assert [(kv.past, kv.present, kv.empty_shape) for kv in layout.kv] == [
+        ("past_key_values.0.key", "present.0.key", (1, 2, 0, 8)),
+        ("past_key_values.0.value", "present.0.value", (1, 2, 0, 8)),
+    ]
+    past = {"past_key_values.0.key": np.zeros((1, 2, 5, 8), np.float32)}
+    feeds = layout.feeds([7, 9], offset=5, past=past)
+    assert feeds["input_ids"].tolist() == [[7, 9]] and feeds["input_ids"].dtype == np.int64
+    assert feeds["attention_mask"].tolist() == [[1] * 7]
+    assert feeds["position_ids"].tolist() == [[5, 6]]
+    assert feeds["past_key_values.0.key"] is past["past_key_values.0.key"]
+    empty = layout.empty_past()
+    assert {name: array.shape for name, array in empty.items()} == {
+        "past_key_values.0.key": (1, 2, 0, 8),
+        "past_key_values.0.value": (1, 2, 0, 8),
+    }
+
+
+def test_open_kv_dimensions_come_from_the_config() -> None:
+    open_past = TensorSpec("past_key_values.0.key", ("batch", "heads", "past", "size"), F32)
+    open_value = TensorSpec("past_key_values.0.value", ("batch", 2, "past", "size"), F32)
+    layout = read_layout([IDS, open_past, open_value], OUTPUTS, kv_dims=(4, 16))
+    assert [kv.empty_shape for kv in layout.kv] == [(1, 4, 0, 16), (1, 2, 0, 16)]
+    assert layout.attention_mask is None and layout.position_ids is None
+    assert "position_ids" not in layout.feeds([1], 0, {})
+    with pytest.raises(BackendError, match=r"no config\.json"):
+        read_layout([IDS, open_past], OUTPUTS, kv_dims=None)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "message"),
+    [
+        ([MASK, PAST], OUTPUTS, "no int64/int32 input named input_ids"),
+        ([TensorSpec("input_ids", ("b", "s"), F32), PAST], OUTPUTS, "input_ids"),
+        ([IDS, PAST], OUTPUTS[1:], "no output named logits"),
+        ([IDS, PAST, TensorSpec("token_type_ids", ("b", "s"), "tensor(int64)")], OUTPUTS,
+         r"cannot feed: \['token_type_ids'\]"),
+        ([IDS], OUTPUTS, "no past KV cache"),
+        ([IDS, TensorSpec("past_key_values.1.key", ("b", 2, "p", 8), F32)], OUTPUTS,
+         "no output present.1.key"),
+        ([IDS, TensorSpec("past_key_values.0.key", ("b", 2, "p", 8), "tensor(int8)")], OUTPUTS,
+         "float32 or float16"),
+        ([IDS, TensorSpec("past_key_values.0.key", (2, "b", 2, "p", 8), F32)], OUTPUTS,
+         "5 dimensions"),
+    ],
+)  # fmt: skip
+def test_graphs_the_loop_cannot_drive_are_refused_clearly(
+    inputs: list[TensorSpec], outputs: list[TensorSpec], message: str
+) -> None:
+    with pytest.raises(BackendError, match=message):
+        read_layout(inputs, outputs, kv_dims=None)
+
+
+def test_kv_dimensions_from_a_transformers_config(tmp_path: Path) -> None:
+    assert kv_dims_from_config(tmp_path) is None
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"num_attention_heads": 8, "hidden_size": 512}))
+    assert kv_dims_from_config(tmp_path) == (8, 64)
+    config.write_text(
+        json.dumps({"num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32})
+    )
+    assert kv_dims_from_config(tmp_path) == (2, 32)
+    config.write_text(json.dumps({"num_attention_heads": 0, "hidden_size": 512}))
+    with pytest.raises(BackendError, match="KV cache's shape"):
+        kv_dims_from_config(tmp_path)
+    config.write_text("not json")
+    with pytest.raises(BackendError, match="KV cache's shape"):
+        kv_dims_from_config(tmp_path)
+
+
+def _without_cache(model: Path, tokens: list[int], n: int) -> list[int]:
+    """Greedy tokens from the whole sequence fed again at every step with an empty past:
+    what a correct KV-cache loop must reproduce."""
+    session = onnxruntime.InferenceSession(str(model / "model.onnx"))
+    dims = kv_dims_from_config(model)
+    assert dims is not None
+    empty = {
+        arg.name: np.zeros((1, dims[0], 0, dims[1]), np.float32)
+        for arg in session.get_inputs()
+        if arg.name.startswith("past_key_values.")
+    }
+    sequence, out = list(tokens), []
+    for _ in range(n):
+        feeds = {"input_ids": np.asarray([sequence], np.int64),
+                 "attention_mask": np.ones((1, len(sequence)), np.int64), **empty}  # fmt: skip
+        token = int(session.run(["logits"], feeds)[0][0, -1].argmax())
+        out.append(token)
+        sequence.append(token)
+    return out
+
+
+def test_the_cached_loop_generates_what_the_model_gives_without_a_cache(
+    tiny_onnx_export: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fed: list[list[int]] = []
+    run = onnxruntime.InferenceSession.run
+
+    def recording(self: Any, names: Any, feeds: dict[str, Any], *args: Any) -> Any:
+        fed.append(feeds["input_ids"][0].tolist())
+        return run(self, names, feeds, *args)
+
+    backend = create_backend("onnx")
+    backend.load(tiny_onnx_export, EngineSettings(threads=1, n_ctx=64))
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", recording)
+    context, prompt = [5, 17, 40, 3], [9, 11, 12]
+    try:
+        timing = backend.generate(context, prompt, 12)
+    finally:
+        backend.close()
+    assert len(timing.token_ns) == 12
+    assert fed[:2] == [context, prompt] and all(len(step) == 1 for step in fed[2:])
+    generated = [step[0] for step in fed[2:]]  # each token is fed back as the next step
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", run)
+    assert generated == _without_cache(tiny_onnx_export, context + prompt, 11)
+    assert len(set(generated)) > 1  # random weights still make a sequence that can differ
+
+
+def test_a_provider_this_onnx_runtime_lacks_is_a_clear_error(tiny_onnx_export: Path) -> None:
+    available = onnxruntime.get_available_providers()
+    missing = next(p for p, eps in ORT_PROVIDERS.items() if eps[0] not in available)
+    backend = create_backend("onnx")
+    with pytest.raises(BackendError, match=f"has no {ORT_PROVIDERS[missing][0]}"):
+        backend.load(tiny_onnx_export, EngineSettings(provider=missing, n_ctx=64))
+    with pytest.raises(BackendError, match="unknown ONNX Runtime provider 'npu'"):
+        backend.load(tiny_onnx_export, EngineSettings(provider="npu", n_ctx=64))
+
+
+def test_an_export_without_a_tokenizer_is_refused(tiny_onnx_export: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "no-tokenizer"
+    folder.mkdir()
+    for name in ("model.onnx", "model.onnx.data", "config.json"):
+        (folder / name).symlink_to(tiny_onnx_export / name)
+    with pytest.raises(BackendError, match=r"no tokenizer\.json"):
+        create_backend("onnx").load(folder, EngineSettings(n_ctx=64))
+
+
+def test_bench_runs_an_export_folder_with_the_onnx_engine_by_default(
+    tiny_onnx_export: Path, tmp_path: Path
+) -> None:
+    done = run_cli(tmp_path, "bench", str(tiny_onnx_export), "-p", "8", "-n", "4", "-r", "1",
+                   "-o", "json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert row["backend"] == "onnx" and row["environment"]["engine_build"]["loop"] == "greedy"
+    assert [len(rep["token_ns"]) for rep in row["rep_timings"]] == [4]
+    not_a_model = run_cli(tmp_path, "bench", str(tmp_path))
+    assert not_a_model.returncode == 1 and "neither an ONNX model folder" in not_a_model.stderr
