@@ -15,6 +15,7 @@ from edgebench.agent.backends import BackendError, create_backend
 from edgebench.agent.backends.base import EngineSettings
 from edgebench.agent.backends.onnx import (
     ORT_PROVIDERS,
+    DecoderLayout,
     TensorSpec,
     kv_dims_from_config,
     read_layout,
@@ -34,23 +35,17 @@ OUTPUTS = [
 ]
 
 
-def test_a_step_feeds_ids_mask_positions_and_the_past_after_it() -> None:
+def test_a_step_feeds_ids_mask_and_positions_after_the_past() -> None:
     layout = read_layout([IDS, MASK, POSITIONS, PAST, PAST_V], OUTPUTS, kv_dims=None)
     assert [(kv.past, kv.present, kv.empty_shape) for kv in layout.kv] == [
         ("past_key_values.0.key", "present.0.key", (1, 2, 0, 8)),
         ("past_key_values.0.value", "present.0.value", (1, 2, 0, 8)),
     ]
-    past = {"past_key_values.0.key": np.zeros((1, 2, 5, 8), np.float32)}
-    feeds = layout.feeds([7, 9], offset=5, past=past)
+    feeds = layout.feeds([7, 9], offset=5)
     assert feeds["input_ids"].tolist() == [[7, 9]] and feeds["input_ids"].dtype == np.int64
     assert feeds["attention_mask"].tolist() == [[1] * 7]
     assert feeds["position_ids"].tolist() == [[5, 6]]
-    assert feeds["past_key_values.0.key"] is past["past_key_values.0.key"]
-    empty = layout.empty_past()
-    assert {name: array.shape for name, array in empty.items()} == {
-        "past_key_values.0.key": (1, 2, 0, 8),
-        "past_key_values.0.value": (1, 2, 0, 8),
-    }
+    assert set(feeds) == {"input_ids", "attention_mask", "position_ids"}
 
 
 def test_open_kv_dimensions_come_from_the_config() -> None:
@@ -59,7 +54,7 @@ def test_open_kv_dimensions_come_from_the_config() -> None:
     layout = read_layout([IDS, open_past, open_value], OUTPUTS, kv_dims=(4, 16))
     assert [kv.empty_shape for kv in layout.kv] == [(1, 4, 0, 16), (1, 2, 0, 16)]
     assert layout.attention_mask is None and layout.position_ids is None
-    assert "position_ids" not in layout.feeds([1], 0, {})
+    assert set(layout.feeds([1], 0)) == {"input_ids"}
     with pytest.raises(BackendError, match=r"no config\.json"):
         read_layout([IDS, open_past], OUTPUTS, kv_dims=None)
 
@@ -130,15 +125,15 @@ def test_the_cached_loop_generates_what_the_model_gives_without_a_cache(
     tiny_onnx_export: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fed: list[list[int]] = []
-    run = onnxruntime.InferenceSession.run
+    feeds = DecoderLayout.feeds
 
-    def recording(self: Any, names: Any, feeds: dict[str, Any], *args: Any) -> Any:
-        fed.append(feeds["input_ids"][0].tolist())
-        return run(self, names, feeds, *args)
+    def recording(self: DecoderLayout, tokens: list[int], offset: int) -> Any:
+        fed.append(list(tokens))
+        return feeds(self, tokens, offset)
 
     backend = create_backend("onnx")
     backend.load(tiny_onnx_export, EngineSettings(threads=1, n_ctx=64))
-    monkeypatch.setattr(onnxruntime.InferenceSession, "run", recording)
+    monkeypatch.setattr(DecoderLayout, "feeds", recording)
     context, prompt = [5, 17, 40, 3], [9, 11, 12]
     try:
         timing = backend.generate(context, prompt, 12)
@@ -147,7 +142,6 @@ def test_the_cached_loop_generates_what_the_model_gives_without_a_cache(
     assert len(timing.token_ns) == 12
     assert fed[:2] == [context, prompt] and all(len(step) == 1 for step in fed[2:])
     generated = [step[0] for step in fed[2:]]  # each token is fed back as the next step
-    monkeypatch.setattr(onnxruntime.InferenceSession, "run", run)
     assert generated == _without_cache(tiny_onnx_export, context + prompt, 11)
     assert len(set(generated)) > 1  # random weights still make a sequence that can differ
 

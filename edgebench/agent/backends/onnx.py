@@ -218,20 +218,15 @@ class DecoderLayout:
     logits: str
     kv: tuple[KvTensor, ...]
 
-    def feeds(
-        self, tokens: list[int], offset: int, past: dict[str, np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        """The inputs of one step: `tokens` at positions from `offset` after the past."""
-        feeds = {self.ids: np.asarray([tokens], dtype=self.ids_dtype), **past}
+    def feeds(self, tokens: list[int], offset: int) -> dict[str, np.ndarray]:
+        """The inputs of one step but the past: `tokens` at positions from `offset`."""
+        feeds = {self.ids: np.asarray([tokens], dtype=self.ids_dtype)}
         if self.attention_mask:
             feeds[self.attention_mask] = np.ones((1, offset + len(tokens)), dtype=np.int64)
         if self.position_ids:
             positions = np.arange(offset, offset + len(tokens), dtype=np.int64)
             feeds[self.position_ids] = positions[np.newaxis, :]
         return feeds
-
-    def empty_past(self) -> dict[str, np.ndarray]:
-        return {kv.past: np.zeros(kv.empty_shape, dtype=kv.dtype) for kv in self.kv}
 
 
 @dataclass(frozen=True)
@@ -332,13 +327,15 @@ class _GreedyDecoder:
             [_spec(arg) for arg in self._session.get_outputs()],
             kv_dims_from_config(folder),
         )
-        self._outputs = [self._layout.logits, *(kv.present for kv in self._layout.kv)]
+        # The KV cache stays in ONNX Runtime's own tensors, on the provider's device, from
+        # step to step: only the ids go in and the last logits come out through numpy.
+        self._device = "cpu" if provider == "cpu" else "cuda"
 
     def tokenize(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text).ids)
 
     def generate(self, context: list[int], prompt: list[int], total: int) -> RepTiming:
-        past = self._layout.empty_past()
+        past = self._empty_past()
         if context:
             _, past = self._step(context, 0, past)
         clock = time.perf_counter_ns
@@ -353,18 +350,31 @@ class _GreedyDecoder:
             stamps.append(clock() - start)
         return RepTiming(prefill_ns=prefill_ns, token_ns=tuple(stamps), start_ns=start)
 
+    def _empty_past(self) -> list[Any]:
+        return [
+            onnxruntime.OrtValue.ortvalue_from_numpy(np.zeros(kv.empty_shape, dtype=kv.dtype))
+            for kv in self._layout.kv
+        ]
+
     def _step(
-        self, tokens: list[int], offset: int, past: dict[str, np.ndarray]
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        self, tokens: list[int], offset: int, past: list[Any]
+    ) -> tuple[np.ndarray, list[Any]]:
         """One forward pass: the last position's logits and the next step's past."""
+        layout, binding = self._layout, self._session.io_binding()
+        for name, value in layout.feeds(tokens, offset).items():
+            binding.bind_cpu_input(name, value)
+        for kv, value in zip(layout.kv, past, strict=True):
+            binding.bind_ortvalue_input(kv.past, value)
+        binding.bind_output(layout.logits)
+        for kv in layout.kv:
+            binding.bind_output(kv.present, self._device)
         try:
-            logits, *presents = self._session.run(
-                self._outputs, self._layout.feeds(tokens, offset, past)
-            )
+            self._session.run_with_iobinding(binding)
         except Exception as exc:  # ONNX Runtime raises its own Fail/InvalidArgument types
             raise BackendError(f"ONNX Runtime failed on a decode step: {exc}") from exc
-        kv = self._layout.kv
-        return logits[0, -1], {t.past: present for t, present in zip(kv, presents, strict=True)}
+        # The raw vector, not get_outputs(): wrapping only what is used costs a third.
+        logits, *presents = binding.get_outputs_as_ortvaluevector()
+        return logits.numpy()[0, -1], [onnxruntime.OrtValue(value) for value in presents]
 
 
 def _spec(arg: Any) -> TensorSpec:
