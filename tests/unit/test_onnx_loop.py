@@ -14,7 +14,9 @@ import pytest
 from edgebench.agent.backends import BackendError, create_backend
 from edgebench.agent.backends.base import EngineSettings
 from edgebench.agent.backends.onnx import (
+    GENAI_PROVIDERS,
     ORT_PROVIDERS,
+    OUTPUT_DEVICES,
     DecoderLayout,
     TensorSpec,
     kv_dims_from_config,
@@ -147,6 +149,7 @@ def test_the_cached_loop_generates_what_the_model_gives_without_a_cache(
 
 
 def test_a_provider_this_onnx_runtime_lacks_is_a_clear_error(tiny_onnx_export: Path) -> None:
+    assert set(ORT_PROVIDERS) == set(GENAI_PROVIDERS) == set(OUTPUT_DEVICES)  # one list
     available = onnxruntime.get_available_providers()
     missing = next(p for p, eps in ORT_PROVIDERS.items() if eps[0] not in available)
     backend = create_backend("onnx")

@@ -42,6 +42,8 @@ ORT_PROVIDERS = {
     "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
     "dml": ("DmlExecutionProvider", "CPUExecutionProvider"),
 }
+# Where the present tensors stay between steps (IOBinding's device names).
+OUTPUT_DEVICES = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "cuda", "dml": "dml"}
 _TENSOR_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 _ID_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
@@ -329,7 +331,7 @@ class _GreedyDecoder:
         )
         # The KV cache stays in ONNX Runtime's own tensors, on the provider's device, from
         # step to step: only the ids go in and the last logits come out through numpy.
-        self._device = "cpu" if provider == "cpu" else "cuda"
+        self._device = OUTPUT_DEVICES[provider]
 
     def tokenize(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text).ids)
