@@ -15,7 +15,11 @@ differs. The row "decode in tg's sequence" runs our loop in tg's own sequence (t
 and prompt restored as a cached context, one token fed, then decode steps that each
 follow a decode), so it compares the two loops alone.
 
+`--loop-only` runs that row alone (one run of each tool a round instead of five), so the
+same time buys about three times the rounds.
+
 Usage: .venv/bin/python benchmarks/reference.py [--rounds 15] [--threads 2] [-p 64] [-n 64]
+       [--variants F32,Q4_K_M] [--loop-only] [--large]
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ import argparse
 import statistics
 import subprocess
 import sys
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgebench.agent.backends.base import EngineSettings
-from edgebench.agent.reference import request_tps, run_llama_bench
+from edgebench.agent.reference import llama_bench_decode, request_tps, run_llama_bench
 from edgebench.agent.runner import BenchSpec, run_benchmark
+from edgebench.measure.record import BenchResult
 from edgebench.measure.stats import median_ci95
 from edgebench.modelgen import TinyLlamaSpec, cached_tiny_llama
 
@@ -63,6 +69,10 @@ def main() -> None:
     parser.add_argument(
         "--large", action="store_true", help="a ~135M-parameter model (516 MiB F32), not ~28M"
     )
+    parser.add_argument("--variants", default="F32,Q4_K_M", help="comma-separated")
+    parser.add_argument(
+        "--loop-only", action="store_true", help=f"only the row {TG_SEQUENCE!r}, more rounds"
+    )
     args = parser.parse_args()
     if args.rounds < 6:
         parser.error("--rounds must be at least 6 for a 95% interval of the median ratio")
@@ -77,13 +87,15 @@ def main() -> None:
     print("| variant | metric | edgebench (median) | llama-bench (median) "
           "| paired ratio (median) | 95% interval | target |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
-    for variant in ("F32", "Q4_K_M"):
+    metrics = [m for m in METRICS if m[0] == TG_SEQUENCE] if args.loop_only else list(METRICS)
+    for variant in args.variants.split(","):
         spec = BenchSpec(
             variant=variant, n_prompt=(args.n_prompt,), n_gen=(args.n_gen,), reps=args.reps,
             settings=EngineSettings(threads=args.threads),
         )  # fmt: skip
-        ours, ref = _alternate(tool, source, spec, args.rounds)
-        for metric, target in METRICS:
+        alternate = _alternate_loops if args.loop_only else _alternate
+        ours, ref = alternate(tool, source, spec, args.rounds)
+        for metric, target in metrics:
             mine, theirs = ours[metric], ref[metric]
             ratios = [o / r for o, r in zip(mine, theirs, strict=True)]
             low, high = median_ci95(ratios)
@@ -93,17 +105,42 @@ def main() -> None:
         sys.stdout.flush()
 
 
+@dataclass(frozen=True)
+class _Pair:
+    """What both tools run on, set up once per variant."""
+
+    first: BenchResult  # our first run, which also made the variant
+    model: Path  # the variant's file, for llama-bench
+    repack: bool
+    # tg's sequence through our loop: the depth and prompt restored as a cached context,
+    # one token fed, then the same decode steps as tg, each right after another decode.
+    tg_sequence: BenchSpec
+
+
+def _pair(source: Path, spec: BenchSpec) -> _Pair:
+    first = run_benchmark(source, spec, cache_dir=DATA / "variants")[0]
+    return _Pair(
+        first=first,
+        model=_variant_path(first.source_sha256, spec.variant, source),
+        repack=bool(first.environment["engine_build"]["repack"]),
+        tg_sequence=replace(spec, n_depth=(first.n_depth + first.n_prompt,), n_prompt=(1,)),
+    )
+
+
+def _take_turns(rounds: int, ours: Callable[[], None], reference: Callable[[], None]) -> None:
+    """Per round, one run of each back to back, which goes first alternating from round
+    to round so neither always follows the other."""
+    for round_number in range(rounds):
+        for run in (ours, reference) if round_number % 2 == 0 else (reference, ours):
+            run()
+
+
 def _alternate(
     tool: Path, source: Path, spec: BenchSpec, rounds: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Per round, one edgebench run and one llama-bench run back to back, which of the two
-    goes first alternating from round to round so neither always follows the other."""
-    first = run_benchmark(source, spec, cache_dir=DATA / "variants")[0]  # makes the variant
-    model = _variant_path(first.source_sha256, spec.variant, source)
-    repack = bool(first.environment["engine_build"]["repack"])
-    # tg's sequence through our loop: the depth and prompt restored as a cached context,
-    # one token fed, then the same decode steps as tg, each right after another decode.
-    tg_sequence = replace(spec, n_depth=(first.n_depth + first.n_prompt,), n_prompt=(1,))
+    """Every row: per round, our request and our loop in tg's sequence, and llama-bench's
+    pp, tg and pg."""
+    pair = _pair(source, spec)
     ours: dict[str, list[float]] = {metric: [] for metric, _ in METRICS}
     ref: dict[str, list[float]] = {metric: [] for metric, _ in METRICS}
 
@@ -112,21 +149,37 @@ def _alternate(
         ours["prefill"].append(result.prefill_tps)
         ours["decode"].append(result.decode_tps)
         ours["request"].append(request_tps(result))
-        in_tg_sequence = run_benchmark(source, tg_sequence, cache_dir=DATA / "variants")[0]
+        in_tg_sequence = run_benchmark(source, pair.tg_sequence, cache_dir=DATA / "variants")[0]
         ours[TG_SEQUENCE].append(in_tg_sequence.decode_tps)
 
     def run_reference() -> None:
-        figures = run_llama_bench(tool, model, first, spec, repack)
+        figures = run_llama_bench(tool, pair.model, pair.first, spec, pair.repack)
         ref["prefill"].append(figures.prefill_tps)
         ref["decode"].append(figures.decode_tps)
         ref[TG_SEQUENCE].append(figures.decode_tps)
         ref["request"].append(figures.request_tps)
 
-    for round_number in range(rounds):
-        order = (run_ours, run_reference) if round_number % 2 == 0 else (run_reference, run_ours)
-        for run in order:
-            run()
+    _take_turns(rounds, run_ours, run_reference)
     return ours, ref
+
+
+def _alternate_loops(
+    tool: Path, source: Path, spec: BenchSpec, rounds: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """The row "decode in tg's sequence" alone: our loop in tg's sequence against tg."""
+    pair = _pair(source, spec)
+    ours: list[float] = []
+    ref: list[float] = []
+
+    def run_ours() -> None:
+        result = run_benchmark(source, pair.tg_sequence, cache_dir=DATA / "variants")[0]
+        ours.append(result.decode_tps)
+
+    def run_reference() -> None:
+        ref.append(llama_bench_decode(tool, pair.model, pair.first, spec, pair.repack))
+
+    _take_turns(rounds, run_ours, run_reference)
+    return {TG_SEQUENCE: ours}, {TG_SEQUENCE: ref}
 
 
 def _verdict(target: float | None, low: float, high: float) -> str:

@@ -77,28 +77,39 @@ def _llama_bench_json(tool: Path, args: list[str]) -> list[dict[str, Any]]:
 def run_llama_bench(
     tool: Path, model: Path, result: BenchResult, spec: BenchSpec, repack: bool
 ) -> ReferenceFigures:
+    common = _common_args(model, result, spec, repack)
+    prefill = _llama_bench_json(
+        tool, [*common, "-p", str(result.n_prompt), "-n", "0", "-d", str(result.n_depth)]
+    )
+    decode = llama_bench_decode(tool, model, result, spec, repack)
+    request = _llama_bench_json(
+        tool, [*common, "-p", "0", "-n", "0", "-pg", f"{result.n_prompt},{result.n_gen - 1}",
+               "-d", str(result.n_depth)],
+    )  # fmt: skip
+    return ReferenceFigures(
+        _steady_ts(prefill, result.reps), decode, _steady_ts(request, result.reps)
+    )
+
+
+def llama_bench_decode(
+    tool: Path, model: Path, result: BenchResult, spec: BenchSpec, repack: bool
+) -> float:
+    """llama-bench's tg: the decode steps of `result`, at its depth plus prompt."""
+    rows = _llama_bench_json(
+        tool, [*_common_args(model, result, spec, repack), "-p", "0",
+               "-n", str(result.n_gen - 1), "-d", str(result.n_depth + result.n_prompt)],
+    )  # fmt: skip
+    return _steady_ts(rows, result.reps)
+
+
+def _common_args(model: Path, result: BenchResult, spec: BenchSpec, repack: bool) -> list[str]:
     settings = spec.settings
-    common = [
+    return [
         "-m", str(model), "-t", str(result.threads), "-r", str(result.reps + 1),
         "-b", str(settings.n_batch), "-ub", str(min(settings.n_ubatch, settings.n_batch)),
         "-ngl", str(settings.n_gpu_layers), "-fa", "1" if settings.flash_attn else "0",
         "--repack", "1" if repack else "0",
     ]  # fmt: skip
-    prefill = _llama_bench_json(
-        tool, [*common, "-p", str(result.n_prompt), "-n", "0", "-d", str(result.n_depth)]
-    )
-    decode = _llama_bench_json(
-        tool, [*common, "-p", "0", "-n", str(result.n_gen - 1),
-               "-d", str(result.n_depth + result.n_prompt)],
-    )  # fmt: skip
-    request = _llama_bench_json(
-        tool, [*common, "-p", "0", "-n", "0", "-pg", f"{result.n_prompt},{result.n_gen - 1}",
-               "-d", str(result.n_depth)],
-    )  # fmt: skip
-    reps = result.reps
-    return ReferenceFigures(
-        _steady_ts(prefill, reps), _steady_ts(decode, reps), _steady_ts(request, reps)
-    )
 
 
 def _steady_ts(rows: list[dict[str, Any]], reps: int) -> float:
