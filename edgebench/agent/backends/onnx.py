@@ -374,7 +374,7 @@ class _GreedyDecoder:
             self._session.run_with_iobinding(binding)
         except Exception as exc:  # ONNX Runtime raises its own Fail/InvalidArgument types
             raise BackendError(f"ONNX Runtime failed on a decode step: {exc}") from exc
-        # The raw vector, not get_outputs(): wrapping only what is used costs a third.
+        # The raw vector, wrapped here: get_outputs() adds ~35 us of checks to each step.
         logits, *presents = binding.get_outputs_as_ortvaluevector()
         return logits.numpy()[0, -1], [onnxruntime.OrtValue(value) for value in presents]
 
