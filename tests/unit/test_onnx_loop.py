@@ -12,6 +12,7 @@ import onnxruntime
 import pytest
 
 from edgebench.agent.backends import BackendError, create_backend
+from edgebench.agent.backends import onnx as onnx_backend
 from edgebench.agent.backends.base import EngineSettings
 from edgebench.agent.backends.onnx import (
     GENAI_PROVIDERS,
@@ -64,9 +65,14 @@ def test_open_kv_dimensions_come_from_the_config() -> None:
 @pytest.mark.parametrize(
     ("inputs", "outputs", "message"),
     [
-        ([MASK, PAST], OUTPUTS, "no int64/int32 input named input_ids"),
-        ([TensorSpec("input_ids", ("b", "s"), F32), PAST], OUTPUTS, "input_ids"),
+        ([MASK, PAST], OUTPUTS, "no input named input_ids"),
+        ([TensorSpec("input_ids", ("b", "s"), F32), PAST], OUTPUTS,
+         r"input_ids is tensor\(float\), not int64/int32"),
+        ([IDS, TensorSpec("position_ids", ("b", "s"), F32), PAST], OUTPUTS,
+         r"position_ids is tensor\(float\)"),
         ([IDS, PAST], OUTPUTS[1:], "no output named logits"),
+        ([IDS, PAST], [TensorSpec("logits", ("b", 16), F32), *OUTPUTS[1:]],
+         "logits have 2 dimensions"),
         ([IDS, PAST, TensorSpec("token_type_ids", ("b", "s"), "tensor(int64)")], OUTPUTS,
          r"cannot feed: \['token_type_ids'\]"),
         ([IDS], OUTPUTS, "no past KV cache"),
@@ -136,14 +142,16 @@ def test_the_cached_loop_generates_what_the_model_gives_without_a_cache(
     backend = create_backend("onnx")
     backend.load(tiny_onnx_export, EngineSettings(threads=1, n_ctx=64))
     monkeypatch.setattr(DecoderLayout, "feeds", recording)
+    monkeypatch.setattr(onnx_backend, "CONTEXT_CHUNK", 3)  # the depth in two steps
     context, prompt = [5, 17, 40, 3], [9, 11, 12]
     try:
         timing = backend.generate(context, prompt, 12)
     finally:
         backend.close()
     assert len(timing.token_ns) == 12
-    assert fed[:2] == [context, prompt] and all(len(step) == 1 for step in fed[2:])
-    generated = [step[0] for step in fed[2:]]  # each token is fed back as the next step
+    assert fed[:3] == [context[:3], context[3:], prompt]
+    assert all(len(step) == 1 for step in fed[3:])
+    generated = [step[0] for step in fed[3:]]  # each token is fed back as the next step
     assert generated == _without_cache(tiny_onnx_export, context + prompt, 11)
     assert len(set(generated)) > 1  # random weights still make a sequence that can differ
 

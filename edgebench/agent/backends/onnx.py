@@ -42,6 +42,7 @@ ORT_PROVIDERS = {
     "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
     "dml": ("DmlExecutionProvider", "CPUExecutionProvider"),
 }
+CONTEXT_CHUNK = 512  # depth tokens fed to the greedy loop's graph per untimed step
 # Where the present tensors stay between steps (IOBinding's device names).
 OUTPUT_DEVICES = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "cuda", "dml": "dml"}
 _TENSOR_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -219,14 +220,16 @@ class DecoderLayout:
     position_ids: str | None
     logits: str
     kv: tuple[KvTensor, ...]
+    mask_dtype: Any = np.int64
+    positions_dtype: Any = np.int64
 
     def feeds(self, tokens: list[int], offset: int) -> dict[str, np.ndarray]:
         """The inputs of one step but the past: `tokens` at positions from `offset`."""
         feeds = {self.ids: np.asarray([tokens], dtype=self.ids_dtype)}
         if self.attention_mask:
-            feeds[self.attention_mask] = np.ones((1, offset + len(tokens)), dtype=np.int64)
+            feeds[self.attention_mask] = np.ones((1, offset + len(tokens)), dtype=self.mask_dtype)
         if self.position_ids:
-            positions = np.arange(offset, offset + len(tokens), dtype=np.int64)
+            positions = np.arange(offset, offset + len(tokens), dtype=self.positions_dtype)
             feeds[self.position_ids] = positions[np.newaxis, :]
         return feeds
 
@@ -245,11 +248,17 @@ def read_layout(
     `kv_dims` (KV heads, head size, from the folder's config) sizes an empty past whose
     graph leaves those dimensions symbolic."""
     by_name = {spec.name: spec for spec in inputs}
-    if "input_ids" not in by_name or by_name["input_ids"].type not in _ID_TYPES:
-        raise BackendError("the ONNX decoder has no int64/int32 input named input_ids")
-    output_names = {spec.name for spec in outputs}
+    if "input_ids" not in by_name:
+        raise BackendError("the ONNX decoder has no input named input_ids")
+    outputs_by_name = {spec.name: spec for spec in outputs}
+    output_names = set(outputs_by_name)
     if "logits" not in output_names:
         raise BackendError("the ONNX decoder has no output named logits")
+    if len(outputs_by_name["logits"].shape) != 3:
+        raise BackendError(
+            f"the ONNX decoder's logits have {len(outputs_by_name['logits'].shape)} "
+            "dimensions; our loop reads [batch, sequence, vocabulary]"
+        )
     known = {"input_ids", "attention_mask", "position_ids"}
     unknown = sorted(name for name in by_name if name not in known and not _is_past(name))
     if unknown:
@@ -257,14 +266,23 @@ def read_layout(
     kv = tuple(_kv_tensor(spec, output_names, kv_dims) for spec in inputs if _is_past(spec.name))
     if not kv:
         raise BackendError("the ONNX decoder takes no past KV cache (past_key_values.N.key)")
+    mask, positions = by_name.get("attention_mask"), by_name.get("position_ids")
     return DecoderLayout(
         ids="input_ids",
-        ids_dtype=_ID_TYPES[by_name["input_ids"].type],
-        attention_mask="attention_mask" if "attention_mask" in by_name else None,
-        position_ids="position_ids" if "position_ids" in by_name else None,
+        ids_dtype=_index_dtype(by_name["input_ids"]),
+        attention_mask=mask.name if mask else None,
+        position_ids=positions.name if positions else None,
         logits="logits",
         kv=kv,
+        mask_dtype=_index_dtype(mask) if mask else np.int64,
+        positions_dtype=_index_dtype(positions) if positions else np.int64,
     )
+
+
+def _index_dtype(spec: TensorSpec) -> Any:
+    if spec.type not in _ID_TYPES:
+        raise BackendError(f"the ONNX decoder's {spec.name} is {spec.type}, not int64/int32")
+    return _ID_TYPES[spec.type]
 
 
 def _is_past(name: str) -> bool:
@@ -338,8 +356,10 @@ class _GreedyDecoder:
 
     def generate(self, context: list[int], prompt: list[int], total: int) -> RepTiming:
         past = self._empty_past()
-        if context:
-            _, past = self._step(context, 0, past)
+        # The untimed depth in chunks: a graph returns logits for every position it is
+        # fed, and a deep context times a large vocabulary would not fit in memory.
+        for offset in range(0, len(context), CONTEXT_CHUNK):
+            _, past = self._step(context[offset : offset + CONTEXT_CHUNK], offset, past)
         clock = time.perf_counter_ns
         start = clock()
         logits, past = self._step(prompt, len(context), past)
