@@ -9,7 +9,10 @@ An engine that is missing or has no GPU support prints one line saying so instea
 row. No GPU machine runs CI: run this by hand and record what it printed in
 benchmarks/RESULTS.md.
 
-Usage: python benchmarks/gpu_check.py [--data DIR] [-p 64] [-n 64] [-r 5]
+It also checks that the greedy ONNX loop picks the same tokens on each GPU provider as on
+the CPU (`--tokens`; the KV cache then lives on the device between steps).
+
+Usage: python benchmarks/gpu_check.py [--data DIR] [-p 64] [-n 64] [-r 5] [--only onnx,...]
 """
 
 from __future__ import annotations
@@ -103,14 +106,57 @@ def rows(data: Path, base: BenchSpec) -> list[tuple[str, Callable[[], Path], Ben
     ]  # fmt: skip
 
 
+def greedy_tokens(folder: Path, provider: str, prompt: str, n_gen: int) -> list[int]:
+    """What the greedy loop generates, token by token, with `provider` holding the cache."""
+    from edgebench.agent.backends.onnx import _GreedyDecoder
+
+    decoder = _GreedyDecoder(folder, 4, provider)
+    ids = decoder.tokenize(prompt)
+    logits, past = decoder._step(ids, 0, decoder._empty_past())
+    tokens = [int(logits.argmax())]
+    for position in range(len(ids), len(ids) + n_gen - 1):
+        logits, past = decoder._step([tokens[-1]], position, past)
+        tokens.append(int(logits.argmax()))
+    return tokens
+
+
+def tokens_check(data: Path, n_gen: int) -> None:
+    export = cached_tiny_onnx_export(data / "models")
+    prompt = "the quick brown fox jumps over the lazy dog " * 4
+    cpu = greedy_tokens(export, "cpu", prompt, n_gen)
+    for provider in ("cuda", "tensorrt"):
+        try:
+            gpu = greedy_tokens(export, provider, prompt, n_gen)
+        except BackendError as exc:
+            print(f"greedy loop tokens {provider}: not run: {str(exc).splitlines()[0][:200]}")
+            continue
+        same = sum(a == b for a, b in zip(cpu, gpu, strict=True))
+        print(f"greedy loop tokens {provider} vs cpu: {same}/{n_gen} the same; "
+              f"first 8 cpu {cpu[:8]} {provider} {gpu[:8]}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=HERE / ".data")
     parser.add_argument("-p", "--n-prompt", type=int, default=64)
     parser.add_argument("-n", "--n-gen", type=int, default=64)
     parser.add_argument("-r", "--reps", type=int, default=5)
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated words: run the rows "
+        "whose label holds one of them (e.g. onnx,transformers)",
+    )
+    parser.add_argument(
+        "--tokens",
+        action="store_true",
+        help="only compare the greedy loop's tokens on each GPU provider with the CPU's",
+    )
     parser.add_argument("--row", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tokens:
+        tokens_check(args.data, args.n_gen)
+        return
     base = BenchSpec(n_prompt=(args.n_prompt,), n_gen=(args.n_gen,), reps=args.reps)
     table = rows(args.data, base)
     if args.row is not None:
@@ -125,7 +171,10 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     sys.stdout.flush()
+    words = [word for word in args.only.split(",") if word]
     for index, (label, _, _) in enumerate(table):
+        if words and not any(word in label for word in words):
+            continue
         # One process per row: a CUDA build of llama.cpp and torch's CUDA libraries
         # crash when loaded into one process (NOTES.md, issue 3), as an agent's runs do not.
         done = subprocess.run([sys.executable, __file__, "--row", str(index), "--data",

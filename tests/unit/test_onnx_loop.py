@@ -21,6 +21,7 @@ from edgebench.agent.backends.onnx import (
     DecoderLayout,
     TensorSpec,
     kv_dims_from_config,
+    load_gpu_libraries,
     read_layout,
 )
 from tests.conftest import run_cli
@@ -165,6 +166,30 @@ def test_a_provider_this_onnx_runtime_lacks_is_a_clear_error(tiny_onnx_export: P
         backend.load(tiny_onnx_export, EngineSettings(provider=missing, n_ctx=64))
     with pytest.raises(BackendError, match="unknown ONNX Runtime provider 'npu'"):
         backend.load(tiny_onnx_export, EngineSettings(provider="npu", n_ctx=64))
+
+
+def test_cuda_libraries_are_preloaded_for_gpu_providers_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CUDA from pip's nvidia-* packages is loaded before a GPU session (onnxruntime-gpu's
+    documented way; on an H200 the CUDA provider then ran on torch's nvidia packages), and
+    the loader's warnings do not land in a --json report on stdout."""
+    calls: list[str] = []
+
+    def preload() -> None:
+        calls.append("preload")
+        print("WARNING: cuDNN not found")
+
+    monkeypatch.setattr(onnxruntime, "preload_dlls", preload, raising=False)
+    for provider in ("cpu", "dml"):
+        load_gpu_libraries(provider)
+    assert calls == []
+    load_gpu_libraries("cuda")
+    load_gpu_libraries("tensorrt")
+    assert calls == ["preload", "preload"]
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.count("cuDNN not found") == 2
 
 
 def test_an_export_without_a_tokenizer_is_refused(tiny_onnx_export: Path, tmp_path: Path) -> None:

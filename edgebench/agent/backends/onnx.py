@@ -15,10 +15,12 @@ The int8 variant of either is made with ONNX Runtime's dynamic quantizer and cac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,8 @@ from edgebench.agent.backends.base import BackendError, EngineSettings, check_va
 from edgebench.measure.record import RepTiming
 
 GENAI_CONFIG = "genai_config.json"
+log = logging.getLogger(__name__)
+
 MODEL_FILE = "model.onnx"
 # --provider -> onnxruntime-genai's provider name, and ONNX Runtime's execution providers.
 GENAI_PROVIDERS = {"cpu": "", "cuda": "cuda", "tensorrt": "NvTensorRtRtx", "dml": "dml"}
@@ -169,6 +173,7 @@ class _GenaiDecoder:
         options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
         config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
         if provider != "cpu":
+            load_gpu_libraries(provider)
             config.clear_providers()
             config.append_provider(GENAI_PROVIDERS[provider])
         try:
@@ -427,6 +432,7 @@ def _session(model: Path, threads: int, provider: str) -> Any:
             f"this ONNX Runtime ({onnxruntime.__version__}) has no {wanted[0]}; "
             f"it has: {', '.join(available)}"
         )
+    load_gpu_libraries(provider)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -440,6 +446,22 @@ def _session(model: Path, threads: int, provider: str) -> Any:
             f"(it would run on {session.get_providers()[0]})"
         )
     return session
+
+
+def load_gpu_libraries(provider: str) -> None:
+    """Load CUDA and cuDNN from pip's nvidia-* packages, where they are installed.
+
+    They are not on the dynamic loader's search path; onnxruntime-gpu (1.21 and later)
+    finds and loads them with this call, documented for that case. It prints its
+    warnings, so they go to stderr, not into a `--json` report on stdout."""
+    preload = getattr(onnxruntime, "preload_dlls", None)
+    if OUTPUT_DEVICES.get(provider) != "cuda" or preload is None:
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            preload()
+        except OSError as exc:  # the provider's own error will name what is missing
+            log.warning("could not preload CUDA libraries: %s", exc)
 
 
 def _declared_precision(folder: Path) -> str:
