@@ -12,6 +12,7 @@ prefill and decode tok/s against genai, printed as medians with their distributi
 95% intervals.
 
 Usage: .venv/bin/python -m benchmarks.onnx_loop [--rounds 30] [--threads 2] [-p 64] [-n 64]
+       [--tiny]
 """
 
 from __future__ import annotations
@@ -50,12 +51,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("-p", "--n-prompt", type=int, default=64)
     parser.add_argument("-n", "--n-gen", type=int, default=64)
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the tests' 2-layer model instead (per-step fixed costs dominate)",
+    )
     args = parser.parse_args()
+    spec = TinyHfSpec() if args.tiny else MODEL
     if args.rounds < 6:
         parser.error("--rounds must be at least 6 for a 95% interval of the median ratio")
-    genai = cached_tiny_onnx(DATA / "models", MODEL)
+    genai = cached_tiny_onnx(DATA / "models", spec)
     folders = {
-        "ours": cached_tiny_onnx_export(DATA / "models", MODEL),
+        "ours": cached_tiny_onnx_export(DATA / "models", spec),
         "genai": genai,
         "genai, no shared buffer": _without_shared_buffer(genai),
     }
@@ -72,7 +79,8 @@ def main() -> None:
         order = list(loops) if round_number % 2 == 0 else list(reversed(loops))
         for name in order:
             rates[name].append(_rates(loops[name].generate([], prompt, args.n_gen), len(prompt)))
-    print(f"~30M-parameter Llama, {args.threads} threads, pp{args.n_prompt}+tg{args.n_gen}, "
+    model = "the tests' tiny Llama" if args.tiny else "~30M-parameter Llama"
+    print(f"{model}, {args.threads} threads, pp{args.n_prompt}+tg{args.n_gen}, "
           f"{args.rounds} alternating rounds\n")  # fmt: skip
     print("| metric | loop | tok/s (median) | ours / this, paired (median) | 95% interval |")
     print("|---|---|---|---|---|")

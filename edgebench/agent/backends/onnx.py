@@ -400,8 +400,10 @@ class _GreedyDecoder:
         except Exception as exc:  # ONNX Runtime raises its own Fail/InvalidArgument types
             raise BackendError(f"ONNX Runtime failed on a decode step: {exc}") from exc
         # The raw vector, wrapped here: get_outputs() adds ~35 us of checks to each step.
-        logits, *presents = binding.get_outputs_as_ortvaluevector()
-        return logits.numpy()[0, -1], [onnxruntime.OrtValue(value) for value in presents]
+        # Read by index: iterating it ends in a C++ exception, ~45 us a step (py-spy).
+        outputs = binding.get_outputs_as_ortvaluevector()
+        presents = [onnxruntime.OrtValue(outputs[i]) for i in range(1, len(outputs))]
+        return outputs[0].numpy()[0, -1], presents
 
 
 def _spec(arg: Any) -> TensorSpec:
