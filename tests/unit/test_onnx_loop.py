@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime
@@ -130,9 +130,11 @@ def _without_cache(model: Path, tokens: list[int], n: int) -> list[int]:
     return out
 
 
+@pytest.mark.parametrize("path", ["native", "bound"])
 def test_the_cached_loop_generates_what_the_model_gives_without_a_cache(
-    tiny_onnx_export: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_onnx_export: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
+    """Both step paths: native tensors on the CPU, IOBinding (a GPU's path) forced here."""
     fed: list[list[int]] = []
     feeds = DecoderLayout.feeds
 
@@ -142,6 +144,10 @@ def test_the_cached_loop_generates_what_the_model_gives_without_a_cache(
 
     backend = create_backend("onnx")
     backend.load(tiny_onnx_export, EngineSettings(threads=1, n_ctx=64))
+    decoder = cast(Any, backend)._decoder
+    assert decoder._native_run is not None  # this ONNX Runtime takes the CPU's fast path
+    if path == "bound":
+        decoder._native_run = None
     monkeypatch.setattr(DecoderLayout, "feeds", recording)
     monkeypatch.setattr(onnx_backend, "CONTEXT_CHUNK", 3)  # the depth in two steps
     context, prompt = [5, 17, 40, 3], [9, 11, 12]

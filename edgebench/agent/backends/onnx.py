@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -355,6 +356,15 @@ class _GreedyDecoder:
         # The KV cache stays in ONNX Runtime's own tensors, on the provider's device, from
         # step to step: only the ids go in and the last logits come out through numpy.
         self._device = OUTPUT_DEVICES[provider]
+        self._outputs = [self._layout.logits, *(kv.present for kv in self._layout.kv)]
+        # On the CPU nothing needs binding to a device, so a step runs on the native
+        # session with the native tensors: no IOBinding wrappers, no tensor wrapping
+        # (1.18x the decode rate of the bound path on the tests' 2-layer model, paired;
+        # the public run_with_ort_values is slower: it iterates its result vector, which
+        # ends in a C++ exception). The bound path stays for GPUs and for an ONNX Runtime
+        # whose session lacks the native call.
+        native_run = getattr(getattr(self._session, "_sess", None), "run_with_ort_values", None)
+        self._native_run: Callable[..., Any] | None = native_run if self._device == "cpu" else None
 
     def tokenize(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text).ids)
@@ -378,15 +388,42 @@ class _GreedyDecoder:
         return RepTiming(prefill_ns=prefill_ns, token_ns=tuple(stamps), start_ns=start)
 
     def _empty_past(self) -> list[Any]:
-        return [
+        past = [
             onnxruntime.OrtValue.ortvalue_from_numpy(np.zeros(kv.empty_shape, dtype=kv.dtype))
             for kv in self._layout.kv
         ]
+        return past if self._native_run is None else [value._ortvalue for value in past]
 
     def _step(
         self, tokens: list[int], offset: int, past: list[Any]
     ) -> tuple[np.ndarray, list[Any]]:
         """One forward pass: the last position's logits and the next step's past."""
+        run = self._native_run
+        try:
+            if run is None:
+                return self._bound_step(tokens, offset, past)
+            return self._native_step(run, tokens, offset, past)
+        except BackendError:
+            raise
+        except Exception as exc:  # ONNX Runtime raises its own Fail/InvalidArgument types
+            raise BackendError(f"ONNX Runtime failed on a decode step: {exc}") from exc
+
+    def _native_step(
+        self, run: Callable[..., Any], tokens: list[int], offset: int, past: list[Any]
+    ) -> tuple[np.ndarray, list[Any]]:
+        feeds = {
+            name: onnxruntime.OrtValue.ortvalue_from_numpy(value)._ortvalue
+            for name, value in self._layout.feeds(tokens, offset).items()
+        }
+        for kv, value in zip(self._layout.kv, past, strict=True):
+            feeds[kv.past] = value
+        outputs = run(feeds, self._outputs, None)
+        # Read by index: iterating the vector ends in a C++ exception, ~45 us a step.
+        return outputs[0].numpy()[0, -1], [outputs[i] for i in range(1, len(outputs))]
+
+    def _bound_step(
+        self, tokens: list[int], offset: int, past: list[Any]
+    ) -> tuple[np.ndarray, list[Any]]:
         layout, binding = self._layout, self._session.io_binding()
         for name, value in layout.feeds(tokens, offset).items():
             binding.bind_cpu_input(name, value)
@@ -395,10 +432,7 @@ class _GreedyDecoder:
         binding.bind_output(layout.logits)
         for kv in layout.kv:
             binding.bind_output(kv.present, self._device)
-        try:
-            self._session.run_with_iobinding(binding)
-        except Exception as exc:  # ONNX Runtime raises its own Fail/InvalidArgument types
-            raise BackendError(f"ONNX Runtime failed on a decode step: {exc}") from exc
+        self._session.run_with_iobinding(binding)
         # The raw vector, wrapped here: get_outputs() adds ~35 us of checks to each step.
         # Read by index: iterating it ends in a C++ exception, ~45 us a step (py-spy).
         outputs = binding.get_outputs_as_ortvaluevector()
