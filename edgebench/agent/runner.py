@@ -80,6 +80,12 @@ class BenchSpec:
             raise ValueError("a sustained run needs at least two windows")
         if self.sample_hz <= 0 or self.idle_seconds < 0 or self.cooldown_max_seconds < 0:
             raise ValueError("sampling rate, idle time and cool-down cap must be positive")
+        needed = max(t.n_depth + t.n_prompt + t.n_gen for t in self.tests())
+        if self.settings.n_ctx < 0 or 0 < self.settings.n_ctx < needed:
+            raise ValueError(
+                f"context size {self.settings.n_ctx} cannot hold the largest test "
+                f"(depth + prompt + generation = {needed})"
+            )
 
     def tests(self) -> list[Test]:
         return [
@@ -268,7 +274,7 @@ def environment_snapshot(backend: Backend, model_sha: str, spec: BenchSpec) -> d
         "variant": backend.variant(),
         "model_sha256": model_sha,
         "settings": {
-            "n_ctx": spec.context_size(),
+            "n_ctx": backend.context_limit(),  # what the engine holds, not only what was asked
             "n_batch": spec.settings.n_batch,
             "n_ubatch": spec.settings.n_ubatch,
             "n_gpu_layers": spec.settings.n_gpu_layers,

@@ -14,6 +14,7 @@ from edgebench.agent.backends import backend_for_format, backend_names
 from edgebench.agent.backends.base import EngineSettings
 from edgebench.cli.common import (
     BatchSizeOption,
+    CtxSizeOption,
     FlashAttnOption,
     GpuLayersOption,
     UBatchSizeOption,
@@ -109,6 +110,7 @@ def bench(
     threads: Annotated[
         int, typer.Option("--threads", "-t", min=0, help="CPU threads (0 = physical cores).")
     ] = 0,
+    ctx_size: CtxSizeOption = 0,
     batch_size: BatchSizeOption = 512,
     ubatch_size: UBatchSizeOption = 512,
     n_gpu_layers: GpuLayersOption = 0,
@@ -191,6 +193,7 @@ def bench(
         cooldown_max_seconds=parse_seconds(cooldown_max),
         settings=EngineSettings(
             threads=threads,
+            n_ctx=ctx_size,
             n_batch=batch_size,
             n_ubatch=ubatch_size,
             n_gpu_layers=n_gpu_layers,

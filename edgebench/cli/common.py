@@ -30,6 +30,16 @@ TokenOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 # Engine settings shared by `bench` and `jobs submit`.
+CtxSizeOption = Annotated[
+    int,
+    typer.Option(
+        "--ctx-size",
+        "-c",
+        min=0,
+        help="Context size in tokens (0: the largest test's depth + prompt + generation, "
+        "rounded up to 256).",
+    ),
+]
 BatchSizeOption = Annotated[
     int, typer.Option("--batch-size", "-b", min=1, help="llama.cpp logical batch.")
 ]

@@ -16,6 +16,7 @@ from edgebench.cli.bench import int_list, parse_celsius, parse_reps, parse_secon
 from edgebench.cli.client import CoordinatorClient
 from edgebench.cli.common import (
     BatchSizeOption,
+    CtxSizeOption,
     FlashAttnOption,
     GpuLayersOption,
     JsonOption,
@@ -118,6 +119,7 @@ def submit(
         str | None,
         typer.Option(help="Wait until the device is below this temperature first, e.g. 50C."),
     ] = None,
+    ctx_size: CtxSizeOption = 0,
     batch_size: BatchSizeOption = 512,
     ubatch_size: UBatchSizeOption = 512,
     n_gpu_layers: GpuLayersOption = 0,
@@ -186,6 +188,7 @@ def submit(
         "threads": threads,
         "sustained_seconds": parse_seconds(sustained) if sustained else 0.0,
         "cooldown_c": parse_celsius(cooldown_to) if cooldown_to else None,
+        "n_ctx": ctx_size,
         "n_batch": batch_size,
         "n_ubatch": ubatch_size,
         "n_gpu_layers": n_gpu_layers,

@@ -35,6 +35,7 @@ class JobCreate(BaseModel):
     threads: int = Field(default=0, ge=0, le=1024)
     sustained_seconds: float = Field(default=0.0, ge=0, le=86400)
     window_seconds: float = Field(default=5.0, gt=0, le=3600)
+    n_ctx: int = Field(default=0, ge=0, le=1 << 20)  # 0 = sized from the largest test
     n_batch: int = Field(default=512, ge=1, le=65536)
     n_ubatch: int = Field(default=512, ge=1, le=65536)
     n_gpu_layers: int = Field(default=0, ge=-1, le=10000)
@@ -56,6 +57,16 @@ class JobCreate(BaseModel):
     def _device_is_a_selector(self) -> JobCreate:
         if self.device and self.device not in self.selector.devices:
             self.selector.devices.append(self.device)
+        return self
+
+    @model_validator(mode="after")
+    def _context_holds_every_test(self) -> JobCreate:
+        needed = max(self.n_depth) + max(self.n_prompt) + max(self.n_gen)
+        if 0 < self.n_ctx < needed:
+            raise ValueError(
+                f"n_ctx {self.n_ctx} cannot hold the largest test "
+                f"(depth + prompt + generation = {needed})"
+            )
         return self
 
     @field_validator("models")

@@ -277,6 +277,7 @@ def assignment_for(
             max_reps=spec.max_reps,
             max_seconds=spec.max_seconds,
             threads=spec.threads,
+            n_ctx=spec.n_ctx,
             sustained_seconds=spec.sustained_seconds,
             window_seconds=spec.window_seconds,
             n_batch=spec.n_batch,

@@ -17,6 +17,7 @@ def test_a_run_reaches_the_runner_with_every_setting(tmp_path) -> None:
         max_seconds=60,
         warmup=2,
         threads=3,
+        n_ctx=4096,
         sustained_seconds=30,
         window_seconds=2,
         n_batch=256,
@@ -47,5 +48,5 @@ def test_a_run_reaches_the_runner_with_every_setting(tmp_path) -> None:
     assert (bench.reps, bench.max_reps, bench.max_seconds, bench.warmup) == (0, 12, 60, 2)
     assert (bench.sustained_seconds, bench.window_seconds, bench.noisy_pct) == (30, 2, 5)
     s = bench.settings
-    assert (s.threads, s.n_batch, s.n_ubatch, s.n_gpu_layers) == (3, 256, 128, -1)
+    assert (s.threads, s.n_ctx, s.n_batch, s.n_ubatch, s.n_gpu_layers) == (3, 4096, 256, 128, -1)
     assert s.flash_attn and s.provider == "cuda"

@@ -287,6 +287,22 @@ def test_bench_command_prints_one_object_per_test(tiny_model: Path, tmp_path: Pa
     assert bad_variant.returncode == 1 and "cannot produce variant 'int8'" in bad_variant.stderr
 
 
+def test_context_size_is_a_setting_of_the_run(tiny_model: Path, tmp_path: Path) -> None:
+    env = {"EDGEBENCH_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    base = [sys.executable, "-m", "edgebench", "bench", str(tiny_model), "-p", "16", "-n", "8"]
+    runs = {}
+    for ctx in ("0", "1024"):
+        done = subprocess.run([*base, "-r", "1", "-c", ctx, "-o", "json"], env=env,
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        runs[ctx] = json.loads(done.stdout)[0]["environment"]["settings"]["n_ctx"]
+    assert runs == {"0": 256, "1024": 1024}  # 0: the test's 24 tokens rounded up to 256
+    small = subprocess.run([*base, "-d", "8", "-c", "20"], env=env, capture_output=True,
+                           text=True, check=False)  # fmt: skip
+    assert small.returncode == 1
+    assert "context size 20 cannot hold the largest test" in small.stderr
+    assert "(depth + prompt + generation = 32)" in small.stderr
+
+
 def test_gpu_settings_are_clear_errors_where_the_engine_has_no_gpu(
     tiny_model: Path, tiny_hf: Path, tmp_path: Path
 ) -> None:

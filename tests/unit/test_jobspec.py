@@ -67,6 +67,8 @@ def test_bad_matrices_are_refused_with_the_reason() -> None:
         {"models": [GGUF], "selector": {"every": "sometimes"}},
         {"models": [GGUF], "selector": {"unknown": 1}},
         {"models": [GGUF], "priority": 101},
+        {"models": [GGUF], "n_ctx": -1},
+        {"models": [GGUF], "n_ctx": 100, "n_prompt": [64], "n_gen": [32, 64]},  # needs 128
         {"models": [GGUF], "submitter": ""},
     ],
 )
@@ -78,3 +80,10 @@ def test_malformed_requests_fail_validation(body: dict[str, object]) -> None:
 def test_device_is_shorthand_for_a_named_device_selector() -> None:
     spec = JobCreate(models=[GGUF], device="pi5")
     assert spec.selector.devices == ["pi5"] and not spec.selector.every
+
+
+def test_a_context_size_must_hold_the_largest_test() -> None:
+    assert JobCreate(models=[GGUF], n_ctx=128, n_prompt=[64], n_gen=[64]).n_ctx == 128
+    assert JobCreate(models=[GGUF]).n_ctx == 0  # sized by the agent from each test
+    with pytest.raises(ValidationError, match=r"n_ctx 127 cannot hold .* = 128\)"):
+        JobCreate(models=[GGUF], n_ctx=127, n_depth=[0, 32], n_prompt=[32], n_gen=[64])
