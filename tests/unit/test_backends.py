@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,6 +148,51 @@ def test_context_is_checked(tiny_model: Path) -> None:
             backend.generate([1] * 200, [1] * 200, 10)
     finally:
         backend.close()
+
+
+def test_llama_cpp_batches_carry_the_ids_positions_and_output_given(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What reaches llama_decode, in one batch or in chunks of n_batch, and the same tokens
+    generated either way."""
+    import llama_cpp
+
+    seen: list[tuple[list[int], ...]] = []  # ids, positions, output flags, sequence ids
+    sampled: list[int] = []
+    real_decode, real_sample = llama_cpp.llama_decode, llama_cpp.llama_sampler_sample
+
+    def decode(ctx: object, batch: Any) -> int:
+        n = range(batch.n_tokens)
+        seen.append(([batch.token[i] for i in n], [batch.pos[i] for i in n],
+                     [batch.logits[i] for i in n], [batch.seq_id[i][0] for i in n]))  # fmt: skip
+        return int(real_decode(ctx, batch))
+
+    def sample(sampler: object, ctx: object, index: int) -> int:
+        sampled.append(int(real_sample(sampler, ctx, index)))
+        return sampled[-1]
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", decode)
+    monkeypatch.setattr(llama_cpp, "llama_sampler_sample", sample)
+    prompt = list(range(30, 50))
+    runs = {}
+    for n_batch in (64, 8):
+        backend = create_backend("llama_cpp")
+        backend.load(tiny_model, EngineSettings(threads=1, n_ctx=256, n_batch=n_batch))
+        seen.clear()
+        sampled.clear()
+        try:
+            backend.generate([], prompt, 5)
+        finally:
+            backend.close()
+        runs[n_batch] = (list(seen), list(sampled))
+    (whole, tokens), (chunks, chunked_tokens) = runs[64], runs[8]
+    assert whole[0] == (prompt, list(range(20)), [0] * 19 + [1], [0] * 20)
+    assert [c[0] for c in chunks[:3]] == [prompt[:8], prompt[8:16], prompt[16:]]
+    assert [c[1] for c in chunks[:3]] == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
+    assert [c[2] for c in chunks[:3]] == [[0] * 8, [0] * 8, [0, 0, 0, 1]]
+    steps = whole[1:]  # each generated token is fed back at the next position
+    assert steps == [([t], [20 + k], [1], [0]) for k, t in enumerate(tokens[:-1])]
+    assert chunked_tokens == tokens and len(tokens) == 5
 
 
 def test_llama_cpp_restores_a_repeated_depth_context_instead_of_prefilling_it(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ import psutil
 from edgebench.agent.backends import VARIANTS
 from edgebench.agent.backends.base import BackendError, EngineSettings, check_variant
 from edgebench.measure.record import RepTiming
+
+# llama_token and llama_pos are int32_t; the array type code whose items are 4 bytes.
+_INT32 = next(code for code in "ilh" if array(code).itemsize == 4)
 
 GGUF_MAGIC = b"GGUF"
 # llama.h's llama_ftype values (GGUF `general.file_type`) -> variant names.
@@ -311,17 +315,23 @@ class LlamaCppBackend:
                 llama_cpp.llama_batch_free(self._batch)
             self._batch = llama_cpp.llama_batch_init(size, 0, 1)
             self._batch_size = size
+            for i in range(size):
+                self._batch.n_seq_id[i] = 1
+                self._batch.seq_id[i][0] = 0
         return self._batch
 
     @staticmethod
     def _fill(batch: Any, tokens: Any, first_pos: int, *, logits_last: bool) -> None:
+        """Ids, positions and output flags of one chunk, copied in whole: inside the timed
+        prefill, a Python loop over the fields took 0.64 ms for 512 tokens here, a fifth of
+        an H200's whole pp512; this takes 0.06 ms. Every token is in sequence 0, set once
+        when the batch was made."""
         count = len(tokens)
-        for i, token in enumerate(tokens):
-            batch.token[i] = token
-            batch.pos[i] = first_pos + i
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = 0
+        ids = array(_INT32, tokens)  # named: the buffer must outlive the copy
+        positions = array(_INT32, range(first_pos, first_pos + count))
+        ctypes.memmove(batch.token, ids.buffer_info()[0], count * 4)
+        ctypes.memmove(batch.pos, positions.buffer_info()[0], count * 4)
+        ctypes.memset(batch.logits, 0, count)
         if logits_last:
             batch.logits[count - 1] = 1
         batch.n_tokens = count
