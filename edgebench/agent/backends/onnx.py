@@ -35,9 +35,9 @@ from edgebench.agent.backends import VARIANTS
 from edgebench.agent.backends.base import BackendError, EngineSettings, check_variant
 from edgebench.measure.record import RepTiming
 
-GENAI_CONFIG = "genai_config.json"
 log = logging.getLogger(__name__)
 
+GENAI_CONFIG = "genai_config.json"
 MODEL_FILE = "model.onnx"
 # --provider -> onnxruntime-genai's provider name, and ONNX Runtime's execution providers.
 GENAI_PROVIDERS = {"cpu": "", "cuda": "cuda", "tensorrt": "NvTensorRtRtx", "dml": "dml"}
