@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -150,29 +151,42 @@ def test_context_is_checked(tiny_model: Path) -> None:
         backend.close()
 
 
+@dataclass
+class LlamaCalls:
+    batches: list[tuple[list[int], ...]]  # per llama_decode: ids, positions, outputs, seq ids
+    sampled: list[int]
+
+
+def _record_llama_calls(monkeypatch: pytest.MonkeyPatch) -> LlamaCalls:
+    """What each llama_decode call is given and what each sampling returns."""
+    import llama_cpp
+
+    calls = LlamaCalls([], [])
+    real_decode, real_sample = llama_cpp.llama_decode, llama_cpp.llama_sampler_sample
+
+    def decode(ctx: object, batch: Any) -> int:
+        n = range(batch.n_tokens)
+        ids, positions = [batch.token[i] for i in n], [batch.pos[i] for i in n]
+        outputs, sequences = [batch.logits[i] for i in n], [batch.seq_id[i][0] for i in n]
+        calls.batches.append((ids, positions, outputs, sequences))
+        return int(real_decode(ctx, batch))
+
+    def sample(sampler: object, ctx: object, index: int) -> int:
+        calls.sampled.append(int(real_sample(sampler, ctx, index)))
+        return calls.sampled[-1]
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", decode)
+    monkeypatch.setattr(llama_cpp, "llama_sampler_sample", sample)
+    return calls
+
+
 def test_llama_cpp_batches_carry_the_ids_positions_and_output_given(
     tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What reaches llama_decode, in one batch or in chunks of n_batch, and the same tokens
     generated either way."""
-    import llama_cpp
-
-    seen: list[tuple[list[int], ...]] = []  # ids, positions, output flags, sequence ids
-    sampled: list[int] = []
-    real_decode, real_sample = llama_cpp.llama_decode, llama_cpp.llama_sampler_sample
-
-    def decode(ctx: object, batch: Any) -> int:
-        n = range(batch.n_tokens)
-        seen.append(([batch.token[i] for i in n], [batch.pos[i] for i in n],
-                     [batch.logits[i] for i in n], [batch.seq_id[i][0] for i in n]))  # fmt: skip
-        return int(real_decode(ctx, batch))
-
-    def sample(sampler: object, ctx: object, index: int) -> int:
-        sampled.append(int(real_sample(sampler, ctx, index)))
-        return sampled[-1]
-
-    monkeypatch.setattr(llama_cpp, "llama_decode", decode)
-    monkeypatch.setattr(llama_cpp, "llama_sampler_sample", sample)
+    calls = _record_llama_calls(monkeypatch)
+    seen, sampled = calls.batches, calls.sampled
     prompt = list(range(30, 50))
     runs = {}
     for n_batch in (64, 8):
@@ -200,33 +214,19 @@ def test_llama_cpp_restores_a_repeated_depth_context_instead_of_prefilling_it(
 ) -> None:
     """The second rep with the same context decodes only the prompt and the generated
     tokens, and generates exactly what a rep that prefilled the context does."""
-    import llama_cpp
-
-    decoded: list[int] = []  # tokens per llama_decode call
-    sampled: list[int] = []
-    real_decode, real_sample = llama_cpp.llama_decode, llama_cpp.llama_sampler_sample
-
-    def decode(ctx: object, batch: llama_cpp.llama_batch) -> int:
-        decoded.append(batch.n_tokens)
-        return int(real_decode(ctx, batch))
-
-    def sample(sampler: object, ctx: object, index: int) -> int:
-        sampled.append(int(real_sample(sampler, ctx, index)))
-        return sampled[-1]
-
-    monkeypatch.setattr(llama_cpp, "llama_decode", decode)
-    monkeypatch.setattr(llama_cpp, "llama_sampler_sample", sample)
+    calls = _record_llama_calls(monkeypatch)
+    sampled = calls.sampled
     backend = create_backend("llama_cpp")
     backend.load(tiny_model, EngineSettings(threads=1, n_ctx=256))
     context, prompt = list(range(20, 52)), list(range(60, 68))
     try:
         runs = []
         for this_context in (context, context, [*context[:-1], 99], context):
-            decoded.clear()
+            calls.batches.clear()
             sampled.clear()
             timing = backend.generate(this_context, prompt, 6)
             assert len(timing.token_ns) == 6
-            runs.append((list(decoded), list(sampled)))
+            runs.append(([len(batch[0]) for batch in calls.batches], list(sampled)))
     finally:
         backend.close()
     prefilled, restored, other, again = runs
