@@ -78,16 +78,14 @@ def test_malformed_http_requests_store_nothing(coordinator: Coordinator) -> None
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     api = httpx.Client(base_url=coordinator.http, headers=auth, timeout=10)
     bad_bodies = [
-        {"model_sha256": "a" * 64, "n_gen": 0},
-        {"model_sha256": "not-a-sha"},
-        {"model_sha256": "a" * 64},  # never uploaded
-        {"model_sha256": "a" * 64, "device": "../etc"},
-        {"model_sha256": "a" * 64, "backend": "tensorflow"},
+        ({"models": ["not-a-sha"]}, "is not a sha256"),
+        ({"models": ["a" * 64]}, "was never uploaded"),
+        ({"model_sha256": "a" * 64}, "models"),  # the field is `models`
     ]
-    for body in bad_bodies:
+    for body, reason in bad_bodies:
         response = api.post("/api/v1/jobs", json=body)
         assert response.status_code == 422, body
-        assert response.json()["detail"]
+        assert reason in json.dumps(response.json()["detail"]), response.json()
     assert (
         api.post(
             "/api/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}
@@ -111,6 +109,30 @@ def test_malformed_http_requests_store_nothing(coordinator: Coordinator) -> None
     assert _count(coordinator, "job") == 0 and _count(coordinator, "artifact") == 0
     assert not list((coordinator.home / "data" / "artifacts").glob("*"))
     assert httpx.get(f"{coordinator.http}/api/v1/devices").status_code == 200  # still serving
+
+
+def test_job_requests_that_cannot_run_store_no_job(coordinator: Coordinator) -> None:
+    """Each body fails for its own reason, against a model that was uploaded."""
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    api = httpx.Client(base_url=coordinator.http, headers=auth, timeout=10)
+    data = b"GGUF" + b"\x00" * 100
+    sha = hashlib.sha256(data).hexdigest()
+    upload = api.put(f"/api/v1/artifacts/{sha}", params={"filename": "m.gguf"}, content=data)
+    assert upload.status_code == 201, upload.text
+    bad_bodies = [
+        ({"models": [sha], "n_gen": [0]}, "between 2 and 131072"),
+        ({"models": [sha], "device": "../etc"}, "device"),
+        ({"models": [sha], "backends": ["tensorflow"]}, "unknown backend 'tensorflow'"),
+        ({"models": [sha], "variants": ["int8"]}, "variant 'int8' cannot be made"),
+        ({"models": [sha], "n_ctx": 100, "n_prompt": [64]}, "n_ctx 100 cannot hold"),
+        ({"models": [sha], "n_ctx": -1}, "n_ctx"),
+    ]
+    for body, reason in bad_bodies:
+        response = api.post("/api/v1/jobs", json=body)
+        assert response.status_code == 422, body
+        assert reason in json.dumps(response.json()["detail"]), response.json()
+    assert _count(coordinator, "job") == 0 and _count(coordinator, "run") == 0
+    assert api.post("/api/v1/jobs", json={"models": [sha], "n_ctx": 512}).status_code == 201
 
 
 def test_unreachable_coordinator_and_busy_port(coordinator: Coordinator, tmp_path: Path) -> None:
