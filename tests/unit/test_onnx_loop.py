@@ -3,6 +3,7 @@ it reads from the graph, the KV cache it feeds back, and the graphs it refuses."
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Any, cast
@@ -161,6 +162,35 @@ def test_the_cached_loop_generates_what_the_model_gives_without_a_cache(
     generated = [step[0] for step in fed[3:]]  # each token is fed back as the next step
     assert generated == _without_cache(tiny_onnx_export, context + prompt, 11)
     assert len(set(generated)) > 1  # random weights still make a sequence that can differ
+
+
+def test_the_native_step_keeps_its_inputs_alive_through_the_run(tiny_onnx_export: Path) -> None:
+    """Its tensors borrow numpy's memory: were the arrays freed before the run, the junk
+    allocated here would take their place (numpy reuses small freed buffers)."""
+    backend = create_backend("onnx")
+    backend.load(tiny_onnx_export, EngineSettings(threads=1, n_ctx=64))
+    decoder = cast(Any, backend)._decoder
+    real_run = decoder._native_run
+    assert real_run is not None
+
+    def run_after_scribbling(feeds: Any, names: Any, options: Any) -> Any:
+        gc.collect()
+        junk = [np.full(n, 2**30 + n, np.int64) for n in range(1, 40) for _ in range(8)]
+        outputs = real_run(feeds, names, options)
+        del junk
+        return outputs
+
+    decoder._native_run = run_after_scribbling
+    context, prompt = [5, 17, 40, 3], [9, 11, 12]
+    try:
+        logits, past = decoder._step(context + prompt, 0, decoder._empty_past())
+        generated = [int(logits.argmax())]
+        for position in range(7, 16):
+            logits, past = decoder._step([generated[-1]], position, past)
+            generated.append(int(logits.argmax()))
+    finally:
+        backend.close()
+    assert generated == _without_cache(tiny_onnx_export, context + prompt, 10)
 
 
 def test_a_provider_this_onnx_runtime_lacks_is_a_clear_error(tiny_onnx_export: Path) -> None:

@@ -388,11 +388,17 @@ class _GreedyDecoder:
         return RepTiming(prefill_ns=prefill_ns, token_ns=tuple(stamps), start_ns=start)
 
     def _empty_past(self) -> list[Any]:
-        past = [
+        if self._native_run is not None:  # tensors that own their (empty) memory
+            return [
+                onnxruntime.OrtValue.ortvalue_from_shape_and_type(
+                    kv.empty_shape, kv.dtype
+                )._ortvalue
+                for kv in self._layout.kv
+            ]
+        return [
             onnxruntime.OrtValue.ortvalue_from_numpy(np.zeros(kv.empty_shape, dtype=kv.dtype))
             for kv in self._layout.kv
         ]
-        return past if self._native_run is None else [value._ortvalue for value in past]
 
     def _step(
         self, tokens: list[int], offset: int, past: list[Any]
@@ -411,10 +417,14 @@ class _GreedyDecoder:
     def _native_step(
         self, run: Callable[..., Any], tokens: list[int], offset: int, past: list[Any]
     ) -> tuple[np.ndarray, list[Any]]:
-        feeds = {
-            name: onnxruntime.OrtValue.ortvalue_from_numpy(value)._ortvalue
+        # These tensors borrow the numpy arrays' memory, which only the wrappers keep alive:
+        # they must outlive the run (unwrapped at once, the ids and mask were freed and
+        # overwritten by the time the run read them: seen on the H200).
+        wrapped = {
+            name: onnxruntime.OrtValue.ortvalue_from_numpy(value)
             for name, value in self._layout.feeds(tokens, offset).items()
         }
+        feeds = {name: value._ortvalue for name, value in wrapped.items()}
         for kv, value in zip(self._layout.kv, past, strict=True):
             feeds[kv.past] = value
         outputs = run(feeds, self._outputs, None)
@@ -425,7 +435,8 @@ class _GreedyDecoder:
         self, tokens: list[int], offset: int, past: list[Any]
     ) -> tuple[np.ndarray, list[Any]]:
         layout, binding = self._layout, self._session.io_binding()
-        for name, value in layout.feeds(tokens, offset).items():
+        feeds = layout.feeds(tokens, offset)  # held until the run is done, like the above
+        for name, value in feeds.items():
             binding.bind_cpu_input(name, value)
         for kv, value in zip(layout.kv, past, strict=True):
             binding.bind_ortvalue_input(kv.past, value)
