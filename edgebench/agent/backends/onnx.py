@@ -409,8 +409,6 @@ class _GreedyDecoder:
             if run is None:
                 return self._bound_step(tokens, offset, past)
             return self._native_step(run, tokens, offset, past)
-        except BackendError:
-            raise
         except Exception as exc:  # ONNX Runtime raises its own Fail/InvalidArgument types
             raise BackendError(f"ONNX Runtime failed on a decode step: {exc}") from exc
 
