@@ -2,6 +2,7 @@
 # Builds llama.cpp's llama-bench from the sources vendored in the llama-cpp-python source
 # distribution of the version installed here, so that the reference runs the same
 # llama.cpp our binding uses. Usage: benchmarks/build_llama_bench.sh [OUT_DIR]
+# Also builds turns_shim.c beside it (libedgebench-turns.so: reference.py --turns).
 # Prints the path of the built binary on its last line.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -10,8 +11,14 @@ python="${PYTHON:-$here/../.venv/bin/python}"
 version="$("$python" -c 'import llama_cpp; print(llama_cpp.__version__)')"
 mkdir -p "$out"
 binary="$out/build/bin/llama-bench"
+shim="$out/build/bin/libedgebench-turns.so"
+build_shim() {
+  if [ ! -f "$shim" ] || [ "$here/turns_shim.c" -nt "$shim" ]; then
+    cc -O2 -shared -fPIC -o "$shim" "$here/turns_shim.c" -ldl
+  fi
+}
 if [ -x "$binary" ] && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ]; then
-  echo "$binary"; exit 0
+  build_shim; echo "$binary"; exit 0
 fi
 src="$out/src"
 rm -rf "$src" && mkdir -p "$src"
@@ -21,5 +28,6 @@ vendor="$(echo "$src"/llama_cpp_python-*/vendor/llama.cpp)"
 cmake -S "$vendor" -B "$out/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF >/dev/null
 cmake --build "$out/build" --target llama-bench -j"$(nproc)" >/dev/null
+build_shim
 echo "$version" > "$out/version"
 echo "$binary"

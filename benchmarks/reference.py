@@ -18,8 +18,14 @@ follow a decode), so it compares the two loops alone.
 `--loop-only` runs that row alone (one run of each tool a round instead of five), so the
 same time buys about three times the rounds.
 
-Usage: .venv/bin/python benchmarks/reference.py [--rounds 15] [--threads 2] [-p 64] [-n 64]
-       [--variants F32,Q4_K_M] [--loop-only] [--large]
+`--turns REPS` alternates at a finer grain: per row, one run of ours and one llama-bench
+process take turns repetition by repetition (benchmarks/turns.py, with turns_shim.c
+preloaded into llama-bench), so both meet the same machine and each of our repetitions
+is paired with llama-bench's two around it, a second apart. On this VM whole runs drift
+by several % from one to the next; repetitions in turns give intervals of about +-1%.
+
+Usage: .venv/bin/python -m benchmarks.reference [--rounds 15 | --turns 100] [--threads 2]
+       [-p 64] [-n 64] [--variants F32,Q4_K_M] [--loop-only] [--large]
 """
 
 from __future__ import annotations
@@ -32,10 +38,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from benchmarks.turns import Turns, paired_ratios
 from edgebench.agent.backends.base import EngineSettings
-from edgebench.agent.reference import llama_bench_decode, request_tps, run_llama_bench
+from edgebench.agent.reference import (
+    llama_bench_decode,
+    llama_bench_tests,
+    request_tps,
+    run_llama_bench,
+)
 from edgebench.agent.runner import BenchSpec, run_benchmark
-from edgebench.measure.record import BenchResult
+from edgebench.measure.record import BenchResult, RepTiming
 from edgebench.measure.stats import median_ci95
 from edgebench.modelgen import TinyLlamaSpec, cached_tiny_llama
 
@@ -73,17 +85,28 @@ def main() -> None:
     parser.add_argument(
         "--loop-only", action="store_true", help=f"only the row {TG_SEQUENCE!r}, more rounds"
     )
+    parser.add_argument(
+        "--turns", type=int, default=0, metavar="REPS",
+        help="instead of rounds of whole runs: one run of each tool per row, the two taking "
+        "turns repetition by repetition, REPS repetitions each (at least 10)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.rounds < 6:
         parser.error("--rounds must be at least 6 for a 95% interval of the median ratio")
+    if args.turns and args.turns < 10:
+        parser.error("--turns needs at least 10 repetitions (the first two have no pair)")
 
     tool = build_llama_bench()
     source = cached_tiny_llama(DATA / "models", LARGE_MODEL if args.large else MODEL)
     print(
         f"llama-bench: {tool}\nmodel: {source.name} ({source.stat().st_size / 2**20:.0f} MiB F32)"
     )
-    print(f"threads {args.threads}, pp{args.n_prompt}+tg{args.n_gen}, {args.reps} reps, "
-          f"{args.rounds} alternating rounds\n")  # fmt: skip
+    how = (
+        f"{args.turns} repetitions taking turns"
+        if args.turns
+        else (f"{args.reps} reps, {args.rounds} alternating rounds")
+    )
+    print(f"threads {args.threads}, pp{args.n_prompt}+tg{args.n_gen}, {how}\n")
     print("| variant | metric | edgebench (median) | llama-bench (median) "
           "| paired ratio (median) | 95% interval | target |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
@@ -93,16 +116,30 @@ def main() -> None:
             variant=variant, n_prompt=(args.n_prompt,), n_gen=(args.n_gen,), reps=args.reps,
             settings=EngineSettings(threads=args.threads),
         )  # fmt: skip
-        alternate = _alternate_loops if args.loop_only else _alternate
-        ours, ref = alternate(tool, source, spec, args.rounds)
+        if args.turns:
+            rows = _turn_rows(tool, source, spec, args.turns, [m for m, _ in metrics])
+        else:
+            alternate = _alternate_loops if args.loop_only else _alternate
+            rows = _round_rows(*alternate(tool, source, spec, args.rounds))
         for metric, target in metrics:
-            mine, theirs = ours[metric], ref[metric]
-            ratios = [o / r for o, r in zip(mine, theirs, strict=True)]
+            mine, theirs, ratios = rows[metric]
             low, high = median_ci95(ratios)
             medians = f"{statistics.median(mine):.1f} | {statistics.median(theirs):.1f}"
             print(f"| {variant} | {metric} tok/s | {medians} | {statistics.median(ratios):.3f} "
                   f"| {low:.3f}-{high:.3f} | {_verdict(target, low, high)} |")  # fmt: skip
         sys.stdout.flush()
+
+
+# Per metric: our figures, llama-bench's, and the paired ratios.
+Rows = dict[str, tuple[list[float], list[float], list[float]]]
+
+
+def _round_rows(ours: dict[str, list[float]], ref: dict[str, list[float]]) -> Rows:
+    """One paired ratio per round: our run over llama-bench's run next to it."""
+    return {
+        metric: (mine, ref[metric], [o / r for o, r in zip(mine, ref[metric], strict=True)])
+        for metric, mine in ours.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -180,6 +217,40 @@ def _alternate_loops(
 
     _take_turns(rounds, run_ours, run_reference)
     return {TG_SEQUENCE: ours}, {TG_SEQUENCE: ref}
+
+
+# What each row runs: our spec (the tg sequence or the request), llama-bench's test, and
+# the per-repetition figure of ours it is compared with.
+_TURN_PLAN: dict[str, tuple[bool, str, Callable[[RepTiming, int], float]]] = {
+    "prefill": (False, "prefill", lambda rep, n_prompt: rep.prefill_tps(n_prompt)),
+    "decode": (False, "decode", lambda rep, _: rep.decode_tps()),
+    TG_SEQUENCE: (True, "decode", lambda rep, _: rep.decode_tps()),
+    "request": (False, "request", lambda rep, n_prompt: rep.request_tps(n_prompt)),
+}
+
+
+def _turn_rows(tool: Path, source: Path, spec: BenchSpec, reps: int, metrics: list[str]) -> Rows:
+    """Per row, one run of ours and one llama-bench process taking turns repetition by
+    repetition (benchmarks/turns.py); each of our repetitions is divided by the geometric
+    mean of llama-bench's two around it."""
+    pair = _pair(source, spec)
+    shim = tool.parent / "libedgebench-turns.so"
+    tests = llama_bench_tests(pair.model, replace(pair.first, reps=reps), spec, pair.repack)
+    rows: Rows = {}
+    for metric in metrics:
+        in_tg_sequence, test, figure = _TURN_PLAN[metric]
+        ours_spec = replace(pair.tg_sequence if in_tg_sequence else spec, reps=reps)
+        turns = Turns.start(tool, tests[test], shim)
+        try:
+            result = run_benchmark(
+                source, ours_spec, cache_dir=DATA / "variants", progress=turns.gate
+            )[0]
+            theirs = turns.finish()
+        finally:
+            turns.close()
+        mine = [figure(rep, result.n_prompt) for rep in result.rep_timings]
+        rows[metric] = (mine, theirs[1:], paired_ratios(mine, turns.rep_turns, theirs))
+    return rows
 
 
 def _verdict(target: float | None, low: float, high: float) -> str:

@@ -43,10 +43,7 @@ def request_tps(result: BenchResult) -> float:
     """Our figure comparable with llama-bench's pg: per rep, the prompt's tokens plus the
     tokens decoded after the first, over the time from the prompt's start to the last
     token; the mean over reps (llama-bench's figures are means of per-rep rates too)."""
-    rates = [
-        (result.n_prompt + len(rep.token_ns) - 1) / (rep.token_ns[-1] / 1e9)
-        for rep in result.rep_timings
-    ]
+    rates = [rep.request_tps(result.n_prompt) for rep in result.rep_timings]
     if not rates:
         raise EdgebenchError("the result carries no per-token timings to compare")
     return sum(rates) / len(rates)
@@ -65,10 +62,15 @@ def find_llama_bench(given: Path | None) -> Path:
 def _llama_bench_json(tool: Path, args: list[str]) -> list[dict[str, Any]]:
     done = subprocess.run([str(tool), *args, "-o", "json"], capture_output=True, text=True,
                           check=False, timeout=3600)  # fmt: skip
-    if done.returncode != 0:
-        raise EdgebenchError(f"llama-bench failed: {done.stderr.strip()[-500:]}")
+    return llama_bench_rows(done.returncode, done.stdout, done.stderr)
+
+
+def llama_bench_rows(returncode: int, stdout: str, stderr: str) -> list[dict[str, Any]]:
+    """The rows of a finished `llama-bench -o json`, or why there are none."""
+    if returncode != 0:
+        raise EdgebenchError(f"llama-bench failed: {stderr.strip()[-500:]}")
     try:
-        rows: list[dict[str, Any]] = json.loads(done.stdout)
+        rows: list[dict[str, Any]] = json.loads(stdout)
     except json.JSONDecodeError:
         raise EdgebenchError("llama-bench did not print JSON") from None
     return rows
@@ -77,29 +79,46 @@ def _llama_bench_json(tool: Path, args: list[str]) -> list[dict[str, Any]]:
 def run_llama_bench(
     tool: Path, model: Path, result: BenchResult, spec: BenchSpec, repack: bool
 ) -> ReferenceFigures:
-    common = _common_args(model, result, spec, repack)
-    prefill = _llama_bench_json(
-        tool, [*common, "-p", str(result.n_prompt), "-n", "0", "-d", str(result.n_depth)]
-    )
-    decode = llama_bench_decode(tool, model, result, spec, repack)
-    request = _llama_bench_json(
-        tool, [*common, "-p", "0", "-n", "0", "-pg", f"{result.n_prompt},{result.n_gen - 1}",
-               "-d", str(result.n_depth)],
-    )  # fmt: skip
-    return ReferenceFigures(
-        _steady_ts(prefill, result.reps), decode, _steady_ts(request, result.reps)
-    )
+    tests = llama_bench_tests(model, result, spec, repack)
+    rates = {
+        name: _steady_ts(_llama_bench_json(tool, args), result.reps) for name, args in tests.items()
+    }
+    return ReferenceFigures(rates["prefill"], rates["decode"], rates["request"])
 
 
 def llama_bench_decode(
     tool: Path, model: Path, result: BenchResult, spec: BenchSpec, repack: bool
 ) -> float:
     """llama-bench's tg: the decode steps of `result`, at its depth plus prompt."""
-    rows = _llama_bench_json(
-        tool, [*_common_args(model, result, spec, repack), "-p", "0",
-               "-n", str(result.n_gen - 1), "-d", str(result.n_depth + result.n_prompt)],
-    )  # fmt: skip
-    return _steady_ts(rows, result.reps)
+    args = llama_bench_tests(model, result, spec, repack)["decode"]
+    return _steady_ts(_llama_bench_json(tool, args), result.reps)
+
+
+def llama_bench_tests(
+    model: Path, result: BenchResult, spec: BenchSpec, repack: bool
+) -> dict[str, list[str]]:
+    """llama-bench's arguments for each figure it is compared on: pp for our prefill at the
+    same depth, tg at depth + prompt for our decode steps, pg for our whole request. Each
+    runs one repetition more than `result`, the first dropped (see _steady_ts)."""
+    common = _common_args(model, result, spec, repack)
+    depth, prompt, gen = str(result.n_depth), result.n_prompt, result.n_gen
+    return {
+        "prefill": [*common, "-p", str(prompt), "-n", "0", "-d", depth],
+        "decode": [*common, "-p", "0", "-n", str(gen - 1), "-d", str(result.n_depth + prompt)],
+        "request": [*common, "-p", "0", "-n", "0", "-pg", f"{prompt},{gen - 1}", "-d", depth],
+    }
+
+
+def llama_bench_samples(rows: list[dict[str, Any]]) -> list[float]:
+    """Every repetition's rate from llama-bench's JSON, validated."""
+    try:
+        samples = [float(value) for value in rows[0]["samples_ts"]]
+    except (IndexError, KeyError, TypeError, ValueError):
+        raise EdgebenchError("llama-bench's JSON has no samples_ts figures") from None
+    for value in samples:
+        if not math.isfinite(value) or value <= 0:
+            raise EdgebenchError(f"llama-bench reported a throughput of {value}")
+    return samples
 
 
 def _common_args(model: Path, result: BenchResult, spec: BenchSpec, repack: bool) -> list[str]:
@@ -117,15 +136,9 @@ def _steady_ts(rows: list[dict[str, Any]], reps: int) -> float:
     token (tg) or one prompt (pp), and its first repetition is often far slower than the
     rest (measured: 0.44-0.89 of them); ours is a whole discarded repetition. Running it
     with one more repetition and dropping the first measures both after a full one."""
-    try:
-        samples = [float(value) for value in rows[0]["samples_ts"]]
-    except (IndexError, KeyError, TypeError, ValueError):
-        raise EdgebenchError("llama-bench's JSON has no samples_ts figures") from None
+    samples = llama_bench_samples(rows)
     if len(samples) != reps + 1:
         raise EdgebenchError(f"llama-bench reported {len(samples)} repetitions, not {reps + 1}")
-    for value in samples:
-        if not math.isfinite(value) or value <= 0:
-            raise EdgebenchError(f"llama-bench reported a throughput of {value}")
     steady = samples[1:]
     return sum(steady) / len(steady)
 

@@ -360,8 +360,7 @@ def _auto_done(reps: list[RepTiming], spec: BenchSpec, elapsed_s: float) -> bool
         return True
     if len(reps) < spec.min_reps:
         return False
-    decode = [(len(r.token_ns) - 1) / ((r.token_ns[-1] - r.token_ns[0]) / 1e9) for r in reps]
-    return relative_ci95(decode) <= spec.target_ci
+    return relative_ci95([r.decode_tps() for r in reps]) <= spec.target_ci
 
 
 def _sustained(loaded: _Loaded, test: Test, spec: BenchSpec, report: Progress) -> BenchResult:

@@ -88,6 +88,18 @@ class RepTiming:
     def gaps_ns(self) -> list[int]:
         return [b - a for a, b in pairwise(self.token_ns)]
 
+    def prefill_tps(self, n_prompt: int) -> float:
+        return n_prompt / (self.prefill_ns / 1e9)
+
+    def decode_tps(self) -> float:
+        """Tokens after the first over the time from the first to the last."""
+        return (len(self.token_ns) - 1) / ((self.token_ns[-1] - self.token_ns[0]) / 1e9)
+
+    def request_tps(self, n_prompt: int) -> float:
+        """The prompt's tokens and those decoded after the first, over the time from the
+        prompt's start to the last token (llama-bench's pg counts the same)."""
+        return (n_prompt + len(self.token_ns) - 1) / (self.token_ns[-1] / 1e9)
+
 
 @dataclass
 class BenchResult:
@@ -176,8 +188,8 @@ def summarize(
         raise ValueError("every repetition must time the same number (>= 2) of tokens")
     ns_per_ms = 1e6
     ttft = [r.token_ns[0] / ns_per_ms for r in reps]
-    prefill = [n_prompt / (r.prefill_ns / 1e9) for r in reps]
-    decode = [(n_gen - 1) / ((r.token_ns[-1] - r.token_ns[0]) / 1e9) for r in reps]
+    prefill = [r.prefill_tps(n_prompt) for r in reps]
+    decode = [r.decode_tps() for r in reps]
     e2e = [r.token_ns[-1] / ns_per_ms for r in reps]
     gaps = [g / ns_per_ms for r in reps for g in r.gaps_ns()]
     decode_mean = mean(decode)

@@ -1,0 +1,82 @@
+/* Makes llama-bench take turns with another process, one repetition each
+ * (benchmarks/turns.py, `benchmarks/reference.py --turns`). Loaded with LD_PRELOAD.
+ *
+ * llama-bench clears the KV cache once after creating its context and again before every
+ * repetition, before its clock starts. That call is the gate: there this process hands
+ * the turn to the other side and waits until it comes back. So no repetition of either
+ * tool ever overlaps one of the other, and each follows one of the other's: both meet
+ * the same machine.
+ *
+ * The turn travels through two FIFOs named by EDGEBENCH_TURN_IN and EDGEBENCH_TURN_OUT,
+ * one byte at a time: 't' (your turn) or 'x' (I have finished: run on alone). llama-bench
+ * starts holding the turn. Without the two variables the shim does nothing. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static bool holding = true;
+static bool alone = false;
+
+static void send_message(char message) {
+    const char *path = getenv("EDGEBENCH_TURN_OUT");
+    int fd = open(path, O_WRONLY);
+    if (fd < 0 || write(fd, &message, 1) != 1) {
+        fprintf(stderr, "turns_shim: cannot write to %s\n", path);
+        exit(3);
+    }
+    close(fd);
+}
+
+static char receive_message(void) {
+    const char *path = getenv("EDGEBENCH_TURN_IN");
+    char message = 'x'; /* the other side closed without a word: it is gone */
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        fprintf(stderr, "turns_shim: cannot read from %s\n", path);
+        exit(3);
+    }
+    if (read(fd, &message, 1) != 1) {
+        message = 'x';
+    }
+    close(fd);
+    return message;
+}
+
+static void take_turn(void) {
+    if (alone || !getenv("EDGEBENCH_TURN_IN") || !getenv("EDGEBENCH_TURN_OUT")) {
+        return;
+    }
+    if (holding) {
+        send_message('t');
+        holding = false;
+    }
+    if (receive_message() == 'x') {
+        alone = true;
+    } else {
+        holding = true;
+    }
+}
+
+/* llama.h: void llama_memory_clear(llama_memory_t mem, bool data); */
+void llama_memory_clear(void *mem, bool data) {
+    static void (*next)(void *, bool) = NULL;
+    if (!next) {
+        next = (void (*)(void *, bool))dlsym(RTLD_NEXT, "llama_memory_clear");
+        if (!next) {
+            fprintf(stderr, "turns_shim: llama_memory_clear not found\n");
+            exit(3);
+        }
+    }
+    take_turn();
+    next(mem, data);
+}
+
+__attribute__((destructor)) static void finish(void) {
+    if (holding && !alone && getenv("EDGEBENCH_TURN_OUT")) {
+        send_message('x');
+    }
+}

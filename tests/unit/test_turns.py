@@ -1,0 +1,158 @@
+"""benchmarks/turns.py with benchmarks/turns_shim.c, against a stand-in llama-bench that
+calls llama_memory_clear at llama-bench's gates: no segment of one side overlaps one of
+the other, the sides take strict turns, and each of our repetitions is paired with the
+llama-bench repetitions that really ran just before and just after it."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.turns import Turns, neighbours, paired_ratios
+from edgebench.agent.runner import BenchSpec, run_benchmark
+from edgebench.errors import EdgebenchError
+
+ROOT = Path(__file__).resolve().parents[2]
+WORK_S = 0.004
+
+# llama-bench's order of work: its context, a gate, its warm-up, then a gate before each
+# repetition; JSON with one rate per repetition at the end.
+STAND_IN = f"""#!{sys.executable}
+import ctypes, json, os, sys, time
+fake, log, reps, crash_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ctypes.CDLL(fake, mode=ctypes.RTLD_GLOBAL)
+clear = ctypes.CDLL(None).llama_memory_clear  # found first in the preloaded shim
+def segment(name):
+    start = time.monotonic_ns(); time.sleep({WORK_S}); end = time.monotonic_ns()
+    with open(log, "a") as f:
+        f.write(f"lb {{name}} {{start}} {{end}}\\n")
+segment("context")
+clear(None, True)
+segment("warmup")
+for j in range(reps):
+    if j == crash_at:
+        os._exit(1)
+    clear(None, True)
+    segment(f"rep{{j}}")
+print(json.dumps([{{"samples_ts": [100.0 + j for j in range(reps)]}}]))
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The real shim, and a library with the symbol it wraps."""
+    folder = tmp_path_factory.mktemp("turns")
+    shim, fake = folder / "libturns.so", folder / "libfakellama.so"
+    source = folder / "fake.c"
+    source.write_text("#include <stdbool.h>\nvoid llama_memory_clear(void *m, bool d) {}\n")
+    builds = ((shim, [ROOT / "benchmarks" / "turns_shim.c", "-ldl"]), (fake, [source]))
+    for output, inputs in builds:
+        command = ["cc", "-O2", "-shared", "-fPIC", "-o", str(output), *map(str, inputs)]
+        subprocess.run(command, check=True)
+    return shim, fake
+
+
+def _stand_in(tmp_path: Path) -> Path:
+    tool = tmp_path / "llama-bench"
+    tool.write_text(STAND_IN)
+    tool.chmod(0o755)
+    return tool
+
+
+def _work(log: Path, name: str) -> None:
+    start = time.monotonic_ns()
+    time.sleep(WORK_S)
+    with open(log, "a") as f:
+        f.write(f"us {name} {start} {time.monotonic_ns()}\n")
+
+
+def _run_ours(turns: Turns, log: Path, reps: int) -> list[float]:
+    """What our runner does: progress calls before the warm-up and each repetition."""
+    turns.gate("preparing", 0, reps)  # not a gate: our model loads while llama-bench does
+    turns.gate("warmup", 0, reps)
+    _work(log, "warmup")
+    for rep in range(reps):
+        turns.gate("measuring", rep, reps)
+        _work(log, f"rep{rep}")
+    turns.gate("measuring", reps, reps)
+    return turns.finish(timeout_s=30)
+
+
+def _segments(log: Path) -> list[tuple[str, str, int, int]]:
+    rows = [line.split() for line in log.read_text().splitlines()]
+    return sorted(((s, n, int(a), int(b)) for s, n, a, b in rows), key=lambda r: r[2])
+
+
+def test_the_two_sides_take_strict_turns_and_never_overlap(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    shim, fake = built
+    log, reps = tmp_path / "log", 8
+    turns = Turns.start(_stand_in(tmp_path), [str(fake), str(log), str(reps + 1), "-1"], shim)
+    samples = _run_ours(turns, log, reps)
+
+    assert samples == [100.0 + j for j in range(reps + 1)]
+    segments = _segments(log)
+    assert len(segments) == 2 * (reps + 1) + 2
+    for first, second in itertools.pairwise(segments):
+        assert first[3] <= second[2], f"{first} overlaps {second}"
+    # strict turns up to llama-bench's last repetition, which runs after we finished
+    sides = [side for side, *_ in segments]
+    assert sides[:-1] == ["lb", "us"] * (reps + 1) + ["lb"] and sides[-1] == "lb"
+    # every repetition of ours ran in a turn and is paired with its true neighbours
+    assert sorted(turns.rep_turns) == list(range(reps))
+    order = [(side, name) for side, name, _, _ in segments]
+    for rep, turn in turns.rep_turns.items():
+        at = order.index(("us", f"rep{rep}"))
+        assert order[at - 1][0] == order[at + 1][0] == "lb"
+        expected = (int(order[at - 1][1][3:]), int(order[at + 1][1][3:])) if rep >= 1 else None
+        if expected is not None and expected[0] < 1:
+            expected = None  # its repetition 0 is never used
+        assert neighbours(turn, reps + 1) == expected
+
+
+def test_paired_ratios_divide_by_the_neighbours_geometric_mean() -> None:
+    theirs = [50.0, 100.0, 400.0, 100.0, 100.0]
+    # our turns 3..6 fall between its segments (2+j): turn 4 sits between reps 1 and 2
+    ratios = paired_ratios([10.0, 200.0, 300.0, 100.0], {0: 3, 1: 4, 2: 5, 3: 6}, theirs)
+    assert ratios == [pytest.approx(1.0), pytest.approx(1.5), pytest.approx(1.0)]
+
+
+def test_llama_bench_with_fewer_reps_leaves_ours_to_run_alone(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    shim, fake = built
+    log = tmp_path / "log"
+    turns = Turns.start(_stand_in(tmp_path), [str(fake), str(log), "3", "-1"], shim)
+    assert _run_ours(turns, log, 6) == [100.0, 101.0, 102.0]
+    assert turns.alone and sorted(turns.rep_turns) == [0, 1, 2]
+
+
+def test_a_llama_bench_that_dies_mid_run_is_a_clear_error_not_a_hang(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    shim, fake = built
+    log = tmp_path / "log"
+    turns = Turns.start(_stand_in(tmp_path), [str(fake), str(log), "6", "2"], shim)
+    with pytest.raises(EdgebenchError, match="llama-bench failed"):
+        _run_ours(turns, log, 6)
+    assert turns.process.returncode == 1
+
+
+def test_the_runner_reports_a_gated_phase_before_every_repetition(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """turns.py gates on these progress calls; a runner that stopped making them would
+    leave the two tools running at once."""
+    calls: list[tuple[str, int, int]] = []
+    spec = BenchSpec(n_prompt=(4,), n_gen=(3,), reps=3)
+    record = lambda phase, done, total: calls.append((phase, done, total))  # noqa: E731
+    run_benchmark(tiny_model, spec, cache_dir=tmp_path, progress=record)
+    gated = [c for c in calls if c[0] in ("warmup", "measuring")]
+    assert gated == [("warmup", 0, 3), ("measuring", 0, 3), ("measuring", 1, 3),
+                     ("measuring", 2, 3), ("measuring", 3, 3)]  # fmt: skip
