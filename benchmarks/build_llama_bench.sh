@@ -14,7 +14,7 @@ binary="$out/build/bin/llama-bench"
 shim="$out/build/bin/libedgebench-turns.so"
 build_shim() {
   if [ ! -f "$shim" ] || [ "$here/turns_shim.c" -nt "$shim" ]; then
-    cc -O2 -shared -fPIC -o "$shim" "$here/turns_shim.c" -ldl
+    "${CC:-cc}" -O2 -shared -fPIC -o "$shim" "$here/turns_shim.c" -ldl
   fi
 }
 if [ -x "$binary" ] && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ]; then

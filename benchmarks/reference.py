@@ -47,6 +47,7 @@ from edgebench.agent.reference import (
     run_llama_bench,
 )
 from edgebench.agent.runner import BenchSpec, run_benchmark
+from edgebench.errors import EdgebenchError
 from edgebench.measure.record import BenchResult, RepTiming
 from edgebench.measure.stats import median_ci95
 from edgebench.modelgen import TinyLlamaSpec, cached_tiny_llama
@@ -248,6 +249,11 @@ def _turn_rows(tool: Path, source: Path, spec: BenchSpec, reps: int, metrics: li
             theirs = turns.finish()
         finally:
             turns.close()
+        if len(turns.rep_turns) < reps // 2:
+            raise EdgebenchError(
+                f"llama-bench took turns for {len(turns.rep_turns)} of our {reps} repetitions:"
+                f" is {shim} built (benchmarks/build_llama_bench.sh)?"
+            )
         mine = [figure(rep, result.n_prompt) for rep in result.rep_timings]
         rows[metric] = (mine, theirs[1:], paired_ratios(mine, turns.rep_turns, theirs))
     return rows

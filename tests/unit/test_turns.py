@@ -6,6 +6,8 @@ llama-bench repetitions that really ran just before and just after it."""
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +21,8 @@ from edgebench.errors import EdgebenchError
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK_S = 0.004
+# The C compiler llama-cpp-python's own build needs, so present wherever the suite runs.
+COMPILER = os.environ.get("CC") or shutil.which("cc") or "gcc"
 
 # llama-bench's order of work: its context, a gate, its warm-up, then a gate before each
 # repetition; JSON with one rate per repetition at the end.
@@ -52,7 +56,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     source.write_text("#include <stdbool.h>\nvoid llama_memory_clear(void *m, bool d) {}\n")
     builds = ((shim, [ROOT / "benchmarks" / "turns_shim.c", "-ldl"]), (fake, [source]))
     for output, inputs in builds:
-        command = ["cc", "-O2", "-shared", "-fPIC", "-o", str(output), *map(str, inputs)]
+        command = [COMPILER, "-O2", "-shared", "-fPIC", "-o", str(output), *map(str, inputs)]
         subprocess.run(command, check=True)
     return shim, fake
 
