@@ -61,11 +61,16 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return shim, fake
 
 
-def _stand_in(tmp_path: Path) -> Path:
-    tool = tmp_path / "llama-bench"
+def _start(
+    built: tuple[Path, Path], tmp_path: Path, reps: int, crash_at: int = -1
+) -> tuple[Turns, Path]:
+    """A stand-in llama-bench with `reps` repetitions (dying before `crash_at`), taking
+    turns with us through the real shim; and the log both sides write."""
+    shim, fake = built
+    tool, log = tmp_path / "llama-bench", tmp_path / "log"
     tool.write_text(STAND_IN)
     tool.chmod(0o755)
-    return tool
+    return Turns.start(tool, [str(fake), str(log), str(reps), str(crash_at)], shim), log
 
 
 def _work(log: Path, name: str) -> None:
@@ -95,9 +100,8 @@ def _segments(log: Path) -> list[tuple[str, str, int, int]]:
 def test_the_two_sides_take_strict_turns_and_never_overlap(
     built: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    shim, fake = built
-    log, reps = tmp_path / "log", 8
-    turns = Turns.start(_stand_in(tmp_path), [str(fake), str(log), str(reps + 1), "-1"], shim)
+    reps = 8
+    turns, log = _start(built, tmp_path, reps + 1)
     samples = _run_ours(turns, log, reps)
 
     assert samples == [100.0 + j for j in range(reps + 1)]
@@ -130,9 +134,7 @@ def test_paired_ratios_divide_by_the_neighbours_geometric_mean() -> None:
 def test_llama_bench_with_fewer_reps_leaves_ours_to_run_alone(
     built: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    shim, fake = built
-    log = tmp_path / "log"
-    turns = Turns.start(_stand_in(tmp_path), [str(fake), str(log), "3", "-1"], shim)
+    turns, log = _start(built, tmp_path, 3)
     assert _run_ours(turns, log, 6) == [100.0, 101.0, 102.0]
     assert turns.alone and sorted(turns.rep_turns) == [0, 1, 2]
 
@@ -140,9 +142,7 @@ def test_llama_bench_with_fewer_reps_leaves_ours_to_run_alone(
 def test_a_llama_bench_that_dies_mid_run_is_a_clear_error_not_a_hang(
     built: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    shim, fake = built
-    log = tmp_path / "log"
-    turns = Turns.start(_stand_in(tmp_path), [str(fake), str(log), "6", "2"], shim)
+    turns, log = _start(built, tmp_path, 6, crash_at=2)
     with pytest.raises(EdgebenchError, match="llama-bench failed"):
         _run_ours(turns, log, 6)
     assert turns.process.returncode == 1
