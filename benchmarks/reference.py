@@ -2,29 +2,27 @@
 
 Builds llama-bench from the sources vendored in the installed llama-cpp-python's source
 distribution (benchmarks/build_llama_bench.sh), generates a random-weight llama model of
-about 30M parameters in F32, makes its Q4_K_M variant with llama.cpp's quantizer, then
-alternates the two tools for several rounds on the same file, threads and lengths.
-Each round gives a paired ratio (ours / llama-bench, run back to back), so drift of the
-machine's speed over the run cancels; the table prints the median ratio with its
+about 30M parameters in F32 and makes its Q4_K_M variant with llama.cpp's quantizer. Then,
+per row, one run of ours and one llama-bench process take turns repetition by repetition
+on the same file, threads and lengths (benchmarks/turns.py, with turns_shim.c preloaded
+into llama-bench): both meet the same machine, and each of our repetitions is divided by
+the geometric mean of llama-bench's two around it, a second or two apart, so drift of the
+machine's speed cancels. The table prints the median of those paired ratios with its
 distribution-free 95% interval and a verdict against the target: met (the whole interval
 at or above it), missed (the whole interval below) or undecided (the machine's noise is
-wider than the question: run more rounds). Targets: decode >= 0.97, prefill >= 0.95. The
-request row (prompt then generation, timed as one: llama-bench's pg) compares the same
-sequence of work on both sides; see edgebench/agent/reference.py for why decode alone
-differs. The row "decode in tg's sequence" runs our loop in tg's own sequence (the depth
-and prompt restored as a cached context, one token fed, then decode steps that each
-follow a decode), so it compares the two loops alone.
+wider than the question: take more repetitions). Targets: decode >= 0.97, prefill >= 0.95.
 
-`--loop-only` runs that row alone (one run of each tool a round instead of five), so the
-same time buys about three times the rounds.
+Rows: prefill (llama-bench's pp), decode right after the prompt as `edgebench bench`
+reports it (tg at depth + prompt), "decode in tg's sequence" (our loop run the way tg
+runs: the depth and prompt restored as a cached context, one token fed, then decode
+steps that each follow a decode), and the whole request (prompt then generation, timed
+as one: pg), which compares the same sequence of work on both sides.
 
-`--turns REPS` alternates at a finer grain: per row, one run of ours and one llama-bench
-process take turns repetition by repetition (benchmarks/turns.py, with turns_shim.c
-preloaded into llama-bench), so both meet the same machine and each of our repetitions
-is paired with llama-bench's two around it, a second apart. On this VM whole runs drift
-by several % from one to the next; repetitions in turns give intervals of about +-1%.
+`--rounds N` instead alternates whole runs of the two tools N times (the method until
+session 10): on this VM whole runs differ by several % whatever the tool, so its
+intervals rarely decide. `--loop-only` keeps only the tg-sequence row.
 
-Usage: .venv/bin/python -m benchmarks.reference [--rounds 15 | --turns 100] [--threads 2]
+Usage: .venv/bin/python -m benchmarks.reference [--turns 100 | --rounds 15] [--threads 2]
        [-p 64] [-n 64] [--variants F32,Q4_K_M] [--loop-only] [--large]
 """
 
@@ -74,27 +72,29 @@ def build_llama_bench() -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15, help="at least 6")
+    parser.add_argument(
+        "--turns", type=int, default=100, metavar="REPS",
+        help="repetitions of each tool per row, taken in turns (at least 10; default 100)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=0, metavar="N",
+        help="alternate N whole runs of each tool instead of taking turns (at least 6)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("-p", "--n-prompt", type=int, default=64)
     parser.add_argument("-n", "--n-gen", type=int, default=64)
-    parser.add_argument("-r", "--reps", type=int, default=5)
     parser.add_argument(
         "--large", action="store_true", help="a ~135M-parameter model (516 MiB F32), not ~28M"
     )
     parser.add_argument("--variants", default="F32,Q4_K_M", help="comma-separated")
+    parser.add_argument("--loop-only", action="store_true", help=f"only the row {TG_SEQUENCE!r}")
     parser.add_argument(
-        "--loop-only", action="store_true", help=f"only the row {TG_SEQUENCE!r}, more rounds"
+        "-r", "--reps", type=int, default=5, help="with --rounds: repetitions per run"
     )
-    parser.add_argument(
-        "--turns", type=int, default=0, metavar="REPS",
-        help="instead of rounds of whole runs: one run of each tool per row, the two taking "
-        "turns repetition by repetition, REPS repetitions each (at least 10)",
-    )  # fmt: skip
     args = parser.parse_args()
-    if args.rounds < 6:
+    if args.rounds and args.rounds < 6:
         parser.error("--rounds must be at least 6 for a 95% interval of the median ratio")
-    if args.turns and args.turns < 10:
+    if not args.rounds and args.turns < 10:
         parser.error("--turns needs at least 10 repetitions (the first two have no pair)")
 
     tool = build_llama_bench()
@@ -103,9 +103,9 @@ def main() -> None:
         f"llama-bench: {tool}\nmodel: {source.name} ({source.stat().st_size / 2**20:.0f} MiB F32)"
     )
     how = (
-        f"{args.turns} repetitions taking turns"
-        if args.turns
-        else (f"{args.reps} reps, {args.rounds} alternating rounds")
+        f"{args.reps} reps, {args.rounds} alternating rounds"
+        if args.rounds
+        else f"{args.turns} repetitions taking turns"
     )
     print(f"threads {args.threads}, pp{args.n_prompt}+tg{args.n_gen}, {how}\n")
     print("| variant | metric | edgebench (median) | llama-bench (median) "
@@ -117,11 +117,11 @@ def main() -> None:
             variant=variant, n_prompt=(args.n_prompt,), n_gen=(args.n_gen,), reps=args.reps,
             settings=EngineSettings(threads=args.threads),
         )  # fmt: skip
-        if args.turns:
-            rows = _turn_rows(tool, source, spec, args.turns, [m for m, _ in metrics])
-        else:
+        if args.rounds:
             alternate = _alternate_loops if args.loop_only else _alternate
             rows = _round_rows(*alternate(tool, source, spec, args.rounds))
+        else:
+            rows = _turn_rows(tool, source, spec, args.turns, [m for m, _ in metrics])
         for metric, target in metrics:
             mine, theirs, ratios = rows[metric]
             low, high = median_ci95(ratios)
