@@ -155,7 +155,11 @@ def compare_with_llama_bench(
                                 paths.cache_dir() / "variants")  # fmt: skip
         repack = bool(result.environment.get("engine_build", {}).get("repack", True))
         pairs.append((result, run_llama_bench(tool, model, result, spec, repack)))
-    table = Table(title=f"edgebench vs llama-bench ({tool})")
+    table = Table(
+        title=f"edgebench vs llama-bench ({tool})",
+        caption="One run of each tool: on a busy machine whole runs differ by several %. "
+        "benchmarks/reference.py in the source tree pairs them repetition by repetition.",
+    )
     headers = ("Test", "Prefill tok/s", "llama-bench pp", "Ratio", "Decode tok/s",
                "llama-bench tg", "Ratio", "Request tok/s", "llama-bench pg", "Ratio")  # fmt: skip
     for header in headers:
