@@ -7,7 +7,8 @@ per row, one run of ours and one llama-bench process take turns repetition by re
 on the same file, threads and lengths (benchmarks/turns.py, with turns_shim.c preloaded
 into llama-bench): both meet the same machine, and each of our repetitions is divided by
 the geometric mean of llama-bench's two around it, a second or two apart, so drift of the
-machine's speed cancels. The table prints the median of those paired ratios with its
+machine's speed cancels. Half of the repetitions run with llama-bench going first, half
+with ours, as the side that goes second was measured 1-2% ahead (`--self-check`). The table prints the median of those paired ratios with its
 distribution-free 95% interval and a verdict against the target: met (the whole interval
 at or above it), missed (the whole interval below) or undecided (the machine's noise is
 wider than the question: take more repetitions). Targets: decode >= 0.97, prefill >= 0.95.
@@ -18,12 +19,15 @@ runs: the depth and prompt restored as a cached context, one token fed, then dec
 steps that each follow a decode), and the whole request (prompt then generation, timed
 as one: pg), which compares the same sequence of work on both sides.
 
+`--self-check` runs llama-bench's tg against itself the same way and prints the second
+side over the first: the edge of going second, which running both orders cancels.
+
 `--rounds N` instead alternates whole runs of the two tools N times (the method until
 session 10): on this VM whole runs differ by several % whatever the tool, so its
 intervals rarely decide. `--loop-only` keeps only the tg-sequence row.
 
 Usage: .venv/bin/python -m benchmarks.reference [--turns 100 | --rounds 15] [--threads 2]
-       [-p 64] [-n 64] [--variants F32,Q4_K_M] [--loop-only] [--large]
+       [-p 64] [-n 64] [--variants F32,Q4_K_M] [--loop-only] [--large] [--self-check]
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from benchmarks.turns import Turns, paired_ratios
+from benchmarks.turns import Turns, paired_ratios, self_check
 from edgebench.agent.backends.base import EngineSettings
 from edgebench.agent.reference import (
     llama_bench_decode,
@@ -74,7 +78,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--turns", type=int, default=100, metavar="REPS",
-        help="repetitions of each tool per row, taken in turns (at least 10; default 100)",
+        help="repetitions of each tool per row, taken in turns, half with each going first "
+        "(at least 20; default 100)",
     )  # fmt: skip
     parser.add_argument(
         "--rounds", type=int, default=0, metavar="N",
@@ -91,11 +96,19 @@ def main() -> None:
     parser.add_argument(
         "-r", "--reps", type=int, default=5, help="with --rounds: repetitions per run"
     )
+    parser.add_argument(
+        "--self-check", action="store_true",
+        help="llama-bench's tg taking turns with itself: the second side over the first, "
+        "the edge that running both orders cancels",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.rounds and args.rounds < 6:
         parser.error("--rounds must be at least 6 for a 95% interval of the median ratio")
-    if not args.rounds and args.turns < 10:
-        parser.error("--turns needs at least 10 repetitions (the first two have no pair)")
+    if not args.rounds and args.turns < 20:
+        parser.error(
+            "--turns needs at least 20 repetitions (half in each order; the first "
+            "two of each have no pair)"
+        )
 
     tool = build_llama_bench()
     source = cached_tiny_llama(DATA / "models", LARGE_MODEL if args.large else MODEL)
@@ -117,6 +130,9 @@ def main() -> None:
             variant=variant, n_prompt=(args.n_prompt,), n_gen=(args.n_gen,), reps=args.reps,
             settings=EngineSettings(threads=args.threads),
         )  # fmt: skip
+        if args.self_check:
+            _print_self_check(tool, source, spec, args.turns)
+            continue
         if args.rounds:
             alternate = _alternate_loops if args.loop_only else _alternate
             rows = _round_rows(*alternate(tool, source, spec, args.rounds))
@@ -231,32 +247,53 @@ _TURN_PLAN: dict[str, tuple[bool, str, Callable[[RepTiming, int], float]]] = {
 
 
 def _turn_rows(tool: Path, source: Path, spec: BenchSpec, reps: int, metrics: list[str]) -> Rows:
-    """Per row, one run of ours and one llama-bench process taking turns repetition by
-    repetition (benchmarks/turns.py); each of our repetitions is divided by the geometric
-    mean of llama-bench's two around it."""
+    """Per row, runs of ours and llama-bench processes taking turns repetition by
+    repetition (benchmarks/turns.py), half of the repetitions with llama-bench going
+    first and half with ours (the second side has an edge: see Turns.start); each of our
+    repetitions is divided by the geometric mean of llama-bench's two around it."""
     pair = _pair(source, spec)
-    shim = tool.parent / "libedgebench-turns.so"
-    tests = llama_bench_tests(pair.model, replace(pair.first, reps=reps), spec, pair.repack)
+    half = replace(pair.first, reps=reps // 2)
+    tests = llama_bench_tests(pair.model, half, spec, pair.repack)
     rows: Rows = {}
     for metric in metrics:
         in_tg_sequence, test, figure = _TURN_PLAN[metric]
-        ours_spec = replace(pair.tg_sequence if in_tg_sequence else spec, reps=reps)
-        turns = Turns.start(tool, tests[test], shim)
-        try:
-            result = run_benchmark(
-                source, ours_spec, cache_dir=DATA / "variants", progress=turns.gate
-            )[0]
-            theirs = turns.finish()
-        finally:
-            turns.close()
-        if len(turns.rep_turns) < reps // 2:
-            raise EdgebenchError(
-                f"llama-bench took turns for {len(turns.rep_turns)} of our {reps} repetitions:"
-                f" is {shim} built (benchmarks/build_llama_bench.sh)?"
-            )
-        mine = [figure(rep, result.n_prompt) for rep in result.rep_timings]
-        rows[metric] = (mine, theirs[1:], paired_ratios(mine, turns.rep_turns, theirs))
+        ours_spec = replace(pair.tg_sequence if in_tg_sequence else spec, reps=half.reps)
+        mine, theirs, ratios = [], [], []
+        for we_start in (False, True):
+            result, turns, rates = _take_turns_once(tool, source, ours_spec, tests[test], we_start)
+            ours = [figure(rep, result.n_prompt) for rep in result.rep_timings]
+            mine += ours
+            theirs += rates[1:]
+            ratios += paired_ratios(ours, turns.rep_turns, rates, we_started=we_start)
+        rows[metric] = (mine, theirs, ratios)
     return rows
+
+
+def _take_turns_once(
+    tool: Path, source: Path, spec: BenchSpec, args: list[str], we_start: bool
+) -> tuple[BenchResult, Turns, list[float]]:
+    shim = tool.parent / "libedgebench-turns.so"
+    turns = Turns.start(tool, args, shim, we_start=we_start)
+    try:
+        result = run_benchmark(source, spec, cache_dir=DATA / "variants", progress=turns.gate)[0]
+        rates = turns.finish()
+    finally:
+        turns.close()
+    if len(turns.rep_turns) < spec.reps // 2:
+        raise EdgebenchError(
+            f"llama-bench took turns for {len(turns.rep_turns)} of our {spec.reps} repetitions:"
+            f" is {shim} built (benchmarks/build_llama_bench.sh)?"
+        )
+    return result, turns, rates
+
+
+def _print_self_check(tool: Path, source: Path, spec: BenchSpec, reps: int) -> None:
+    pair = _pair(source, spec)
+    args = llama_bench_tests(pair.model, replace(pair.first, reps=reps), spec, pair.repack)
+    ratios = self_check(tool, args["decode"], tool.parent / "libedgebench-turns.so")
+    low, high = median_ci95(ratios)
+    print(f"| {spec.variant} | llama-bench tg against itself, second / first | - | - "
+          f"| {statistics.median(ratios):.3f} | {low:.3f}-{high:.3f} | - |")  # fmt: skip
 
 
 def _verdict(target: float | None, low: float, high: float) -> str:

@@ -45,6 +45,7 @@ class Turns:
     inbox: Path  # where llama-bench hands us the turn
     outbox: Path
     folder: tempfile.TemporaryDirectory[str]
+    we_started: bool = False  # we held the first turn, llama-bench waited
     holding: bool = False
     alone: bool = False
     received: int = 0  # turns received so far
@@ -52,18 +53,24 @@ class Turns:
     rep_turns: dict[int, int] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, tool: Path, args: list[str], shim: Path) -> Turns:
+    def start(cls, tool: Path, args: list[str], shim: Path, *, we_start: bool = False) -> Turns:
+        """Starts llama-bench with the shim. The side that goes second has been measured
+        1-2% faster than the first when llama-bench took turns with itself (RESULTS.md),
+        so a fair comparison runs both orders (`we_start`)."""
         folder = tempfile.TemporaryDirectory(prefix="edgebench-turns-")
         inbox, outbox = Path(folder.name, "to-us"), Path(folder.name, "to-llama-bench")
         os.mkfifo(inbox)
         os.mkfifo(outbox)
         env = dict(os.environ, LD_PRELOAD=str(shim), EDGEBENCH_TURN_IN=str(outbox),
                    EDGEBENCH_TURN_OUT=str(inbox))  # fmt: skip
+        if we_start:
+            env["EDGEBENCH_TURN_WAIT_FIRST"] = "1"
         process = subprocess.Popen(
             [str(tool), *args, "-o", "json"], env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
-        return cls(process=process, inbox=inbox, outbox=outbox, folder=folder)
+        return cls(process=process, inbox=inbox, outbox=outbox, folder=folder,
+                   we_started=we_start, holding=we_start)  # fmt: skip
 
     def gate(self, phase: str, done: int, total: int) -> None:
         """Our runner's progress callback: hands the turn over before each repetition."""
@@ -80,10 +87,9 @@ class Turns:
         if self.holding and not self.alone:
             self._send(b"x")
         try:
-            stdout, stderr = self.process.communicate(timeout=timeout_s)
+            return _rates(self.process, timeout_s)
         finally:
             self.close()
-        return llama_bench_samples(llama_bench_rows(self.process.returncode, stdout, stderr))
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -134,24 +140,65 @@ class Turns:
             os.close(fd)
 
 
-def neighbours(turn: int, reference_reps: int) -> tuple[int, int] | None:
+def neighbours(turn: int, reference_reps: int, we_started: bool) -> tuple[int, int] | None:
     """llama-bench's repetitions just before and just after ours run in `turn` (the n-th
-    turn we received): the n-th turn falls between its segments n - 1 and n. None where
-    either is missing or is its repetition 0, which follows its own depth prefill and is
-    dropped as in agent/reference.py."""
-    before = turn - 1 - FIRST_REP_SEGMENT
-    after = turn - FIRST_REP_SEGMENT
+    turn we received). Its segments run between its gates: 0 until its first, 1 its
+    warm-up, j + 2 its repetition j. Our n-th turn falls between its segments n - 1 and n
+    when it started, n and n + 1 when we did. None where either is missing or is its
+    repetition 0, which follows its own depth prefill and is dropped as in
+    agent/reference.py."""
+    before = turn - 1 + int(we_started) - FIRST_REP_SEGMENT
+    after = before + 1
     if before < 1 or after >= reference_reps:
         return None
     return before, after
 
 
-def paired_ratios(ours: list[float], rep_turns: dict[int, int], theirs: list[float]) -> list[float]:
+def paired_ratios(
+    ours: list[float], rep_turns: dict[int, int], theirs: list[float], *, we_started: bool
+) -> list[float]:
     """Each of our repetitions over the geometric mean of its two llama-bench neighbours
     (the one before and the one after cancel a steady drift between them)."""
     ratios = []
     for rep, turn in sorted(rep_turns.items()):
-        pair = neighbours(turn, len(theirs))
+        pair = neighbours(turn, len(theirs), we_started)
         if pair is not None:
             ratios.append(ours[rep] / math.sqrt(theirs[pair[0]] * theirs[pair[1]]))
     return ratios
+
+
+def self_check(tool: Path, args: list[str], shim: Path, timeout_s: float = 1800) -> list[float]:
+    """llama-bench taking turns with itself: each repetition of the process that waited
+    first over the geometric mean of the other's two around it. A fair method gives 1;
+    here the side that goes second came out 1-2% ahead (RESULTS.md), which is why
+    reference.py runs half its repetitions in each order."""
+    with tempfile.TemporaryDirectory(prefix="edgebench-turns-") as folder:
+        to_first, to_second = Path(folder, "to-first"), Path(folder, "to-second")
+        os.mkfifo(to_first)
+        os.mkfifo(to_second)
+        base = dict(os.environ, LD_PRELOAD=str(shim))
+        envs = (
+            dict(base, EDGEBENCH_TURN_IN=str(to_first), EDGEBENCH_TURN_OUT=str(to_second)),
+            dict(base, EDGEBENCH_TURN_IN=str(to_second), EDGEBENCH_TURN_OUT=str(to_first),
+                 EDGEBENCH_TURN_WAIT_FIRST="1"),
+        )  # fmt: skip
+        processes = [
+            subprocess.Popen([str(tool), *args, "-o", "json"], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for env in envs
+        ]  # fmt: skip
+        try:
+            first, second = (_rates(process, timeout_s) for process in processes)
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    # the second's repetition j runs in its turn j + 2, as ours do against llama-bench
+    pairs = [(j, neighbours(j + FIRST_REP_SEGMENT, len(first), False)) for j in range(len(second))]
+    return [second[j] / math.sqrt(first[p[0]] * first[p[1]]) for j, p in pairs if p is not None]
+
+
+def _rates(process: subprocess.Popen[str], timeout_s: float) -> list[float]:
+    stdout, stderr = process.communicate(timeout=timeout_s)
+    return llama_bench_samples(llama_bench_rows(process.returncode, stdout, stderr))

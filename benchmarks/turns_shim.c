@@ -9,7 +9,9 @@
  *
  * The turn travels through two FIFOs named by EDGEBENCH_TURN_IN and EDGEBENCH_TURN_OUT,
  * one byte at a time: 't' (your turn) or 'x' (I have finished: run on alone). llama-bench
- * starts holding the turn. Without the two variables the shim does nothing. */
+ * starts holding the turn, unless EDGEBENCH_TURN_WAIT_FIRST is set (two llama-bench
+ * processes taking turns: the null check of the method in RESULTS.md). Without the two
+ * FIFO variables the shim does nothing. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -20,6 +22,7 @@
 
 static bool holding = true;
 static bool alone = false;
+static bool started = false;
 
 static void send_message(char message) {
     const char *path = getenv("EDGEBENCH_TURN_OUT");
@@ -50,6 +53,10 @@ static void take_turn(void) {
     if (alone || !getenv("EDGEBENCH_TURN_IN") || !getenv("EDGEBENCH_TURN_OUT")) {
         return;
     }
+    if (!started) {
+        started = true;
+        holding = getenv("EDGEBENCH_TURN_WAIT_FIRST") == NULL;
+    }
     if (holding) {
         send_message('t');
         holding = false;
@@ -76,6 +83,9 @@ void llama_memory_clear(void *mem, bool data) {
 }
 
 __attribute__((destructor)) static void finish(void) {
+    if (!started && getenv("EDGEBENCH_TURN_WAIT_FIRST")) {
+        return; /* never took part: the other side is not waiting for us */
+    }
     if (holding && !alone && getenv("EDGEBENCH_TURN_OUT")) {
         send_message('x');
     }

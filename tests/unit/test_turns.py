@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.turns import Turns, neighbours, paired_ratios
+from benchmarks.turns import Turns, neighbours, paired_ratios, self_check
 from edgebench.agent.runner import BenchSpec, run_benchmark
 from edgebench.errors import EdgebenchError
 
@@ -34,7 +34,7 @@ clear = ctypes.CDLL(None).llama_memory_clear  # found first in the preloaded shi
 def segment(name):
     start = time.monotonic_ns(); time.sleep({WORK_S}); end = time.monotonic_ns()
     with open(log, "a") as f:
-        f.write(f"lb {{name}} {{start}} {{end}}\\n")
+        f.write(f"lb {{name}} {{start}} {{end}} {{os.getpid()}}\\n")
 segment("context")
 clear(None, True)
 segment("warmup")
@@ -43,7 +43,8 @@ for j in range(reps):
         os._exit(1)
     clear(None, True)
     segment(f"rep{{j}}")
-print(json.dumps([{{"samples_ts": [100.0 + j for j in range(reps)]}}]))
+base = 200.0 if os.environ.get("EDGEBENCH_TURN_WAIT_FIRST") else 100.0
+print(json.dumps([{{"samples_ts": [base + j for j in range(reps)]}}]))
 """
 
 
@@ -62,22 +63,28 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _start(
-    built: tuple[Path, Path], tmp_path: Path, reps: int, crash_at: int = -1
+    built: tuple[Path, Path], tmp_path: Path, reps: int, crash_at: int = -1, we_start: bool = False
 ) -> tuple[Turns, Path]:
     """A stand-in llama-bench with `reps` repetitions (dying before `crash_at`), taking
     turns with us through the real shim; and the log both sides write."""
     shim, fake = built
-    tool, log = tmp_path / "llama-bench", tmp_path / "log"
+    log = tmp_path / "log"
+    args = [str(fake), str(log), str(reps), str(crash_at)]
+    return Turns.start(_stand_in(tmp_path), args, shim, we_start=we_start), log
+
+
+def _stand_in(tmp_path: Path) -> Path:
+    tool = tmp_path / "llama-bench"
     tool.write_text(STAND_IN)
     tool.chmod(0o755)
-    return Turns.start(tool, [str(fake), str(log), str(reps), str(crash_at)], shim), log
+    return tool
 
 
 def _work(log: Path, name: str) -> None:
     start = time.monotonic_ns()
     time.sleep(WORK_S)
     with open(log, "a") as f:
-        f.write(f"us {name} {start} {time.monotonic_ns()}\n")
+        f.write(f"us {name} {start} {time.monotonic_ns()} {os.getpid()}\n")
 
 
 def _run_ours(turns: Turns, log: Path, reps: int) -> list[float]:
@@ -93,42 +100,60 @@ def _run_ours(turns: Turns, log: Path, reps: int) -> list[float]:
 
 
 def _segments(log: Path) -> list[tuple[str, str, int, int]]:
+    """(side, what, start, end) of every segment either side ran, in order."""
+    return [(side, name, start, end) for side, name, start, end, _ in _rows(log)]
+
+
+def _rows(log: Path) -> list[tuple[str, str, int, int, int]]:
     rows = [line.split() for line in log.read_text().splitlines()]
-    return sorted(((s, n, int(a), int(b)) for s, n, a, b in rows), key=lambda r: r[2])
+    parsed = ((s, n, int(a), int(b), int(pid)) for s, n, a, b, pid in rows)
+    return sorted(parsed, key=lambda r: r[2])
 
 
+@pytest.mark.parametrize("we_start", [False, True], ids=["llama-bench-first", "we-first"])
 def test_the_two_sides_take_strict_turns_and_never_overlap(
-    built: tuple[Path, Path], tmp_path: Path
+    built: tuple[Path, Path], tmp_path: Path, we_start: bool
 ) -> None:
     reps = 8
-    turns, log = _start(built, tmp_path, reps + 1)
+    turns, log = _start(built, tmp_path, reps + 1, we_start=we_start)
     samples = _run_ours(turns, log, reps)
 
-    assert samples == [100.0 + j for j in range(reps + 1)]
+    assert samples == [100.0 * (1 + we_start) + j for j in range(reps + 1)]
     segments = _segments(log)
     assert len(segments) == 2 * (reps + 1) + 2
     for first, second in itertools.pairwise(segments):
         assert first[3] <= second[2], f"{first} overlaps {second}"
-    # strict turns up to llama-bench's last repetition, which runs after we finished
+    # strict turns after llama-bench's context (made while our model loads), up to its
+    # last repetition, which runs after we finished when it went first
     sides = [side for side, *_ in segments]
-    assert sides[:-1] == ["lb", "us"] * (reps + 1) + ["lb"] and sides[-1] == "lb"
+    if we_start:
+        assert sides == ["lb", "lb"] + ["us", "lb"] * (reps + 1)
+    else:
+        assert sides == ["lb", "us"] * (reps + 1) + ["lb", "lb"]
     # every repetition of ours ran in a turn and is paired with its true neighbours
     assert sorted(turns.rep_turns) == list(range(reps))
     order = [(side, name) for side, name, _, _ in segments]
     for rep, turn in turns.rep_turns.items():
         at = order.index(("us", f"rep{rep}"))
         assert order[at - 1][0] == order[at + 1][0] == "lb"
-        expected = (int(order[at - 1][1][3:]), int(order[at + 1][1][3:])) if rep >= 1 else None
-        if expected is not None and expected[0] < 1:
-            expected = None  # its repetition 0 is never used
-        assert neighbours(turn, reps + 1) == expected
+        before, after = order[at - 1][1], order[at + 1][1]
+        expected = None  # its warm-up and its repetition 0 are never used
+        if before.startswith("rep") and int(before[3:]) >= 1:
+            expected = (int(before[3:]), int(after[3:]))
+        assert neighbours(turn, reps + 1, we_start) == expected
 
 
 def test_paired_ratios_divide_by_the_neighbours_geometric_mean() -> None:
     theirs = [50.0, 100.0, 400.0, 100.0, 100.0]
-    # our turns 3..6 fall between its segments (2+j): turn 4 sits between reps 1 and 2
-    ratios = paired_ratios([10.0, 200.0, 300.0, 100.0], {0: 3, 1: 4, 2: 5, 3: 6}, theirs)
-    assert ratios == [pytest.approx(1.0), pytest.approx(1.5), pytest.approx(1.0)]
+    ours, turns = [10.0, 200.0, 300.0, 100.0], {0: 3, 1: 4, 2: 5, 3: 6}
+    # llama-bench first: our turn 4 falls between its reps 1 and 2
+    assert paired_ratios(ours, turns, theirs, we_started=False) == [
+        pytest.approx(1.0), pytest.approx(1.5), pytest.approx(1.0)
+    ]  # fmt: skip
+    # we first: our turn 3 falls between its reps 1 and 2
+    assert paired_ratios(ours, turns, theirs, we_started=True) == [
+        pytest.approx(0.05), pytest.approx(1.0), pytest.approx(3.0)
+    ]  # fmt: skip
 
 
 def test_llama_bench_with_fewer_reps_leaves_ours_to_run_alone(
@@ -160,3 +185,25 @@ def test_the_runner_reports_a_gated_phase_before_every_repetition(
     gated = [c for c in calls if c[0] in ("warmup", "measuring")]
     assert gated == [("warmup", 0, 3), ("measuring", 0, 3), ("measuring", 1, 3),
                      ("measuring", 2, 3), ("measuring", 3, 3)]  # fmt: skip
+
+
+def test_llama_bench_takes_turns_with_itself_for_the_self_check(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    shim, fake = built
+    log, reps = tmp_path / "log", 8
+    args = [str(fake), str(log), str(reps), "-1"]
+    ratios = self_check(_stand_in(tmp_path), args, shim, timeout_s=30)
+
+    rows = _rows(log)
+    assert len(rows) == 2 * (reps + 2)
+    # both make their context at once; from then on one runs at a time, in turns
+    pids = [pid for *_, pid in rows[2:]]
+    assert pids == [pids[0], pids[1]] * (reps + 1) and pids[0] != pids[1]
+    for first_row, second_row in itertools.pairwise(rows[1:]):
+        assert first_row[3] <= second_row[2]
+    # the repetition j of the one that waited (its rates 200 + j) over the geometric
+    # mean of the other's j - 1 and j (100 + j)
+    assert ratios == [
+        pytest.approx((200 + j) / ((99 + j) * (100 + j)) ** 0.5) for j in range(2, reps)
+    ]
