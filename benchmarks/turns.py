@@ -51,9 +51,14 @@ class Turns:
     received: int = 0  # turns received so far
     # our repetition -> the turn it ran in; only repetitions run while taking turns
     rep_turns: dict[int, int] = field(default_factory=dict)
+    # with sync_log: per segment of llama-bench, when each llama_synchronize returned (ns)
+    segment_syncs: list[list[int]] = field(default_factory=list)
 
     @classmethod
-    def start(cls, tool: Path, args: list[str], shim: Path, *, we_start: bool = False) -> Turns:
+    def start(
+        cls, tool: Path, args: list[str], shim: Path, *, we_start: bool = False,
+        sync_log: bool = False,
+    ) -> Turns:  # fmt: skip
         """Starts llama-bench with the shim. The side that goes second has been measured
         1-2% faster than the first when llama-bench took turns with itself (RESULTS.md),
         so a fair comparison runs both orders (`we_start`)."""
@@ -65,6 +70,8 @@ class Turns:
                    EDGEBENCH_TURN_OUT=str(inbox))  # fmt: skip
         if we_start:
             env["EDGEBENCH_TURN_WAIT_FIRST"] = "1"
+        if sync_log:
+            env["EDGEBENCH_TURN_SYNC_LOG"] = str(Path(folder.name, "syncs"))
         process = subprocess.Popen(
             [str(tool), *args, "-o", "json"], env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -87,9 +94,25 @@ class Turns:
         if self.holding and not self.alone:
             self._send(b"x")
         try:
-            return _rates(self.process, timeout_s)
+            rates = _rates(self.process, timeout_s)
+            syncs = Path(self.folder.name, "syncs")
+            if syncs.exists():
+                lines = syncs.read_text().splitlines()
+                self.segment_syncs = [[int(stamp) for stamp in line.split()] for line in lines]
+            return rates
         finally:
             self.close()
+
+    def decode_rates_after_prompt(self) -> list[float]:
+        """Per repetition of llama-bench's pg test: its tokens decoded after the first over
+        the time from the prompt's synchronize to the last token's, as our decode_tps is
+        counted (sync_log needed)."""
+        rates = []
+        for stamps in self.segment_syncs[FIRST_REP_SEGMENT:]:
+            if len(stamps) < 2 or stamps[-1] <= stamps[0]:
+                raise EdgebenchError("llama-bench's repetition synchronized fewer than twice")
+            rates.append((len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1e9))
+        return rates
 
     def close(self) -> None:
         if self.process.poll() is None:

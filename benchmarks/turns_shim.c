@@ -11,14 +11,44 @@
  * one byte at a time: 't' (your turn) or 'x' (I have finished: run on alone). llama-bench
  * starts holding the turn, unless EDGEBENCH_TURN_WAIT_FIRST is set (two llama-bench
  * processes taking turns: the null check of the method in RESULTS.md). Without the two
- * FIFO variables the shim does nothing. */
+ * FIFO variables the shim does nothing.
+ *
+ * With EDGEBENCH_TURN_SYNC_LOG set, it also notes when each llama_synchronize returns
+ * (llama-bench calls it after a prompt and after each generated token) and writes one
+ * line per segment between gates to that file: how llama-bench's own decode right after
+ * a prompt runs inside its pg test, which it does not report. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
+
+#define MAX_SYNCS 65536
+static int64_t syncs[MAX_SYNCS];
+static int n_syncs = 0;
+
+/* One line of synchronize times (ns) per segment; called at each gate and at exit. */
+static void flush_syncs(void) {
+    const char *path = getenv("EDGEBENCH_TURN_SYNC_LOG");
+    if (!path) {
+        return;
+    }
+    FILE *log = fopen(path, "a");
+    if (!log) {
+        fprintf(stderr, "turns_shim: cannot append to %s\n", path);
+        exit(3);
+    }
+    for (int i = 0; i < n_syncs; i++) {
+        fprintf(log, i ? " %lld" : "%lld", (long long)syncs[i]);
+    }
+    fputc('\n', log);
+    fclose(log);
+    n_syncs = 0;
+}
 
 static bool holding = true;
 static bool alone = false;
@@ -50,6 +80,7 @@ static char receive_message(void) {
 }
 
 static void take_turn(void) {
+    flush_syncs();
     if (alone || !getenv("EDGEBENCH_TURN_IN") || !getenv("EDGEBENCH_TURN_OUT")) {
         return;
     }
@@ -82,7 +113,26 @@ void llama_memory_clear(void *mem, bool data) {
     next(mem, data);
 }
 
+/* llama.h: void llama_synchronize(struct llama_context * ctx); */
+void llama_synchronize(void *ctx) {
+    static void (*next)(void *) = NULL;
+    if (!next) {
+        next = (void (*)(void *))dlsym(RTLD_NEXT, "llama_synchronize");
+        if (!next) {
+            fprintf(stderr, "turns_shim: llama_synchronize not found\n");
+            exit(3);
+        }
+    }
+    next(ctx);
+    if (n_syncs < MAX_SYNCS) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        syncs[n_syncs++] = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+    }
+}
+
 __attribute__((destructor)) static void finish(void) {
+    flush_syncs();
     if (!started && getenv("EDGEBENCH_TURN_WAIT_FIRST")) {
         return; /* never took part: the other side is not waiting for us */
     }

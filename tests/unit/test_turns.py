@@ -31,8 +31,13 @@ import ctypes, json, os, sys, time
 fake, log, reps, crash_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 ctypes.CDLL(fake, mode=ctypes.RTLD_GLOBAL)
 clear = ctypes.CDLL(None).llama_memory_clear  # found first in the preloaded shim
+sync = ctypes.CDLL(None).llama_synchronize
 def segment(name):
-    start = time.monotonic_ns(); time.sleep({WORK_S}); end = time.monotonic_ns()
+    start = time.monotonic_ns(); time.sleep({WORK_S})
+    if name.startswith("rep"):  # a prompt, then three tokens
+        for _ in range(4):
+            sync(None); time.sleep(0.001)
+    end = time.monotonic_ns()
     with open(log, "a") as f:
         f.write(f"lb {{name}} {{start}} {{end}} {{os.getpid()}}\\n")
 segment("context")
@@ -54,7 +59,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("turns")
     shim, fake = folder / "libturns.so", folder / "libfakellama.so"
     source = folder / "fake.c"
-    source.write_text("#include <stdbool.h>\nvoid llama_memory_clear(void *m, bool d) {}\n")
+    source.write_text(
+        "#include <stdbool.h>\nvoid llama_memory_clear(void *m, bool d) {}\n"
+        "void llama_synchronize(void *c) {}\n"
+    )
     builds = ((shim, [ROOT / "benchmarks" / "turns_shim.c", "-ldl"]), (fake, [source]))
     for output, inputs in builds:
         command = [COMPILER, "-O2", "-shared", "-fPIC", "-o", str(output), *map(str, inputs)]
@@ -63,14 +71,20 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _start(
-    built: tuple[Path, Path], tmp_path: Path, reps: int, crash_at: int = -1, we_start: bool = False
+    built: tuple[Path, Path],
+    tmp_path: Path,
+    reps: int,
+    crash_at: int = -1,
+    we_start: bool = False,
+    sync_log: bool = False,
 ) -> tuple[Turns, Path]:
     """A stand-in llama-bench with `reps` repetitions (dying before `crash_at`), taking
     turns with us through the real shim; and the log both sides write."""
     shim, fake = built
     log = tmp_path / "log"
     args = [str(fake), str(log), str(reps), str(crash_at)]
-    return Turns.start(_stand_in(tmp_path), args, shim, we_start=we_start), log
+    turns = Turns.start(_stand_in(tmp_path), args, shim, we_start=we_start, sync_log=sync_log)
+    return turns, log
 
 
 def _stand_in(tmp_path: Path) -> Path:
@@ -207,3 +221,19 @@ def test_llama_bench_takes_turns_with_itself_for_the_self_check(
     assert ratios == [
         pytest.approx((200 + j) / ((99 + j) * (100 + j)) ** 0.5) for j in range(2, reps)
     ]
+
+
+def test_the_shim_times_llama_benchs_decode_steps_inside_a_repetition(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Four synchronizes a repetition (a prompt, then three tokens): three tokens over the
+    time from the first to the last, per repetition, as our decode_tps counts."""
+    turns, log = _start(built, tmp_path, 5, sync_log=True)
+    _run_ours(turns, log, 4)
+    # a line per segment: its context, its warm-up, then five repetitions of four
+    assert [len(stamps) for stamps in turns.segment_syncs] == [0, 0, 4, 4, 4, 4, 4]
+    rates = turns.decode_rates_after_prompt()
+    assert rates == [
+        pytest.approx(3 / ((stamps[-1] - stamps[0]) / 1e9)) for stamps in turns.segment_syncs[2:]
+    ]
+    assert all(100 < rate < 1000 for rate in rates)  # three 1 ms sleeps: ~300 tokens/s
