@@ -112,6 +112,8 @@ def main() -> None:
         "the edge that running both orders cancels",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.self_check and args.rounds:
+        parser.error("--self-check takes turns: give it --turns, not --rounds")
     if args.rounds and args.rounds < 6:
         parser.error("--rounds must be at least 6 for a 95% interval of the median ratio")
     if not args.rounds and args.turns < 20:

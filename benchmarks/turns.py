@@ -1,5 +1,5 @@
 """Our runner and llama-bench taking turns, one repetition each (the Python half of
-benchmarks/turns_shim.c; used by `python -m benchmarks.reference --turns`).
+benchmarks/turns_shim.c; used by `python -m benchmarks.reference`).
 
 Why: alternating whole runs of the two tools left a few % between them that no part of
 our loop explained (RESULTS.md "Reference check"), and on this VM the machine's speed
@@ -7,11 +7,11 @@ drifts within seconds. Taking turns repetition by repetition, each tool's repeti
 follows one of the other's, and the two neighbours of ours are a second apart: both
 tools meet the same machine and drift cancels within each pair.
 
-The protocol: llama-bench, with the shim preloaded, starts holding the turn; at each of
-its gates (once after making its context, then before each repetition) it hands the
-turn over and waits. Our runner's progress callback is our gate, at the warm-up and
-before each repetition. One byte per hand-over through a FIFO each way: 't' (your turn)
-or 'x' (finished: run on alone).
+The protocol: llama-bench, with the shim preloaded, starts holding the turn (or we do:
+`we_start`); at each of its gates (once after making its context, then before each
+repetition) it hands the turn over and waits. Our runner's progress callback is our
+gate, at the warm-up and before each repetition. One byte per hand-over through a FIFO
+each way: 't' (your turn) or 'x' (finished: run on alone).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Turns:
         sync_log: bool = False,
     ) -> Turns:  # fmt: skip
         """Starts llama-bench with the shim. The side that goes second has been measured
-        1-2% faster than the first when llama-bench took turns with itself (RESULTS.md),
+        0-2% faster than the first when llama-bench took turns with itself (RESULTS.md),
         so a fair comparison runs both orders (`we_start`)."""
         folder = tempfile.TemporaryDirectory(prefix="edgebench-turns-")
         inbox, outbox = Path(folder.name, "to-us"), Path(folder.name, "to-llama-bench")
@@ -110,7 +110,7 @@ class Turns:
         rates = []
         for stamps in self.segment_syncs[FIRST_REP_SEGMENT:]:
             if len(stamps) < 2 or stamps[-1] <= stamps[0]:
-                raise EdgebenchError("llama-bench's repetition synchronized fewer than twice")
+                raise EdgebenchError("a llama-bench repetition has no decode steps to time")
             rates.append((len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1e9))
         return rates
 
@@ -193,7 +193,7 @@ def paired_ratios(
 def self_check(tool: Path, args: list[str], shim: Path, timeout_s: float = 1800) -> list[float]:
     """llama-bench taking turns with itself: each repetition of the process that waited
     first over the geometric mean of the other's two around it. A fair method gives 1;
-    here the side that goes second came out 1-2% ahead (RESULTS.md), which is why
+    here the side that goes second came out 0-2% ahead (RESULTS.md), which is why
     reference.py runs half its repetitions in each order."""
     with tempfile.TemporaryDirectory(prefix="edgebench-turns-") as folder:
         to_first, to_second = Path(folder, "to-first"), Path(folder, "to-second")

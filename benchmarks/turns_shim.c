@@ -1,5 +1,5 @@
 /* Makes llama-bench take turns with another process, one repetition each
- * (benchmarks/turns.py, `benchmarks/reference.py --turns`). Loaded with LD_PRELOAD.
+ * (benchmarks/turns.py, `python -m benchmarks.reference`). Loaded with LD_PRELOAD.
  *
  * llama-bench clears the KV cache once after creating its context and again before every
  * repetition, before its clock starts. That call is the gate: there this process hands
