@@ -170,10 +170,11 @@ async def _session(
             send(progress=pb.RunProgress(run_id=run_id, lease_epoch=epoch, phase=phase, rep=rep,
                                          reps=REPS))  # fmt: skip
             await asyncio.sleep(step)
+        tests = assignment.spec.workload.tests
         result = pb.RunResult(result_id=str(uuid.uuid4()), run_id=assignment.run_id,
                               lease_epoch=assignment.lease_epoch,
-                              metrics=payloads[assignment.workload.n_gen])  # fmt: skip
-        result.metrics.n_prompt = assignment.workload.n_prompt
+                              metrics=payloads[tests.n_gen[0]])  # fmt: skip
+        result.metrics.n_prompt = tests.n_prompt[0]
         running.clear()
         send(result=result)
         ask()
@@ -269,8 +270,9 @@ def job_body(sha: str, runs: int) -> dict[str, Any]:
     """A job of `runs` runs (100 or 1000: 10 generation lengths x 10 prompts x 1 or 10
     depths) from one of three submitters."""
     depths = N_DEPTH[: runs // (len(N_GEN) * len(N_PROMPT))]
-    return {"models": [sha], "n_prompt": N_PROMPT, "n_gen": N_GEN, "n_depth": depths,
-            "reps": REPS, "submitter": random.choice(["ann", "bob", "cy"])}  # fmt: skip
+    tests = {"n_prompt": N_PROMPT, "n_gen": N_GEN, "n_depth": depths}
+    return {"models": [sha], "workload": {"tests": tests, "repetitions": {"reps": REPS}},
+            "submitter": random.choice(["ann", "bob", "cy"])}  # fmt: skip
 
 
 @dataclass(frozen=True)

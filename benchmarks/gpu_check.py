@@ -22,11 +22,11 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from edgebench.agent.backends.base import BackendError, EngineSettings
-from edgebench.agent.runner import BenchSpec, run_benchmark
+from edgebench.agent.backends.base import BackendError
+from edgebench.agent.runner import run_benchmark
 from edgebench.measure.record import BenchResult
 from edgebench.modelgen import (
     TinyLlamaSpec,
@@ -35,6 +35,7 @@ from edgebench.modelgen import (
     cached_tiny_onnx,
     cached_tiny_onnx_export,
 )
+from edgebench.workload import RunSpec
 
 HERE = Path(__file__).resolve().parent
 # The reference check's model: 512 wide, 8 layers, about 28M parameters.
@@ -71,7 +72,7 @@ def _num(value: float | None, fmt: str = ".0f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def measure(label: str, model: Callable[[], Path], spec: BenchSpec, cache: Path) -> None:
+def measure(label: str, model: Callable[[], Path], spec: RunSpec, cache: Path) -> None:
     try:
         result = run_benchmark(model(), spec, cache_dir=cache)[0]
     except (BackendError, ImportError, RuntimeError, subprocess.CalledProcessError) as exc:
@@ -82,27 +83,28 @@ def measure(label: str, model: Callable[[], Path], spec: BenchSpec, cache: Path)
     print(f"<!-- {label} build: {json.dumps(build)[:400]} -->")
 
 
-def rows(data: Path, base: BenchSpec) -> list[tuple[str, Callable[[], Path], BenchSpec]]:
+def rows(data: Path, base: RunSpec) -> list[tuple[str, Callable[[], Path], RunSpec]]:
     models = data / "models"
-    cpu, gpu = EngineSettings(threads=4), EngineSettings(n_gpu_layers=-1, provider="cuda")
+    cpu: dict[str, Any] = {"threads": 4}
+    gpu: dict[str, Any] = {"n_gpu_layers": -1, "provider": "cuda"}
     gguf = lambda: cached_tiny_llama(models, LLAMA)  # noqa: E731
     hf = lambda: cached_tiny_hf(models)  # noqa: E731
     onnx = lambda: cached_tiny_onnx(models)  # noqa: E731
     export = lambda: cached_tiny_onnx_export(models)  # noqa: E731
-    tensorrt = EngineSettings(provider="tensorrt")
+    tensorrt = {"provider": "tensorrt"}
     return [
-        ("llama.cpp cpu", gguf, replace(base, variant="Q4_K_M", settings=cpu)),
-        ("llama.cpp cuda -ngl -1", gguf, replace(base, variant="Q4_K_M", settings=gpu)),
-        ("llama.cpp cuda -ngl -1 F16", gguf, replace(base, variant="F16", settings=gpu)),
-        ("transformers cpu", hf, replace(base, backend="transformers", settings=cpu)),
-        ("transformers cuda", hf, replace(base, backend="transformers", settings=gpu)),
+        ("llama.cpp cpu", gguf, base.changed(variant="Q4_K_M", **cpu)),
+        ("llama.cpp cuda -ngl -1", gguf, base.changed(variant="Q4_K_M", **gpu)),
+        ("llama.cpp cuda -ngl -1 F16", gguf, base.changed(variant="F16", **gpu)),
+        ("transformers cpu", hf, base.changed(backend="transformers", **cpu)),
+        ("transformers cuda", hf, base.changed(backend="transformers", **gpu)),
         ("transformers cuda bf16", hf,
-         replace(base, backend="transformers", variant="bf16", settings=gpu)),
-        ("onnx cpu", onnx, replace(base, backend="onnx", settings=cpu)),
-        ("onnx cuda", onnx, replace(base, backend="onnx", settings=gpu)),
-        ("onnx export cpu", export, replace(base, backend="onnx", settings=cpu)),
-        ("onnx export cuda", export, replace(base, backend="onnx", settings=gpu)),
-        ("onnx export tensorrt", export, replace(base, backend="onnx", settings=tensorrt)),
+         base.changed(backend="transformers", variant="bf16", **gpu)),
+        ("onnx cpu", onnx, base.changed(backend="onnx", **cpu)),
+        ("onnx cuda", onnx, base.changed(backend="onnx", **gpu)),
+        ("onnx export cpu", export, base.changed(backend="onnx", **cpu)),
+        ("onnx export cuda", export, base.changed(backend="onnx", **gpu)),
+        ("onnx export tensorrt", export, base.changed(backend="onnx", **tensorrt)),
     ]  # fmt: skip
 
 
@@ -157,7 +159,7 @@ def main() -> None:
     if args.tokens:
         tokens_check(args.data, args.n_gen)
         return
-    base = BenchSpec(n_prompt=(args.n_prompt,), n_gen=(args.n_gen,), reps=args.reps)
+    base = RunSpec.of(n_prompt=(args.n_prompt,), n_gen=(args.n_gen,), reps=args.reps)
     table = rows(args.data, base)
     if args.row is not None:
         label, model, spec = table[args.row]

@@ -46,18 +46,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from benchmarks.turns import Turns, paired_ratios, self_check
-from edgebench.agent.backends.base import EngineSettings
 from edgebench.agent.reference import (
     llama_bench_decode,
     llama_bench_tests,
     request_tps,
     run_llama_bench,
 )
-from edgebench.agent.runner import BenchSpec, run_benchmark
+from edgebench.agent.runner import run_benchmark
 from edgebench.errors import EdgebenchError
 from edgebench.measure.record import BenchResult, RepTiming
 from edgebench.measure.stats import median_ci95
 from edgebench.modelgen import TinyLlamaSpec, cached_tiny_llama
+from edgebench.workload import RunSpec
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
@@ -138,9 +138,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     metrics = [m for m in METRICS if m[0] == TG_SEQUENCE] if args.loop_only else list(METRICS)
     for variant in args.variants.split(","):
-        spec = BenchSpec(
+        spec = RunSpec.of(
             variant=variant, n_prompt=(args.n_prompt,), n_gen=(args.n_gen,), reps=args.reps,
-            settings=EngineSettings(threads=args.threads),
+            threads=args.threads,
         )  # fmt: skip
         if args.self_check:
             _print_self_check(tool, source, spec, args.turns)
@@ -182,16 +182,16 @@ class _Pair:
     repack: bool
     # tg's sequence through our loop: the depth and prompt restored as a cached context,
     # one token fed, then the same decode steps as tg, each right after another decode.
-    tg_sequence: BenchSpec
+    tg_sequence: RunSpec
 
 
-def _pair(source: Path, spec: BenchSpec) -> _Pair:
+def _pair(source: Path, spec: RunSpec) -> _Pair:
     first = run_benchmark(source, spec, cache_dir=DATA / "variants")[0]
     return _Pair(
         first=first,
         model=_variant_path(first.source_sha256, spec.variant, source),
         repack=bool(first.environment["engine_build"]["repack"]),
-        tg_sequence=replace(spec, n_depth=(first.n_depth + first.n_prompt,), n_prompt=(1,)),
+        tg_sequence=spec.changed(n_depth=(first.n_depth + first.n_prompt,), n_prompt=(1,)),
     )
 
 
@@ -204,7 +204,7 @@ def _take_turns(rounds: int, ours: Callable[[], None], reference: Callable[[], N
 
 
 def _alternate(
-    tool: Path, source: Path, spec: BenchSpec, rounds: int
+    tool: Path, source: Path, spec: RunSpec, rounds: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Every row: per round, our request and our loop in tg's sequence, and llama-bench's
     pp, tg and pg."""
@@ -232,7 +232,7 @@ def _alternate(
 
 
 def _alternate_loops(
-    tool: Path, source: Path, spec: BenchSpec, rounds: int
+    tool: Path, source: Path, spec: RunSpec, rounds: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """The row "decode in tg's sequence" alone: our loop in tg's sequence against tg."""
     pair = _pair(source, spec)
@@ -269,7 +269,7 @@ _TURN_PLAN = {
 }
 
 
-def _turn_rows(tool: Path, source: Path, spec: BenchSpec, reps: int, metrics: list[str]) -> Rows:
+def _turn_rows(tool: Path, source: Path, spec: RunSpec, reps: int, metrics: list[str]) -> Rows:
     """Per row, runs of ours and llama-bench processes taking turns repetition by
     repetition (benchmarks/turns.py), half of the repetitions with llama-bench going
     first and half with ours (the second side has an edge: see Turns.start); each of our
@@ -280,7 +280,7 @@ def _turn_rows(tool: Path, source: Path, spec: BenchSpec, reps: int, metrics: li
     rows: Rows = {}
     for metric in metrics:
         row = _TURN_PLAN[metric]
-        ours_spec = replace(pair.tg_sequence if row.in_tg_sequence else spec, reps=half.reps)
+        ours_spec = (pair.tg_sequence if row.in_tg_sequence else spec).changed(reps=half.reps)
         mine, theirs, ratios = [], [], []
         for we_start in (False, True):
             result, turns, rates = _take_turns_once(
@@ -295,7 +295,7 @@ def _turn_rows(tool: Path, source: Path, spec: BenchSpec, reps: int, metrics: li
 
 
 def _take_turns_once(
-    tool: Path, source: Path, spec: BenchSpec, args: list[str], we_start: bool, syncs: bool
+    tool: Path, source: Path, spec: RunSpec, args: list[str], we_start: bool, syncs: bool
 ) -> tuple[BenchResult, Turns, list[float]]:
     shim = tool.parent / "libedgebench-turns.so"
     turns = Turns.start(tool, args, shim, we_start=we_start, sync_log=syncs)
@@ -306,15 +306,16 @@ def _take_turns_once(
         turns.close()
     if syncs:
         rates = turns.decode_rates_after_prompt()
-    if len(turns.rep_turns) < spec.reps // 2:
+    if len(turns.rep_turns) < spec.workload.repetitions.reps // 2:
         raise EdgebenchError(
-            f"llama-bench took turns for {len(turns.rep_turns)} of our {spec.reps} repetitions:"
+            f"llama-bench took turns for {len(turns.rep_turns)} of our "
+            f"{spec.workload.repetitions.reps} repetitions:"
             f" is {shim} built (benchmarks/build_llama_bench.sh)?"
         )
     return result, turns, rates
 
 
-def _print_self_check(tool: Path, source: Path, spec: BenchSpec, reps: int) -> None:
+def _print_self_check(tool: Path, source: Path, spec: RunSpec, reps: int) -> None:
     pair = _pair(source, spec)
     args = llama_bench_tests(pair.model, replace(pair.first, reps=reps), spec, pair.repack)
     ratios = self_check(tool, args["decode"], tool.parent / "libedgebench-turns.so")

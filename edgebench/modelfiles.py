@@ -10,40 +10,14 @@ import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
+from edgebench.engines import EngineError, folder_format
 from edgebench.errors import EdgebenchError
 
-GGUF_MAGIC = b"GGUF"
-FORMATS = ("gguf", "onnx", "hf")
 MAX_MEMBERS = 10_000
 
 
 class ModelFileError(EdgebenchError, ValueError):
     pass
-
-
-def detect_format(path: Path) -> str:
-    """gguf for a GGUF file, onnx for an ONNX decoder folder (onnxruntime-genai's, or any
-    folder with model.onnx), hf for a transformers folder; a clear error for anything else."""
-    if path.is_file():
-        with path.open("rb") as handle:
-            if handle.read(4) == GGUF_MAGIC:
-                return "gguf"
-        raise ModelFileError(f"not a GGUF model file: {path}")
-    if path.is_dir():
-        return _folder_format({p.name for p in path.iterdir() if p.is_file()}, path)
-    raise ModelFileError(f"model file not found: {path}")
-
-
-def _folder_format(names: set[str], where: object) -> str:
-    # An ONNX export keeps the transformers config.json beside model.onnx: ONNX first.
-    if "genai_config.json" in names or "model.onnx" in names:
-        return "onnx"
-    if "config.json" in names:
-        return "hf"
-    raise ModelFileError(
-        f"{where} is neither an ONNX model folder (model.onnx or genai_config.json) "
-        "nor a transformers folder (config.json)"
-    )
 
 
 def pack_folder(folder: Path, dest: Path) -> None:
@@ -71,7 +45,10 @@ def check_tar(path: Path) -> str:
                     names.add(member.name)
     except tarfile.TarError as exc:
         raise ModelFileError(f"not a model folder archive: {exc}") from None
-    return _folder_format(names, "the upload")
+    try:
+        return folder_format(names, "the upload")
+    except EngineError as exc:
+        raise ModelFileError(str(exc)) from None
 
 
 def _check_member(member: tarfile.TarInfo) -> None:

@@ -34,6 +34,12 @@ def cache_dir() -> Path:
     return home / "cache" if home else Path(platformdirs.user_cache_dir(APP_NAME))
 
 
+def admin_token_file() -> Path:
+    """Where a coordinator started on this machine (or the demo) saves its admin token
+    for the local CLI."""
+    return config_dir() / "admin-token"
+
+
 def ensure(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path

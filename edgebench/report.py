@@ -9,7 +9,9 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 FORMATS = ("md", "csv", "json", "jsonl")
 
@@ -27,11 +29,14 @@ def _columns(rows: Sequence[Row]) -> list[str]:
 
 
 def to_markdown(rows: Sequence[Row]) -> str:
-    columns = _columns(rows)
-    if not columns:
+    """The compact table (llama-bench's shape): two lines per result, prefill and decode."""
+    table = compact(rows)
+    if not table:
         return ""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
+    header, *body = table
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join("--:" if h in _RIGHT else "---" for h in header) + "|")
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines) + "\n"
 
 
@@ -66,39 +71,92 @@ def render(rows: Sequence[Row], fmt: str) -> str:
     return PRINTERS[fmt](rows)
 
 
-SUMMARY_COLUMNS = (
-    ("device", "Device", ""),
-    ("variant", "Variant", ""),
-    ("n_prompt", "Prompt", ""),
-    ("n_gen", "Gen", ""),
-    ("ttft_ms", "TTFT ms", ".2f"),
-    ("prefill_tps", "Prefill tok/s", ".1f"),
-    ("decode_tps", "Decode tok/s", ".1f"),
-    ("itl_p50_ms", "ITL p50 ms", ".3f"),
-    ("itl_p99_ms", "ITL p99 ms", ".3f"),
-    ("peak_rss_mb", "Peak RSS MiB", ".1f"),
-    ("decode_j_per_token", "Decode J/tok", ".4f"),
-    ("temp_max_c", "Temp max C", ".1f"),
-)
+MODEL_WIDTH = 20  # longer names are cut in the compact table (csv/json keep them whole)
+_RIGHT = {"size", "th", "t/s", "TTFT ms", "J/tok"}
 
 
-def summary_table(rows: Sequence[Row], title: str = "Results") -> Table:
-    """The human table: the figures people look at first, with ± std where there is one."""
-    table = Table(title=title)
-    present = [c for c in SUMMARY_COLUMNS if rows and c[0] in rows[0]]
-    for _, header, spec in present:
-        table.add_column(header, justify="right" if spec else "left")
+def compact(rows: Sequence[Row]) -> list[list[str]]:
+    """Header and cells of the compact view: model, size, backend, variant, threads, test,
+    t/s with its 95% interval, TTFT, J/token and a `noisy` mark; the device first when the
+    rows come from a coordinator. Unknown values (no sensor) are '-', never 0."""
+    if not rows:
+        return []
+    with_device = "device" in rows[0]
+    with_mark = any(row.get("noisy") for row in rows)  # the column only when it says something
+    header = ["device"] if with_device else []
+    header += ["model", "size", "backend", "variant", "th", "test", "t/s", "TTFT ms", "J/tok"]
+    header += ["noisy"] if with_mark else []
+    body = []
     for row in rows:
-        cells = []
-        for key, _, spec in present:
-            value = row[key]
-            if value is None:  # unknown (no sensor), which is not zero
-                cells.append("-")
-                continue
-            text = format(value, spec) if spec else str(value)
-            std = row.get(f"{key}_std")
-            if spec and isinstance(std, float):
-                text += f" ± {std:{spec}}"
-            cells.append(text)
-        table.add_row(*cells)
-    return table
+        common = ([str(row["device"])] if with_device else []) + [
+            _short(str(row.get("model") or row.get("model_sha256", "")[:12])),
+            _size(row.get("model_size_mb")),
+            str(row.get("backend", "")),
+            str(row.get("variant", "")),
+            str(row.get("threads", "")),
+        ]
+        mark = "yes" if row.get("noisy") else ""
+        depth = f" @ d{row['n_depth']}" if row.get("n_depth") else ""
+        for phase, count, tps, joules, ttft in (
+            ("pp", "n_prompt", "prefill_tps", "prefill_j_per_token", _num(row.get("ttft_ms"), 1)),
+            ("tg", "n_gen", "decode_tps", "decode_j_per_token", ""),
+        ):
+            speed = _num(row.get(tps), 1)
+            if row.get(f"{tps}_ci95") is not None and row.get(tps) is not None:
+                speed += f"±{row[f'{tps}_ci95']:.1f}"
+            test = f"{phase}{row.get(count, '')}{depth}"
+            cells = [*common, test, speed, ttft, _num(row.get(joules), 4)]
+            body.append([*cells, mark] if with_mark else cells)
+    return [header, *body]
+
+
+def _short(name: str) -> str:
+    name = name.removesuffix(".gguf")
+    return name if len(name) <= MODEL_WIDTH else name[: MODEL_WIDTH - 1] + "…"
+
+
+def _size(mib: Any) -> str:
+    if not isinstance(mib, (int, float)):
+        return "-"
+    return f"{mib / 1024:.2f}G" if mib >= 1024 else f"{mib:.1f}M"
+
+
+def _num(value: Any, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+IDENTITY = ("device", "model", "size", "backend", "variant", "th")
+
+
+def summary_table(rows: Sequence[Row], title: str = "Results") -> Group:
+    """The human table: the compact view, one small table per device, model, variant and
+    thread count (named above it), so that it stays whole at 80 columns."""
+    cells = compact(rows)
+    if not cells:
+        return Group()
+    header, *body = cells
+    shown = [i for i, name in enumerate(header) if name not in IDENTITY]
+    groups: dict[tuple[str, ...], list[list[str]]] = {}
+    for line in body:
+        key = tuple(line[i] for i, name in enumerate(header) if name in IDENTITY)
+        groups.setdefault(key, []).append([line[i] for i in shown])
+    parts: list[Text | Table] = [Text(title, style="bold")]
+    for key, lines in groups.items():
+        names = IDENTITY if len(key) == len(IDENTITY) else IDENTITY[1:]
+        parts.append(Text(_identity(dict(zip(names, key, strict=True))), style="cyan"))
+        table = Table()
+        for i in shown:
+            table.add_column(header[i], justify="right" if header[i] in _RIGHT else "left",
+                             no_wrap=True)  # fmt: skip
+        for line in lines:
+            table.add_row(*line)
+        parts.append(table)
+    return Group(*parts)
+
+
+def _identity(values: dict[str, str]) -> str:
+    device = f"{values['device']} · " if "device" in values else ""
+    return (
+        f"{device}{values['model']} ({values['size']}) · {values['backend']} "
+        f"{values['variant']} · {values['th']} threads"
+    )

@@ -5,11 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+missing=()
 if [ -z "${EDGEBENCH_TEST_POSTGRES_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
+# Debian and Ubuntu ship venv (ensurepip) apart from python3.
+python3 -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
+if [ "${#missing[@]}" -gt 0 ]; then
   as_root=""
   [ "$(id -u)" -eq 0 ] || as_root="sudo"
   $as_root apt-get update
-  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y postgresql
+  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y "${missing[@]}"
 fi
 
 python3 -m venv .venv

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from edgebench.coordinator.jobspec import JobCreate
 from edgebench.modelgen import (
     TinyLlamaSpec,
     cached_tiny_hf,
@@ -200,3 +201,8 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str =
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def job_spec(**values: Any) -> JobCreate:
+    """A job request from stable flat names, as edgebench 0.1's body had them."""
+    return JobCreate.model_validate(values)

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.agent.backends.base import BackendError
-from edgebench.agent.runner import BenchSpec, Progress, run_benchmark
+from edgebench.agent.runner import Progress, run_benchmark
 from edgebench.measure.record import BenchResult
+from edgebench.workload import RunSpec
 
 POLL_S = 0.1
-Child = Callable[[Connection, Path, BenchSpec, Path, "str | None"], None]
+Child = Callable[[Connection, Path, RunSpec, Path, "str | None"], None]
 
 
 class EngineCrashed(BackendError):
@@ -33,7 +34,7 @@ class EngineCrashed(BackendError):
 
 def measure_in_child(
     model: Path,
-    spec: BenchSpec,
+    spec: RunSpec,
     *,
     cache_dir: Path,
     source_sha256: str | None,
@@ -108,7 +109,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _child_main(
-    pipe: Connection, model: Path, spec: BenchSpec, cache_dir: Path, source_sha256: str | None
+    pipe: Connection, model: Path, spec: RunSpec, cache_dir: Path, source_sha256: str | None
 ) -> None:
     def report(phase: str, done: int, total: int) -> None:
         pipe.send(("progress", (phase, done, total)))

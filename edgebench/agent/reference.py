@@ -27,9 +27,9 @@ from rich.table import Table
 
 from edgebench import paths
 from edgebench.agent.backends import create_backend
-from edgebench.agent.runner import BenchSpec
 from edgebench.errors import EdgebenchError
 from edgebench.measure.record import BenchResult
+from edgebench.workload import RunSpec
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def llama_bench_rows(returncode: int, stdout: str, stderr: str) -> list[dict[str
 
 
 def run_llama_bench(
-    tool: Path, model: Path, result: BenchResult, spec: BenchSpec, repack: bool
+    tool: Path, model: Path, result: BenchResult, spec: RunSpec, repack: bool
 ) -> ReferenceFigures:
     tests = llama_bench_tests(model, result, spec, repack)
     rates = {
@@ -87,7 +87,7 @@ def run_llama_bench(
 
 
 def llama_bench_decode(
-    tool: Path, model: Path, result: BenchResult, spec: BenchSpec, repack: bool
+    tool: Path, model: Path, result: BenchResult, spec: RunSpec, repack: bool
 ) -> float:
     """llama-bench's tg: the decode steps of `result`, at its depth plus prompt."""
     args = llama_bench_tests(model, result, spec, repack)["decode"]
@@ -95,7 +95,7 @@ def llama_bench_decode(
 
 
 def llama_bench_tests(
-    model: Path, result: BenchResult, spec: BenchSpec, repack: bool
+    model: Path, result: BenchResult, spec: RunSpec, repack: bool
 ) -> dict[str, list[str]]:
     """llama-bench's arguments for each figure it is compared on: pp for our prefill at the
     same depth, tg at depth + prompt for our decode steps, pg for our whole request. Each
@@ -121,12 +121,13 @@ def llama_bench_samples(rows: list[dict[str, Any]]) -> list[float]:
     return samples
 
 
-def _common_args(model: Path, result: BenchResult, spec: BenchSpec, repack: bool) -> list[str]:
-    settings = spec.settings
+def _common_args(model: Path, result: BenchResult, spec: RunSpec, repack: bool) -> list[str]:
+    settings = spec.workload.engine
+    layers = -1 if settings.n_gpu_layers is None else settings.n_gpu_layers  # its default
     return [
         "-m", str(model), "-t", str(result.threads), "-r", str(result.reps + 1),
         "-b", str(settings.n_batch), "-ub", str(min(settings.n_ubatch, settings.n_batch)),
-        "-ngl", str(settings.n_gpu_layers), "-fa", "1" if settings.flash_attn else "0",
+        "-ngl", str(layers), "-fa", settings.flash_attn.value,
         "--repack", "1" if repack else "0",
     ]  # fmt: skip
 
@@ -144,7 +145,7 @@ def _steady_ts(rows: list[dict[str, Any]], reps: int) -> float:
 
 
 def compare_with_llama_bench(
-    tool: Path, source: Path, spec: BenchSpec, results: list[BenchResult], console: Console
+    tool: Path, source: Path, spec: RunSpec, results: list[BenchResult], console: Console
 ) -> list[tuple[BenchResult, ReferenceFigures]]:
     if spec.backend != "llama_cpp":
         raise EdgebenchError("--reference compares the llama_cpp backend only")

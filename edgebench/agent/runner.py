@@ -3,18 +3,17 @@ backend the same way and knows nothing about a particular engine or the coordina
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from edgebench import __version__
 from edgebench.agent import hardware
 from edgebench.agent.backends import create_backend
-from edgebench.agent.backends.base import Backend, BackendError, EngineSettings, check_variant
-from edgebench.agent.interference import DEFAULT_NOISY_PCT, InterferenceMeter
+from edgebench.agent.backends.base import Backend, BackendError, check_variant
+from edgebench.agent.interference import InterferenceMeter
 from edgebench.agent.memory import gpu_memory_mb, peak_rss_mb, reset_peak_rss
 from edgebench.agent.sampler import PhaseWindows, Sampler, Window, sensor_summary
 from edgebench.agent.sensors import Roots, detect_sources, power_state
@@ -24,79 +23,7 @@ from edgebench.measure.record import BenchResult, RepTiming, summarize
 from edgebench.measure.stats import relative_ci95
 from edgebench.measure.sustained import stability, window_throughputs
 from edgebench.modelfiles import tree_sha256, tree_size
-
-
-@dataclass(frozen=True)
-class Test:
-    """One workload point: decode n_gen tokens after a prompt of n_prompt tokens, with
-    n_depth tokens already in the context."""
-
-    n_prompt: int
-    n_gen: int
-    n_depth: int = 0
-
-    def label(self) -> str:
-        depth = f" @ d{self.n_depth}" if self.n_depth else ""
-        return f"pp{self.n_prompt}+tg{self.n_gen}{depth}"
-
-
-@dataclass(frozen=True)
-class BenchSpec:
-    backend: str = "llama_cpp"
-    variant: str = ""  # '' = the model as it is
-    n_prompt: tuple[int, ...] = (64,)
-    n_gen: tuple[int, ...] = (64,)
-    n_depth: tuple[int, ...] = (0,)
-    reps: int = 5  # 0 = auto: until the decode ci95 is within target_ci of the mean
-    warmup: int = 1
-    min_reps: int = 3
-    max_reps: int = 30
-    max_seconds: float = 300.0
-    target_ci: float = 0.02
-    sustained_seconds: float = 0.0  # > 0: generate back to back for this long
-    window_seconds: float = 5.0
-    noisy_pct: float = DEFAULT_NOISY_PCT
-    settings: EngineSettings = field(default_factory=EngineSettings)
-    sample_hz: float = 10.0
-    idle_seconds: float = 2.0  # idle baseline before each test (only where power is measured)
-    cooldown_c: float | None = None  # wait until the hottest sensor is below this first
-    cooldown_max_seconds: float = 300.0
-    roots: Roots | None = None  # where sensors are read; None: the real /sys, /proc, PATH
-
-    def validate(self) -> None:
-        if not self.n_prompt or min(self.n_prompt) < 1:
-            raise ValueError("prompt tokens must be at least 1")
-        if not self.n_gen or min(self.n_gen) < 2:
-            raise ValueError("generated tokens must be at least 2 (decode speed needs two)")
-        if not self.n_depth or min(self.n_depth) < 0:
-            raise ValueError("prompt depth cannot be negative")
-        if self.reps < 0 or self.warmup < 0 or self.settings.threads < 0:
-            raise ValueError("repetitions, warm-up and threads cannot be negative")
-        if self.reps == 0 and not 2 <= self.min_reps <= self.max_reps:
-            raise ValueError("--reps auto needs 2 <= min reps <= max reps")
-        if self.sustained_seconds < 0 or self.window_seconds <= 0:
-            raise ValueError("sustained duration and window must be positive")
-        if self.sustained_seconds and self.sustained_seconds < 2 * self.window_seconds:
-            raise ValueError("a sustained run needs at least two windows")
-        if self.sample_hz <= 0 or self.idle_seconds < 0 or self.cooldown_max_seconds < 0:
-            raise ValueError("sampling rate, idle time and cool-down cap must be positive")
-        needed = max(t.n_depth + t.n_prompt + t.n_gen for t in self.tests())
-        if self.settings.n_ctx < 0 or 0 < self.settings.n_ctx < needed:
-            raise ValueError(
-                f"context size {self.settings.n_ctx} cannot hold the largest test "
-                f"(depth + prompt + generation = {needed})"
-            )
-
-    def tests(self) -> list[Test]:
-        return [
-            Test(n_prompt=p, n_gen=g, n_depth=d)
-            for d, p, g in itertools.product(self.n_depth, self.n_prompt, self.n_gen)
-        ]
-
-    def context_size(self) -> int:
-        needed = max(t.n_depth + t.n_prompt + t.n_gen for t in self.tests())
-        return self.settings.n_ctx or ((needed + 255) // 256) * 256
-
+from edgebench.workload import EngineSettings, Repetitions, RunSpec, SensorPolicy, Test
 
 # Sources that measure power or energy: only with one of them is an idle baseline useful.
 POWER_SOURCES = frozenset({"rapl", "nvml", "jetson", "tegrastats", "raspberrypi"})
@@ -120,40 +47,60 @@ class _Loaded:
     sampler: Sampler
 
 
+@dataclass(frozen=True)
+class _Run:
+    """A run spec with where its sensors are read (a fixture tree in tests)."""
+
+    spec: RunSpec
+    roots: Roots
+
+    @property
+    def repetitions(self) -> Repetitions:
+        return self.spec.workload.repetitions
+
+    @property
+    def sensors(self) -> SensorPolicy:
+        return self.spec.workload.sensors
+
+    @property
+    def engine(self) -> EngineSettings:
+        return self.spec.workload.engine
+
+
 def run_benchmark(
     source: Path,
-    spec: BenchSpec,
+    spec: RunSpec,
     *,
     cache_dir: Path,
     source_sha256: str | None = None,
     progress: Progress | None = None,
+    roots: Roots | None = None,
 ) -> list[BenchResult]:
     """Measures every test of `spec` on one loaded model; one result per test."""
-    spec.validate()
     report = progress or _quiet
+    run = _Run(spec, roots or Roots())
     backend = create_backend(spec.backend)
-    check_variant(backend.name, backend.variants, spec.variant)
-    roots = spec.roots or Roots()
-    sampler = Sampler(detect_sources(roots), hz=spec.sample_hz)
+    check_variant(backend.name, spec.variant)
+    sampler = Sampler(detect_sources(run.roots), hz=spec.workload.sensors.sample_hz)
     try:
-        loaded = _prepare_and_load(backend, source, spec, cache_dir, source_sha256, report, sampler)
+        loaded = _prepare_and_load(backend, source, run, cache_dir, source_sha256, report, sampler)
         sampler.start()
         results = []
-        for test in spec.tests():
-            results.append(_run_test(loaded, test, spec, report))
+        for test in spec.workload.tests.tests():
+            results.append(_run_test(loaded, test, run, report))
         return [replace(r, source_sha256=loaded.source_sha256) for r in results]
     finally:
         sampler.stop()
         backend.close()
 
 
-def _run_test(loaded: _Loaded, test: Test, spec: BenchSpec, report: Progress) -> BenchResult:
+def _run_test(loaded: _Loaded, test: Test, run: _Run, report: Progress) -> BenchResult:
     sampler = loaded.sampler
-    cooldown = _cool_down(sampler, spec, report) if spec.cooldown_c is not None else None
-    idle = _idle_baseline(sampler, spec, report)
-    measure = _sustained if spec.sustained_seconds else _measure
+    cooldown = _cool_down(sampler, run, report) if run.sensors.cooldown_c is not None else None
+    idle = _idle_baseline(sampler, run, report)
+    measure = _sustained if run.repetitions.sustained_seconds else _measure
     sampler.sample_now()  # boundaries: every source read just before and just after
-    result = measure(loaded, test, spec, report)
+    result = measure(loaded, test, run, report)
     sampler.sample_now()
     return _with_sensors(result, sampler, idle, cooldown)
 
@@ -162,14 +109,14 @@ def _measures_power(sampler: Sampler) -> bool:
     return any(s.name in POWER_SOURCES for s in sampler.sources)
 
 
-def _idle_baseline(sampler: Sampler, spec: BenchSpec, report: Progress) -> Window | None:
+def _idle_baseline(sampler: Sampler, run: _Run, report: Progress) -> Window | None:
     """Power at rest just before the run, to subtract from the run's energy."""
-    if not spec.idle_seconds or not _measures_power(sampler):
+    if not run.sensors.idle_seconds or not _measures_power(sampler):
         return None
-    report("idle baseline", 0, spec.reps)
+    report("idle baseline", 0, run.repetitions.reps)
     sampler.sample_now()
     start = time.perf_counter_ns()
-    time.sleep(spec.idle_seconds)
+    time.sleep(run.sensors.idle_seconds)
     sampler.sample_now()
     return Window(start, time.perf_counter_ns())
 
@@ -183,20 +130,20 @@ def _hottest(sampler: Sampler) -> float | None:
     return max((t for t in temps if t is not None), default=None)
 
 
-def _cool_down(sampler: Sampler, spec: BenchSpec, report: Progress) -> dict[str, Any]:
+def _cool_down(sampler: Sampler, run: _Run, report: Progress) -> dict[str, Any]:
     """Waits (up to the cap) until the hottest sensor is below the target temperature."""
-    assert spec.cooldown_c is not None
+    assert run.sensors.cooldown_c is not None
     started = time.monotonic()
     first = current = _hottest(sampler)
-    while current is not None and current >= spec.cooldown_c:
-        if time.monotonic() - started >= spec.cooldown_max_seconds:
+    while current is not None and current >= run.sensors.cooldown_c:
+        if time.monotonic() - started >= run.sensors.cooldown_max_seconds:
             break
-        report("cooling down", 0, spec.reps)
+        report("cooling down", 0, run.repetitions.reps)
         time.sleep(1.0)
         current = _hottest(sampler)
-    return {"target_c": spec.cooldown_c, "start_c": first, "reached_c": current,
+    return {"target_c": run.sensors.cooldown_c, "start_c": first, "reached_c": current,
             "waited_s": round(time.monotonic() - started, 3),
-            "reached": current is not None and current < spec.cooldown_c}  # fmt: skip
+            "reached": current is not None and current < run.sensors.cooldown_c}  # fmt: skip
 
 
 MAX_STORED_SAMPLES = 20_000
@@ -225,6 +172,8 @@ def _with_sensors(
     summary["samples_origin"] = "s from the start of the first measured repetition"
     summary["cooldown"] = cooldown
     summary["sources"] = list(dict.fromkeys(s.name for s in sampler.sources))
+    summary["sample_hz"] = sampler.hz
+    summary["source_interval_s"] = {s.name: s.interval_s for s in sampler.sources}
     return replace(
         result,
         avg_power_w=summary["avg_power_w"],
@@ -239,7 +188,7 @@ def _with_sensors(
 def _prepare_and_load(
     backend: Backend,
     source: Path,
-    spec: BenchSpec,
+    run: _Run,
     cache_dir: Path,
     source_sha256: str | None,
     report: Progress,
@@ -247,23 +196,23 @@ def _prepare_and_load(
 ) -> _Loaded:
     if not source.exists():
         raise BackendError(f"model not found: {source}")
-    report("preparing", 0, spec.reps)
+    report("preparing", 0, run.repetitions.reps)
     sha = source_sha256 or tree_sha256(source)
-    model = backend.prepare(source, sha, spec.variant, cache_dir)
+    model = backend.prepare(source, sha, run.spec.variant, cache_dir)
     model_sha = sha if model == source else tree_sha256(model)
     reset_peak_rss()
-    report("loading", 0, spec.reps)
+    report("loading", 0, run.repetitions.reps)
     started = time.perf_counter_ns()
-    backend.load(model, replace(spec.settings, n_ctx=spec.context_size()))
+    backend.load(model, run.engine.model_copy(update={"n_ctx": run.spec.workload.context_size()}))
     load_ms = (time.perf_counter_ns() - started) / 1e6
-    environment = environment_snapshot(backend, model_sha, spec)
+    environment = environment_snapshot(backend, model_sha, run)
     environment["sensor_sources"] = list(dict.fromkeys(s.name for s in sampler.sources))
-    environment["power_state"] = power_state(spec.roots or Roots())
+    environment["power_state"] = power_state(run.roots)
     size_mb = tree_size(model) / 2**20
     return _Loaded(backend, sha, model_sha, size_mb, load_ms, environment, sampler)
 
 
-def environment_snapshot(backend: Backend, model_sha: str, spec: BenchSpec) -> dict[str, Any]:
+def environment_snapshot(backend: Backend, model_sha: str, run: _Run) -> dict[str, Any]:
     """Provenance: what ran, where, on what, with which build and settings."""
     return {
         "hardware": hardware.snapshot(),
@@ -273,13 +222,12 @@ def environment_snapshot(backend: Backend, model_sha: str, spec: BenchSpec) -> d
         "threads": backend.threads(),
         "variant": backend.variant(),
         "model_sha256": model_sha,
+        # What was asked, then what the engine says it does where the two can differ
+        # (flash attention `auto`, GPU layers by default, the context it holds).
         "settings": {
-            "n_ctx": backend.context_limit(),  # what the engine holds, not only what was asked
-            "n_batch": spec.settings.n_batch,
-            "n_ubatch": spec.settings.n_ubatch,
-            "n_gpu_layers": spec.settings.n_gpu_layers,
-            "flash_attn": spec.settings.flash_attn,
-            "provider": spec.settings.provider,
+            **run.engine.model_dump(mode="json"),
+            "n_ctx": backend.context_limit(),
+            "in_force": {"n_ctx": backend.context_limit(), **backend.settings_in_force()},
         },
         "edgebench_version": __version__,
         "corpus_version": CORPUS_VERSION,
@@ -292,11 +240,11 @@ def _workload(backend: Backend, test: Test) -> tuple[list[int], list[int]]:
     return tokens[: test.n_depth], tokens[test.n_depth :]
 
 
-def _gpu_memory(spec: BenchSpec) -> float | None:
-    settings = spec.settings
-    if settings.n_gpu_layers == 0 and settings.provider == "cpu":
+def _gpu_memory(loaded: _Loaded, run: _Run) -> float | None:
+    offloaded = loaded.environment["settings"]["in_force"].get("n_gpu_layers", 0)
+    if not offloaded and run.engine.provider == "cpu":
         return None
-    return gpu_memory_mb(nvml_module(spec.roots or Roots()))
+    return gpu_memory_mb(nvml_module(run.roots))
 
 
 def _max_ghz(environment: dict[str, Any]) -> float | None:
@@ -305,7 +253,7 @@ def _max_ghz(environment: dict[str, Any]) -> float | None:
 
 
 def _summarize(
-    loaded: _Loaded, test: Test, reps: list[RepTiming], meter: InterferenceMeter, spec: BenchSpec
+    loaded: _Loaded, test: Test, reps: list[RepTiming], meter: InterferenceMeter, run: _Run
 ) -> BenchResult:
     backend = loaded.backend
     result = summarize(
@@ -322,22 +270,22 @@ def _summarize(
         model_size_mb=loaded.model_size_mb,
         max_ghz=_max_ghz(loaded.environment),
     )
-    other = meter.other_cpu_pct()
+    interference = meter.read()
     return replace(
         result,
-        gpu_mem_mb=_gpu_memory(spec),
-        other_cpu_pct=other,
-        noisy=other is not None and other > spec.noisy_pct,
-        reps_mode="auto" if spec.reps == 0 else "fixed",
+        gpu_mem_mb=_gpu_memory(loaded, run),
+        other_cpu_pct=interference.other_cpu_pct,
+        noisy=interference.noisy(run.sensors.noisy_pct),
+        reps_mode="auto" if run.repetitions.reps == 0 else "fixed",
         environment=loaded.environment,
     )
 
 
-def _measure(loaded: _Loaded, test: Test, spec: BenchSpec, report: Progress) -> BenchResult:
+def _measure(loaded: _Loaded, test: Test, run: _Run, report: Progress) -> BenchResult:
     backend = loaded.backend
     context, prompt = _workload(backend, test)
-    planned = spec.reps or spec.max_reps
-    for _ in range(spec.warmup):
+    planned = run.repetitions.reps or run.repetitions.max_reps
+    for _ in range(run.repetitions.warmup):
         report("warmup", 0, planned)
         backend.generate(context, prompt, test.n_gen)
     meter = InterferenceMeter().start()
@@ -346,42 +294,44 @@ def _measure(loaded: _Loaded, test: Test, spec: BenchSpec, report: Progress) -> 
     while True:
         report("measuring", len(reps), planned)
         reps.append(backend.generate(context, prompt, test.n_gen))
-        if spec.reps and len(reps) >= spec.reps:
+        if run.repetitions.reps and len(reps) >= run.repetitions.reps:
             break
-        if not spec.reps and _auto_done(reps, spec, time.monotonic() - started):
+        if not run.repetitions.reps and _auto_done(
+            reps, run.repetitions, time.monotonic() - started
+        ):
             break
     report("measuring", len(reps), len(reps))
-    return _summarize(loaded, test, reps, meter, spec)
+    return _summarize(loaded, test, reps, meter, run)
 
 
-def _auto_done(reps: list[RepTiming], spec: BenchSpec, elapsed_s: float) -> bool:
+def _auto_done(reps: list[RepTiming], policy: Repetitions, elapsed_s: float) -> bool:
     """--reps auto: stop once the decode ci95 is within target, or at the caps."""
-    if len(reps) >= spec.max_reps or elapsed_s >= spec.max_seconds:
+    if len(reps) >= policy.max_reps or elapsed_s >= policy.max_seconds:
         return True
-    if len(reps) < spec.min_reps:
+    if len(reps) < policy.min_reps:
         return False
-    return relative_ci95([r.decode_tps() for r in reps]) <= spec.target_ci
+    return relative_ci95([r.decode_tps() for r in reps]) <= policy.target_ci
 
 
-def _sustained(loaded: _Loaded, test: Test, spec: BenchSpec, report: Progress) -> BenchResult:
+def _sustained(loaded: _Loaded, test: Test, run: _Run, report: Progress) -> BenchResult:
     """Generates back to back for the set duration; the windows form the throughput curve."""
     backend = loaded.backend
     context, prompt = _workload(backend, test)
     meter = InterferenceMeter().start()
-    duration_ns = int(spec.sustained_seconds * 1e9)
+    duration_ns = int(run.repetitions.sustained_seconds * 1e9)
     start = time.perf_counter_ns()
     reps: list[RepTiming] = []
     while time.perf_counter_ns() - start < duration_ns:
         elapsed = (time.perf_counter_ns() - start) / 1e9
-        report("sustained", int(elapsed), int(spec.sustained_seconds))
+        report("sustained", int(elapsed), int(run.repetitions.sustained_seconds))
         reps.append(backend.generate(context, prompt, test.n_gen))
     stamps = [r.start_ns + t for r in reps for t in r.token_ns]
-    windows = window_throughputs(stamps, start, int(spec.window_seconds * 1e9))
-    result = _summarize(loaded, test, reps, meter, spec)
+    windows = window_throughputs(stamps, start, int(run.repetitions.window_seconds * 1e9))
+    result = _summarize(loaded, test, reps, meter, run)
     return replace(
         result,
         reps_mode="sustained",
-        window_s=spec.window_seconds,
+        window_s=run.repetitions.window_seconds,
         windows_tps=windows,
         stability=stability(windows) if windows else None,
     )

@@ -28,6 +28,7 @@ class Sampler:
         if hz <= 0:
             raise ValueError("the sampling rate must be positive")
         self.sources = list(sources)
+        self.hz = hz
         self.period_ns = int(1e9 / hz)
         self.samples: list[Sample] = []
         self._due = [0] * len(self.sources)

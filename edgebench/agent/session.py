@@ -18,29 +18,33 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from pydantic import ValidationError
 
 from edgebench import paths
 from edgebench.agent import hardware
-from edgebench.agent.backends.base import EngineSettings
 from edgebench.agent.cache import ModelCache
 from edgebench.agent.credentials import Credential, NotEnrolled
 from edgebench.agent.isolation import measure_in_child
 from edgebench.agent.outbox import Outbox
-from edgebench.agent.runner import BenchSpec
+from edgebench.errors import EdgebenchError
 from edgebench.measure.record import BenchResult
+from edgebench.proto.convert import from_message
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
+from edgebench.protocol import AGENT_ID_KEY, AGENT_SECRET_KEY, MAX_MESSAGE_BYTES
+from edgebench.workload import RunSpec
 
 log = logging.getLogger("edgebench.agent")
 
-AGENT_ID_KEY = "x-edgebench-agent-id"
-AGENT_SECRET_KEY = "x-edgebench-agent-secret"
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 DEFAULT_OUTBOX_LIMIT = 1000  # unacknowledged results before the agent stops taking work
 
 
 class RunCancelled(Exception):
     pass
+
+
+class WireError(EdgebenchError, ValueError):
+    """What the coordinator sent breaks the contract; the run fails with this message."""
 
 
 def channel_options() -> list[tuple[str, int]]:
@@ -82,38 +86,12 @@ def metrics_message(result: BenchResult) -> pb.Metrics:
     )
 
 
-def spec_from(workload: pb.Workload) -> BenchSpec:
-    """The runner's spec for one test of a job; zero means the default."""
-    defaults = BenchSpec()
-    return BenchSpec(
-        backend=workload.backend,
-        variant=workload.variant,
-        n_prompt=(workload.n_prompt,),
-        n_gen=(workload.n_gen,),
-        n_depth=(workload.n_depth,),
-        reps=workload.reps,
-        warmup=workload.warmup,
-        max_reps=workload.max_reps or defaults.max_reps,
-        max_seconds=workload.max_seconds or defaults.max_seconds,
-        sustained_seconds=workload.sustained_seconds,
-        window_seconds=workload.window_seconds or defaults.window_seconds,
-        noisy_pct=workload.noisy_pct or defaults.noisy_pct,
-        sample_hz=workload.sample_hz or defaults.sample_hz,
-        idle_seconds=(
-            workload.idle_seconds if workload.HasField("idle_seconds") else defaults.idle_seconds
-        ),
-        cooldown_c=workload.cooldown_c if workload.HasField("cooldown_c") else None,
-        cooldown_max_seconds=workload.cooldown_max_seconds or defaults.cooldown_max_seconds,
-        settings=EngineSettings(
-            threads=workload.threads,
-            n_ctx=workload.n_ctx,
-            n_batch=workload.n_batch or 512,
-            n_ubatch=workload.n_ubatch or 512,
-            n_gpu_layers=workload.n_gpu_layers,
-            flash_attn=workload.flash_attn,
-            provider=workload.provider or "cpu",
-        ),
-    )
+def spec_from(assignment: pb.RunAssignment) -> RunSpec:
+    """The runner's spec for a run, checked like any input from the network."""
+    try:
+        return from_message(assignment.spec, RunSpec)
+    except ValidationError as exc:
+        raise WireError(f"the coordinator sent an invalid run spec: {exc}") from None
 
 
 @dataclass
@@ -317,12 +295,15 @@ class Agent:
             loop.call_soon_threadsafe(self._send, pb.AgentMessage(progress=message))
 
         try:
-            progress("fetching", 0, assignment.workload.reps)
+            spec = spec_from(assignment)  # a bad spec fails the run before any download
+            progress("fetching", 0, spec.workload.repetitions.reps)
             model = assignment.model
             model_path = await self.cache.ensure_model(
                 model.sha256, model.format or "gguf", self._fetcher(assignment)
             )
-            result = await asyncio.to_thread(self._measure, model_path, assignment, progress, check)
+            result = await asyncio.to_thread(
+                self._measure, model_path, assignment, spec, progress, check
+            )
             message = pb.RunResult(
                 result_id=str(uuid.uuid4()),
                 run_id=run_id,
@@ -348,11 +329,16 @@ class Agent:
         self._send(pb.AgentMessage(failure=failure))
 
     def _measure(
-        self, model_path: Path, assignment: pb.RunAssignment, progress: Any, check: Any
+        self,
+        model_path: Path,
+        assignment: pb.RunAssignment,
+        spec: RunSpec,
+        progress: Any,
+        check: Any,
     ) -> BenchResult:
         results = measure_in_child(
             model_path,
-            spec_from(assignment.workload),
+            spec,
             cache_dir=self.cache.root.parent / "variants",
             source_sha256=assignment.model.sha256,
             progress=progress,

@@ -17,13 +17,28 @@ from edgebench.cli.common import err, out, parse_tags, print_json
 app = typer.Typer(help="Enroll this device and run its agent.", no_args_is_help=True)
 
 
+def grpc_address(text: str | None) -> str | None:
+    """HOST:PORT as agents dial it; a URL is the dashboard's address, not this one."""
+    if text and "://" in text:
+        raise typer.BadParameter(
+            f"{text!r} is a URL: the agent wants the coordinator's gRPC address as HOST:PORT "
+            "without a scheme (e.g. 192.168.1.10:50051; 8080 is the dashboard's port)"
+        )
+    return text
+
+
 @app.command()
 def enroll(
-    coordinator: Annotated[str, typer.Option(help="The coordinator's gRPC address, HOST:PORT.")],
+    coordinator: Annotated[
+        str,
+        typer.Option(
+            help="The coordinator's gRPC address, HOST:PORT (no http://).", callback=grpc_address
+        ),
+    ],
     token: Annotated[
         str, typer.Option(help="One-time token from `edgebench coordinator token create`.")
     ],
-    name: Annotated[str, typer.Option(help="Device name [default: the hostname].")] = "",
+    name: Annotated[str, typer.Option(help="Device name.", show_default="the hostname")] = "",
     tag: Annotated[list[str] | None, typer.Option(help="A key=value tag; repeat for more.")] = None,
 ) -> None:
     """Trade a one-time token for this agent's credential (saved with mode 0600)."""
@@ -38,7 +53,7 @@ def enroll(
 @app.command()
 def run(
     coordinator: Annotated[
-        str | None, typer.Option(help="Override the enrolled HOST:PORT.")
+        str | None, typer.Option(help="Override the enrolled HOST:PORT.", callback=grpc_address)
     ] = None,
     outbox_limit: Annotated[
         int,

@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -32,7 +33,7 @@ def resolve_token(token: str | None) -> str | None:
         return token
     if os.environ.get("EDGEBENCH_TOKEN"):
         return os.environ["EDGEBENCH_TOKEN"]
-    saved = paths.config_dir() / "admin-token"
+    saved = paths.admin_token_file()
     return saved.read_text().strip() if saved.is_file() else None
 
 
@@ -64,7 +65,7 @@ class CoordinatorClient:
         return result
 
     def device(self, key: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/api/v1/devices/{key}")
+        result: dict[str, Any] = self._request("GET", f"/api/v1/devices/{quote(key, safe='')}")
         return result
 
     def jobs(self) -> list[dict[str, Any]]:
@@ -72,13 +73,17 @@ class CoordinatorClient:
         return result
 
     def job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{job_id}")
+        result: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{quote(job_id, safe='')}")
         return result
 
-    def results(self, job_id: str | None = None, timings: bool = False) -> list[dict[str, Any]]:
+    def results(
+        self, job_id: str | None = None, device: str | None = None, timings: bool = False
+    ) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"timings": timings}
         if job_id:
             params["job_id"] = job_id
+        if device:
+            params["device_id"] = device
         result: list[dict[str, Any]] = self._request("GET", "/api/v1/results", params=params)
         return result
 
@@ -93,7 +98,9 @@ class CoordinatorClient:
         return result
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", f"/api/v1/jobs/{job_id}/cancel")
+        result: dict[str, Any] = self._request(
+            "POST", f"/api/v1/jobs/{quote(job_id, safe='')}/cancel"
+        )
         return result
 
     def upload_model(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from edgebench.cli.client import CoordinatorClient
+from edgebench.errors import EdgebenchError
+from edgebench.report import FORMATS
 
 # Piped output keeps whole table rows instead of wrapping at 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -18,40 +22,70 @@ err = Console(stderr=True, soft_wrap=True)
 UrlOption = Annotated[
     str | None,
     typer.Option(
-        "--url", help="Coordinator HTTP URL [env: EDGEBENCH_URL; default http://127.0.0.1:8080]"
+        "--url",
+        envvar="EDGEBENCH_URL",
+        show_envvar=True,
+        show_default="http://127.0.0.1:8080",
+        help="Coordinator HTTP URL.",
     ),
 ]
 TokenOption = Annotated[
     str | None,
     typer.Option(
-        "--token", help="Admin token [env: EDGEBENCH_TOKEN; else the local coordinator's]"
+        "--token",
+        envvar="EDGEBENCH_TOKEN",
+        show_envvar=True,
+        show_default="the token a local coordinator saved",
+        help="Admin token.",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
-# Engine settings shared by `bench` and `jobs submit`.
-CtxSizeOption = Annotated[
-    int,
-    typer.Option(
-        "--ctx-size",
-        "-c",
-        min=0,
-        help="Context size in tokens (0: the largest test's depth + prompt + generation, "
-        "rounded up to 256).",
-    ),
+OutputOption = Annotated[
+    str, typer.Option("--output", "-o", help=f"Output format: {', '.join(FORMATS)}.")
 ]
-BatchSizeOption = Annotated[
-    int, typer.Option("--batch-size", "-b", min=1, help="llama.cpp logical batch.")
+OutFileOption = Annotated[
+    Path | None, typer.Option("--out", help="Write to this file instead of stdout.")
 ]
-UBatchSizeOption = Annotated[
-    int, typer.Option("--ubatch-size", "-ub", min=1, help="llama.cpp physical batch.")
-]
-GpuLayersOption = Annotated[
-    int, typer.Option("--n-gpu-layers", "-ngl", help="llama.cpp layers on the GPU (-1: all).")
-]
-FlashAttnOption = Annotated[
-    bool, typer.Option("--flash-attn/--no-flash-attn", help="llama.cpp flash attention.")
-]
+
+
+def check_output_format(output: str) -> None:
+    if output in FORMATS:
+        return
+    hint = ""
+    if "." in output or "/" in output:  # -o used to take a file in `results export`
+        hint = f"; -o is the output format, write to a file with --out {output}"
+    raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}{hint}", param_hint="--output")
+
+
+def write_output(text: str, out_file: Path | None) -> None:
+    if out_file is None:
+        sys.stdout.write(text)
+        return
+    out_file.write_text(text)
+    err.print(f"wrote {out_file}", highlight=False)
+
+
+# What each install extra brings that a command imports (pyproject.toml lists the rest).
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "coordinator": ("grpc", "fastapi", "uvicorn", "sqlmodel", "alembic", "jinja2"),
+    "agent": ("grpc", "psutil"),
+    "llama": ("llama_cpp", "gguf", "numpy"),
+}
+
+
+def require_extras(command: str, *extras: str) -> None:
+    """Fails with the pip command to run when an extra `command` needs is not installed."""
+    for extra in extras:
+        for module in EXTRA_MODULES[extra]:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                needed = ",".join(extras)
+                raise EdgebenchError(
+                    f"{command} needs the {extra} extra ({module} is not installed): "
+                    f"pip install 'edgebench[{needed}]'"
+                ) from None
 
 
 def client(url: str | None, token: str | None) -> CoordinatorClient:

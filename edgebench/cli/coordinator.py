@@ -10,12 +10,7 @@ from typing import Annotated
 
 import typer
 
-from edgebench.cli.common import TokenOption, UrlOption, client, err, out
-from edgebench.coordinator.settings import (
-    CoordinatorSettings,
-    default_artifact_dir,
-    default_db_url,
-)
+from edgebench.cli.common import TokenOption, UrlOption, client, err, out, require_extras
 
 app = typer.Typer(help="Run the coordinator and manage enrollment tokens.", no_args_is_help=True)
 token_app = typer.Typer(help="Enrollment tokens for new agents.", no_args_is_help=True)
@@ -37,7 +32,8 @@ def parse_duration(text: str) -> int:
 @app.command()
 def serve(
     db: Annotated[
-        str | None, typer.Option(help="SQLAlchemy database URL [default: SQLite in the data dir]")
+        str | None,
+        typer.Option(help="SQLAlchemy database URL", show_default="SQLite in the data dir"),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     grpc_port: Annotated[
@@ -52,7 +48,9 @@ def serve(
     artifact_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Where model files are kept [default: in the data dir]. Coordinators sharing a database must share this folder too."
+            help="Where model files are kept. Coordinators sharing a database must share "
+            "this folder too.",
+            show_default="in the data dir",
         ),
     ] = None,
     reap_seconds: Annotated[
@@ -68,8 +66,14 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the gRPC service for agents and the dashboard with its JSON API."""
+    require_extras("coordinator serve", "coordinator")
     from edgebench.coordinator.server import Ready
     from edgebench.coordinator.server import serve as serve_forever
+    from edgebench.coordinator.settings import (
+        CoordinatorSettings,
+        default_artifact_dir,
+        default_db_url,
+    )
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = CoordinatorSettings(

@@ -16,9 +16,10 @@ import typer
 
 from edgebench import paths
 from edgebench.cli.client import CoordinatorClient
-from edgebench.cli.common import err
+from edgebench.cli.common import err, require_extras
 from edgebench.cli.jobs import print_job_results, wait_for_job
 from edgebench.errors import EdgebenchError
+from edgebench.workload import Workload
 
 DEMO_DEVICE = "demo-agent"
 
@@ -29,7 +30,7 @@ class EmbeddedCoordinator:
     def __init__(self, home: Path, host: str, grpc_port: int, http_port: int) -> None:
         from edgebench.coordinator.settings import CoordinatorSettings
 
-        self.admin_token = "eba_" + secrets.token_urlsafe(24)
+        self.admin_token = _admin_token()
         self.settings = CoordinatorSettings(
             db_url=f"sqlite:///{paths.ensure(home) / 'coordinator.db'}",
             artifact_dir=home / "artifacts",
@@ -77,6 +78,17 @@ class EmbeddedCoordinator:
         except BaseException as exc:  # handed to the main thread, which reports it
             self.error = exc
             self.ready.set()
+
+
+def _admin_token() -> str:
+    """The token the local CLI already uses (a coordinator's saved one), else a new one
+    saved where the CLI finds it, so that `jobs submit` works against the demo."""
+    saved = paths.admin_token_file()
+    if saved.is_file() and saved.read_text().strip():
+        return saved.read_text().strip()
+    token = "eba_" + secrets.token_urlsafe(24)
+    paths.write_private(saved, token + "\n")
+    return token
 
 
 def _agent_command(*args: str) -> list[str]:
@@ -137,6 +149,7 @@ def demo(
 ) -> None:
     """Start a coordinator, enroll one local agent, benchmark a generated model, show the
     dashboard. Everything lives under the demo folder of the data directory."""
+    require_extras("demo", "coordinator", "agent", "llama")
     from edgebench.modelgen import cached_tiny_llama
 
     home = paths.ensure(paths.data_dir() / "demo")
@@ -157,13 +170,15 @@ def demo(
             _wait_online(api, agent, agent_home / "agent.log")
         err.print(f"[green]✓[/] agent {DEMO_DEVICE} online")
         artifact = api.upload_model(model, "gguf")
-        body = {"models": [artifact["sha256"]], "n_prompt": [n_prompt], "n_gen": [n_gen],
-                "reps": reps, "device": DEMO_DEVICE}  # fmt: skip
+        workload = Workload.from_flat({"n_prompt": [n_prompt], "n_gen": [n_gen], "reps": reps})
+        body = {"models": [artifact["sha256"]], "workload": workload.model_dump(mode="json"),
+                "device": DEMO_DEVICE}  # fmt: skip
         job = api.submit_job(body)
         err.print(f"[green]✓[/] job {job['id']} queued")
         finished = wait_for_job(api, job["id"], timeout=600)
         print_job_results(api, finished)
         err.print(f"dashboard: {coordinator.http_url}/jobs/{job['id']}")
+        _print_next_steps(coordinator, model, still_running=not exit_after)
         if not exit_after:
             err.print(f"dashboard at {coordinator.http_url} — press Ctrl-C to stop")
             while agent.poll() is None:
@@ -179,3 +194,18 @@ def demo(
                 agent.kill()
         api.close()
         coordinator.stop()
+
+
+def _print_next_steps(coordinator: EmbeddedCoordinator, model: Path, still_running: bool) -> None:
+    url = (
+        "" if coordinator.http_url == "http://127.0.0.1:8080" else f" --url {coordinator.http_url}"
+    )
+    when = "while the demo runs" if still_running else "after `edgebench demo` (without --exit)"
+    err.print(
+        f"admin token saved to {paths.admin_token_file()} (the CLI reads it there)\n"
+        f"next, {when}, in another terminal:\n"
+        f"  edgebench jobs submit{url} --model {model} -p 32,128 -n 32 --wait\n"
+        f"  edgebench jobs list{url}",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -11,17 +11,10 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgebench.agent.backends import backend_names
-from edgebench.cli.bench import int_list, parse_celsius, parse_reps, parse_seconds
 from edgebench.cli.client import CoordinatorClient
 from edgebench.cli.common import (
-    BatchSizeOption,
-    CtxSizeOption,
-    FlashAttnOption,
-    GpuLayersOption,
     JsonOption,
     TokenOption,
-    UBatchSizeOption,
     UrlOption,
     client,
     err,
@@ -29,10 +22,12 @@ from edgebench.cli.common import (
     parse_tags,
     print_json,
 )
+from edgebench.cli.options import workload_options
 from edgebench.cli.results import result_rows
+from edgebench.engines import ENGINE_NAMES, check_matrix, detect_format
 from edgebench.errors import EdgebenchError
-from edgebench.modelfiles import detect_format
 from edgebench.report import summary_table
+from edgebench.workload import Workload
 
 app = typer.Typer(help="Queue benchmark jobs and follow them.", no_args_is_help=True)
 
@@ -52,6 +47,7 @@ def wait_for_job(
     )
     with Progress(*columns, console=err, transient=True) as progress:
         bars: dict[str, Any] = {}
+        job_id = api.job(job_id)["id"]  # a prefix becomes the whole id once
         while True:
             job = api.job(job_id)
             for run in job["runs"]:
@@ -80,7 +76,17 @@ def print_job_results(api: CoordinatorClient, job: dict[str, Any]) -> None:
         raise typer.Exit(1)
 
 
+# `bench` options that only make sense on the machine running the command.
+LOCAL_ONLY = {
+    "reference": "--reference runs llama-bench beside edgebench on this machine: use "
+    "`edgebench bench --reference` on the device",
+    "llama_bench": "--llama-bench names a program on this machine: use it with `edgebench "
+    "bench --reference` on the device",
+}
+
+
 @app.command()
+@workload_options
 def submit(
     model: Annotated[
         list[Path],
@@ -88,51 +94,24 @@ def submit(
             help="A GGUF file, an ONNX decoder folder (model.onnx, or onnxruntime-genai's) or a transformers folder; repeat for more. Uploaded unless the coordinator has it."
         ),
     ],
+    workload: Workload,
     backend: Annotated[
         list[str] | None,
         typer.Option(
-            help=f"Engine ({', '.join(backend_names())}); repeat for more [default: by model format]."
+            help=f"Engine ({', '.join(ENGINE_NAMES)}); repeat for more.",
+            show_default="by model format",
         ),
     ] = None,
     variant: Annotated[
         list[str] | None,
         typer.Option(
-            help="Variant to produce, e.g. Q4_K_M, int8, bf16; repeat for more [default: as is]."
+            help="Variant to produce, e.g. Q4_K_M, int8, bf16; repeat for more.",
+            show_default="as is",
         ),
     ] = None,
-    prompt_tokens: Annotated[
-        str, typer.Option("--prompt-tokens", "-p", help="Prompt lengths, e.g. 64,256.")
-    ] = "64",
-    gen_tokens: Annotated[
-        str, typer.Option("--gen-tokens", "-n", help="Generated tokens per rep, e.g. 64,128.")
-    ] = "64",
-    depth: Annotated[
-        str, typer.Option("--n-depth", "-d", help="Context already in the cache, e.g. 0,512.")
-    ] = "0",
-    reps: Annotated[str, typer.Option("--reps", "-r", help="Repetitions, or 'auto'.")] = "5",
-    warmup: Annotated[int, typer.Option(min=0, help="Warm-up repetitions (discarded).")] = 1,
-    threads: Annotated[int, typer.Option(min=0, help="CPU threads (0 = physical cores).")] = 0,
-    sustained: Annotated[
-        str | None, typer.Option(help="Sustained mode for this long, e.g. 300s.")
-    ] = None,
-    cooldown_to: Annotated[
-        str | None,
-        typer.Option(help="Wait until the device is below this temperature first, e.g. 50C."),
-    ] = None,
-    ctx_size: CtxSizeOption = 0,
-    batch_size: BatchSizeOption = 512,
-    ubatch_size: UBatchSizeOption = 512,
-    n_gpu_layers: GpuLayersOption = 0,
-    flash_attn: FlashAttnOption = False,
-    provider: Annotated[
-        str,
-        typer.Option(
-            help="ONNX Runtime provider (cpu, cuda, tensorrt); transformers: cpu or cuda."
-        ),
-    ] = "cpu",
     device: Annotated[
         list[str] | None,
-        typer.Option(help="Only this named device; repeat for more [default: any device]."),
+        typer.Option(help="Only this named device; repeat for more.", show_default="any device"),
     ] = None,
     tag: Annotated[
         list[str] | None,
@@ -151,7 +130,7 @@ def submit(
         bool,
         typer.Option(
             "--every",
-            help="Run the whole matrix on every matching enrolled device [default: any one].",
+            help="Run the whole matrix on every matching enrolled device, not on any one.",
         ),
     ] = False,
     priority: Annotated[int, typer.Option(min=-100, max=100, help="Higher runs go out first.")] = 0,
@@ -159,7 +138,9 @@ def submit(
         str | None,
         typer.Option(
             envvar="EDGEBENCH_SUBMITTER",
-            help="Who asks; runs are shared fairly between submitters [default: your user name].",
+            show_envvar=True,
+            help="Who asks; runs are shared fairly between submitters.",
+            show_default="your user name",
         ),
     ] = None,
     wait: Annotated[
@@ -168,40 +149,36 @@ def submit(
     timeout: Annotated[
         float | None, typer.Option(help="With --wait: give up after this many seconds.")
     ] = None,
+    reference: Annotated[bool, typer.Option("--reference", hidden=True)] = False,
+    llama_bench: Annotated[str | None, typer.Option("--llama-bench", hidden=True)] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Queue a benchmark job (a matrix of models x backends x variants x sizes); prints
-    only its id (then, with --wait, the result table)."""
-    formats = [detect_format(path) for path in model]  # refuse bad paths before any upload
+    only its id (then, with --wait, the result table). Takes the workload options of
+    `edgebench bench`, with the same names."""
+    for name, given in (("reference", reference), ("llama_bench", llama_bench)):
+        if given:
+            raise typer.BadParameter(LOCAL_ONLY[name])
+    # Everything that can be refused is refused before any upload.
+    formats = [detect_format(path) for path in model]
+    check_matrix(backend or [], variant or [""], formats)
+    selector = {
+        "devices": device or [],
+        "tags": parse_tags(tag),
+        "arch": arch,
+        "accelerator": accelerator,
+        "min_memory_gb": min_memory,
+        "every": every,
+    }
     api = client(url, token)
     shas = [_upload(api, path, fmt) for path, fmt in zip(model, formats, strict=True)]
     body: dict[str, Any] = {
         "models": shas,
         "backends": backend or [],
         "variants": variant or [""],
-        "n_prompt": list(int_list(prompt_tokens, "prompt lengths", 1)),
-        "n_gen": list(int_list(gen_tokens, "generation lengths", 2)),
-        "n_depth": list(int_list(depth, "depths", 0)),
-        "reps": parse_reps(reps),
-        "warmup": warmup,
-        "threads": threads,
-        "sustained_seconds": parse_seconds(sustained) if sustained else 0.0,
-        "cooldown_c": parse_celsius(cooldown_to) if cooldown_to else None,
-        "n_ctx": ctx_size,
-        "n_batch": batch_size,
-        "n_ubatch": ubatch_size,
-        "n_gpu_layers": n_gpu_layers,
-        "flash_attn": flash_attn,
-        "provider": provider,
-        "selector": {
-            "devices": device or [],
-            "tags": parse_tags(tag),
-            "arch": arch,
-            "accelerator": accelerator,
-            "min_memory_gb": min_memory,
-            "every": every,
-        },
+        "workload": workload.model_dump(mode="json"),
+        "selector": selector,
         "priority": priority,
         "submitter": submitter or _user_name(),
     }
@@ -231,6 +208,25 @@ def _upload(api: CoordinatorClient, path: Path, fmt: str) -> str:
         return str(api.upload_model(path, fmt, advance)["sha256"])
 
 
+def _tests(spec: dict[str, Any]) -> str:
+    """The job's matrix of sizes, llama-bench style: p64,256 n64 d512."""
+    tests = spec["workload"]["tests"]
+    parts = [
+        f"{flag}{','.join(str(v) for v in tests.get(key) or [])}"
+        for flag, key in (("p", "n_prompt"), ("n", "n_gen"), ("d", "n_depth"))
+    ]
+    return " ".join(part for part in parts if part not in ("d0", "d"))
+
+
+def _models(job: dict[str, Any]) -> str:
+    return ", ".join(m["filename"] for m in job["models"]) or "-"
+
+
+def _progress(job: dict[str, Any]) -> str:
+    done = sum(run["state"] == "succeeded" for run in job["runs"])
+    return f"{done}/{len(job['runs'])}"
+
+
 @app.command("list")
 def list_jobs(
     as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = None
@@ -241,25 +237,27 @@ def list_jobs(
         print_json(jobs)
         return
     table = Table(title="Jobs")
-    for header in ("Id", "State", "Model", "Backend", "Prompt", "Gen", "Reps", "Created (UTC)"):
+    for header in ("Id", "State", "Done", "Model", "Backend", "Variant", "Tests", "Submitter",
+                   "Created (UTC)"):  # fmt: skip
         table.add_column(header)
     for j in jobs:
         table.add_row(
-            j["id"],
+            j["id"][:8],
             j["state"],
-            j["model_filename"],
-            j["backend"],
-            str(j["n_prompt"]),
-            str(j["n_gen"]),
-            str(j["reps"]),
-            j["created_at"][:19],
+            _progress(j),
+            _models(j),
+            ", ".join(j["backends"]) or "-",
+            ", ".join(v or "as is" for v in j["spec"].get("variants") or [""]),
+            _tests(j["spec"]),
+            j["submitter"],
+            j["created_at"][:19].replace("T", " "),
         )
     out.print(table)
 
 
 @app.command()
 def show(
-    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    job_id: Annotated[str, typer.Argument(help="Job id, or a unique prefix of it.")],
     as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -270,25 +268,36 @@ def show(
     if as_json:
         print_json(job)
         return
+    reps = job["reps"] or "auto"
     out.print(
-        f"job {job['id']} · {job['state']} · {job['model_filename']} · {job['backend']} · "
-        f"p{job['n_prompt']} n{job['n_gen']} x {job['reps']}",
+        f"job {job['id']} · {job['state']} · {_progress(job)} runs done · {_models(job)} · "
+        f"{_tests(job['spec'])} x {reps} · by {job['submitter']}",
         highlight=False,
     )
+    table = Table(title="Runs")
+    for header in ("Run", "State", "Backend", "Variant", "Test", "Device", "Attempts", "Error"):
+        table.add_column(header)
     for run in job["runs"]:
-        out.print(
-            f"  run {run['id']} {run['state']} on {run['device_name'] or 'any device'}"
-            f" (attempt {run['attempts']}) {run['error']}",
-            highlight=False,
+        table.add_row(
+            run["id"][:8],
+            run["state"],
+            run["backend"],
+            run["variant"] or "as is",
+            f"pp{run['n_prompt']}+tg{run['n_gen']}"
+            + (f" @ d{run['n_depth']}" if run["n_depth"] else ""),
+            run["device_name"] or "any device",
+            str(run["attempts"]),
+            run["error"] or "",
         )
-    rows = result_rows(api.results(job_id=job_id), timings=False)
+    out.print(table)
+    rows = result_rows(api.results(job_id=job["id"]), timings=False)
     if rows:
         out.print(summary_table(rows))
 
 
 @app.command()
 def watch(
-    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    job_id: Annotated[str, typer.Argument(help="Job id, or a unique prefix of it.")],
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -300,10 +309,19 @@ def watch(
 
 @app.command()
 def cancel(
-    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    job_id: Annotated[str, typer.Argument(help="Job id, or a unique prefix of it.")],
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Cancel a job; a running run stops on its agent within a heartbeat."""
-    job = client(url, token).cancel_job(job_id)
-    err.print(f"job {job['id']} is {job['state']}")
+    """Cancel the runs of a job that have not finished; a running run stops on its agent
+    within a heartbeat. Finished runs keep their results."""
+    cancelled = client(url, token).cancel_job(job_id)
+    job, count = cancelled["job"], cancelled["cancelled_runs"]
+    kept = sum(run["state"] == "succeeded" for run in job["runs"])
+    if count == 0:
+        message = "had no unfinished runs; nothing was cancelled"
+    else:
+        message = f"cancelled {count} run{'s' * (count != 1)}"
+        if kept:
+            message += f"; {kept} finished run{'s' * (kept != 1)} keep their results"
+    err.print(f"job {job['id'][:8]}: {message} (now {job['state']})", highlight=False)

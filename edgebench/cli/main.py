@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -23,6 +24,24 @@ app.add_typer(devices.app, name="devices")
 app.add_typer(results.app, name="results")
 app.command("bench")(bench.bench)
 app.command("demo")(demo.demo)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """How small language models really run on the hardware you own."""
 
 
 @app.command("version")

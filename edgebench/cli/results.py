@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from edgebench.cli.common import TokenOption, UrlOption, client
+from edgebench.cli.common import (
+    OutFileOption,
+    TokenOption,
+    UrlOption,
+    check_output_format,
+    client,
+    write_output,
+)
 from edgebench.report import FORMATS, render
 
 app = typer.Typer(help="Export stored results.", no_args_is_help=True)
@@ -32,7 +37,12 @@ def result_rows(results: list[dict[str, Any]], *, timings: bool) -> list[dict[st
     also the provenance, the sustained curve and the raw per-token timestamps."""
     rows = []
     for r in results:
-        row = {"result_id": r["id"], "job_id": r["job_id"], "device": r["device_name"]}
+        row = {
+            "result_id": r["id"],
+            "job_id": r["job_id"],
+            "device": r["device_name"],
+            "model": r["model"],
+        }
         row.update(r["fields"])
         if timings:
             row.update({key: r.get(key) for key in PROVENANCE})
@@ -42,23 +52,24 @@ def result_rows(results: list[dict[str, Any]], *, timings: bool) -> list[dict[st
 
 @app.command("export")
 def export(
-    format: Annotated[
-        str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}.")
-    ] = "csv",
-    job: Annotated[str | None, typer.Option(help="Only the results of this job id.")] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to a file, not stdout.")
+        str, typer.Option("--output", "-o", help=f"Output format: {', '.join(FORMATS)}.")
+    ] = "csv",
+    job: Annotated[
+        str | None, typer.Option(help="Only the results of this job (id or unique prefix).")
     ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Only the results of this device (name or id).")
+    ] = None,
+    out_file: OutFileOption = None,
+    format_alias: Annotated[str | None, typer.Option("--format", "-f", hidden=True)] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Write results as csv, md, json or jsonl (json and jsonl carry raw token timings)."""
-    if format not in FORMATS:
-        raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
-    timings = format in ("json", "jsonl")
-    rows = result_rows(client(url, token).results(job_id=job, timings=timings), timings=timings)
-    text = render(rows, format)
-    if output:
-        output.write_text(text)
-    else:
-        sys.stdout.write(text)
+    """Write results as csv (every field), md (the compact table), json or jsonl (every
+    field, provenance and the raw token timings)."""
+    output = format_alias or output
+    check_output_format(output)
+    timings = output in ("json", "jsonl")
+    results = client(url, token).results(job_id=job, device=device, timings=timings)
+    write_output(render(result_rows(results, timings=timings), output), out_file)

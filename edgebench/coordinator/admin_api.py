@@ -17,7 +17,7 @@ from edgebench.coordinator.store import Store, StoreError
 from edgebench.coordinator.tables import Artifact, utcnow
 from edgebench.dashboard import queries
 from edgebench.dashboard.api import StoreDep
-from edgebench.dashboard.schemas import JobPublic
+from edgebench.dashboard.schemas import JobCancelled, JobPublic
 
 
 def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
@@ -125,7 +125,8 @@ def create_job(body: JobCreate, request: Request, store: StoreDep) -> JobPublic:
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel_job(job_id: str, request: Request, store: StoreDep) -> JobPublic:
-    held = store.cancel_job(job_id)
-    request.app.state.on_runs_cancelled(held)
-    return queries.job(store, job_id)
+def cancel_job(job_id: str, request: Request, store: StoreDep) -> JobCancelled:
+    """Cancels the runs of a job that have not finished; finished runs keep their results."""
+    cancelled = store.cancel_job(job_id)
+    request.app.state.on_runs_cancelled(cancelled.held)
+    return JobCancelled(cancelled_runs=cancelled.runs, job=queries.job(store, cancelled.job_id))

@@ -9,7 +9,8 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from edgebench.modelfiles import GGUF_MAGIC, ModelFileError, check_tar, tar_tree_sha256
+from edgebench.engines import GGUF_MAGIC
+from edgebench.modelfiles import ModelFileError, check_tar, tar_tree_sha256
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK_BYTES = 1 << 20

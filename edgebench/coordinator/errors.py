@@ -21,3 +21,7 @@ class StaleLease(StoreError):
 
 class Conflict(StoreError):
     """The same result id with other content."""
+
+
+class Ambiguous(StoreError):
+    """An id prefix that more than one row starts with."""

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgebench.coordinator.tables import Device
-from edgebench.coordinator.wire import NAME_RE, TAG_RE
+from edgebench.protocol import NAME_RE, TAG_RE
 
 GIB = 1024**3
 

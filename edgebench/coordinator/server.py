@@ -27,7 +27,6 @@ from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
 
 log = logging.getLogger("edgebench.coordinator")
 SERVICE_NAME = "edgebench.v1.AgentService"
-ADMIN_TOKEN_FILE = "admin-token"
 
 
 class PortInUse(EdgebenchError, RuntimeError):
@@ -113,7 +112,7 @@ async def serve(
         raise
     created = store.ensure_admin_token(admin_token)
     if created:
-        paths.write_private(paths.config_dir() / ADMIN_TOKEN_FILE, created + "\n")
+        paths.write_private(paths.admin_token_file(), created + "\n")
     artifacts = ArtifactFiles(settings.artifact_dir)
     dispatcher = Dispatcher(store, settings)
     loop = asyncio.get_running_loop()

@@ -24,7 +24,7 @@ from edgebench.coordinator.jobspec import JobCreate
 from edgebench.coordinator.scheduler import Claim, ClaimRequest, LeaseTouch, ResultIn
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store, device_seen
-from edgebench.coordinator.tables import Agent, Artifact, Device, Job, utcnow
+from edgebench.coordinator.tables import Agent, Artifact, Device, Job, Run, utcnow
 from edgebench.coordinator.wire import (
     WireError,
     check_name,
@@ -35,15 +35,16 @@ from edgebench.coordinator.wire import (
 )
 from edgebench.coordinator.writer import StoreWriter
 from edgebench.measure.packing import pack_reps
+from edgebench.proto.convert import to_message
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
+from edgebench.protocol import AGENT_ID_KEY, AGENT_SECRET_KEY
+from edgebench.workload import RunSpec, TestMatrix
 
 log = logging.getLogger("edgebench.coordinator")
 
-AGENT_ID_KEY = "x-edgebench-agent-id"
 ROUND_GATHER_SECONDS = 0.02
 TOUCH_CHUNK = 250  # lease touches per transaction (see Dispatcher.flush_touches)
-AGENT_SECRET_KEY = "x-edgebench-agent-secret"
 
 
 @dataclass
@@ -254,7 +255,7 @@ def assignment_for(
     claim: Claim, artifact: Artifact | None, spec: JobCreate, lease_seconds: int
 ) -> pb.RunAssignment:
     run = claim.run
-    assignment = pb.RunAssignment(
+    return pb.RunAssignment(
         run_id=run.id,
         job_id=run.job_id,
         lease_epoch=run.lease_epoch,
@@ -266,34 +267,15 @@ def assignment_for(
             size_bytes=artifact.size_bytes if artifact else 0,
             format=artifact.format if artifact else "gguf",
         ),
-        workload=pb.Workload(
-            backend=run.backend,
-            variant=run.variant,
-            n_depth=run.n_depth,
-            n_prompt=run.n_prompt,
-            n_gen=run.n_gen,
-            reps=spec.reps,
-            warmup=spec.warmup,
-            max_reps=spec.max_reps,
-            max_seconds=spec.max_seconds,
-            threads=spec.threads,
-            n_ctx=spec.n_ctx,
-            sustained_seconds=spec.sustained_seconds,
-            window_seconds=spec.window_seconds,
-            n_batch=spec.n_batch,
-            n_ubatch=spec.n_ubatch,
-            n_gpu_layers=spec.n_gpu_layers,
-            flash_attn=spec.flash_attn,
-            provider=spec.provider,
-            noisy_pct=spec.noisy_pct,
-            idle_seconds=spec.idle_seconds,
-            sample_hz=spec.sample_hz,
-            cooldown_max_seconds=spec.cooldown_max_seconds,
-        ),
+        spec=to_message(run_spec(run, spec), pb.RunSpec()),
     )
-    if spec.cooldown_c is not None:
-        assignment.workload.cooldown_c = spec.cooldown_c
-    return assignment
+
+
+def run_spec(run: Run, job: JobCreate) -> RunSpec:
+    """A run's spec: its job's workload with the one test this run measures."""
+    test = TestMatrix(n_prompt=[run.n_prompt], n_gen=[run.n_gen], n_depth=[run.n_depth])
+    workload = job.workload.model_copy(update={"tests": test})
+    return RunSpec(backend=run.backend, variant=run.variant, workload=workload)
 
 
 class AgentService(pb_grpc.AgentServiceServicer):

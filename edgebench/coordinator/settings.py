@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgebench import paths
+from edgebench.protocol import MAX_MESSAGE_BYTES
 
 
 def default_db_url() -> str:
@@ -27,7 +28,7 @@ class CoordinatorSettings:
     reap_seconds: int = 10
     retry_base_seconds: float = 1.0
     # Refuses any single message over this size (results with raw timings are the biggest).
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     max_artifact_bytes: int = 64 * 1024 * 1024 * 1024
 
     @property

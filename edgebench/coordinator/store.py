@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from edgebench.coordinator import scheduler, schema
 from edgebench.coordinator.database import make_engine, writer_engine
-from edgebench.coordinator.errors import Conflict, NotFound, StaleLease, StoreError
+from edgebench.coordinator.errors import Ambiguous, Conflict, NotFound, StaleLease, StoreError
 from edgebench.coordinator.jobspec import MAX_RUNS_PER_JOB, PlannedRun
 from edgebench.coordinator.scheduler import (
     MAX_ATTEMPTS,
@@ -60,6 +61,7 @@ _AGENT_BY_ID = select(Agent).where(col(Agent.id) == bindparam("agent"))
 
 __all__ = [
     "MAX_ATTEMPTS",
+    "Ambiguous",
     "Claim",
     "ClaimRequest",
     "Conflict",
@@ -71,8 +73,45 @@ __all__ = [
 ]
 
 
+# What a person may type for an id: a unique prefix of at least 4 characters, as the CLI
+# and the pages print 8 (ids are UUIDs: hex digits and hyphens).
+ID_PREFIX = re.compile(r"^[0-9a-f][0-9a-f-]{3,35}$")
+SHOWN_MATCHES = 5
+
+
+def resolve_id(s: Session, table: type[Job] | type[Device], key: str, what: str) -> str:
+    """The one id `key` names: the whole id, or a unique prefix of it."""
+    if s.get(table, key) is not None:
+        return key
+    if ID_PREFIX.match(key):
+        ids = list(
+            s.exec(select(table.id).where(col(table.id).startswith(key)).limit(SHOWN_MATCHES + 1))
+        )
+        if len(ids) == 1:
+            return str(ids[0])
+        if ids:
+            shown = ", ".join(i[:8] for i in ids[:SHOWN_MATCHES])
+            more = " and more" if len(ids) > SHOWN_MATCHES else ""
+            raise Ambiguous(f"{what} id {key!r} is ambiguous: it starts {shown}{more}")
+    raise NotFound(f"no {what} {key!r}")
+
+
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _device(s: Session, key: str) -> Device:
+    named = s.exec(select(Device).where(Device.name == key)).first()
+    device: Device | None = named or s.get(Device, resolve_id(s, Device, key, "device"))
+    assert device is not None
+    return device
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    job_id: str
+    runs: int  # runs this cancel stopped; finished runs are left alone
+    held: list[tuple[str, str]]  # (run id, agent id) of runs agents were holding
 
 
 @dataclass(frozen=True)
@@ -303,11 +342,11 @@ class Store:
             query = select(Job).order_by(col(Job.created_at).desc()).limit(limit)
             return list(s.exec(query))
 
-    def get_job(self, job_id: str) -> Job:
+    def get_job(self, key: str) -> Job:
+        """A job by id or by a unique id prefix."""
         with self.session() as s:
-            job = s.get(Job, job_id)
-        if job is None:
-            raise NotFound(f"no job {job_id}")
+            job = s.get(Job, resolve_id(s, Job, key, "job"))
+        assert job is not None  # jobs are never deleted
         return job
 
     def runs_of(self, job_id: str) -> list[Run]:
@@ -315,31 +354,37 @@ class Store:
             query = select(Run).where(Run.job_id == job_id).order_by(col(Run.created_at))
             return list(s.exec(query))
 
-    def cancel_job(self, job_id: str) -> list[tuple[str, str]]:
-        """Cancels every unfinished run of a job; returns the (run id, agent id) pairs of
-        runs that agents were holding, so that they can be told to stop."""
+    def cancel_job(self, key: str) -> Cancelled:
+        """Cancels the runs of a job that have not finished; finished runs and their
+        results stay as they are. Says which runs agents were holding, so that they can
+        be told to stop."""
         with self.session(immediate=True) as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise NotFound(f"no job {job_id}")
-            job.cancelled = True
-            s.add(job)
+            job = s.get(Job, resolve_id(s, Job, key, "job"))
+            assert job is not None
+            job_id = job.id
             held = s.exec(
                 select(Run.id, Run.agent_id).where(
                     col(Run.job_id) == job_id,
                     col(Run.state).in_([RunState.LEASED, RunState.RUNNING]),
                 )
             ).all()
-            s.exec(
+            changed = s.exec(
                 update(Run)
                 .where(
                     col(Run.job_id) == job_id,
                     col(Run.state).in_([RunState.QUEUED, RunState.LEASED, RunState.RUNNING]),
                 )
                 .values(state=RunState.CANCELLED, finished_at=utcnow())
-            )
+            ).rowcount
+            if changed:
+                job.cancelled = True
+                s.add(job)
             s.commit()
-            return [(run_id, agent_id) for run_id, agent_id in held if agent_id]
+            return Cancelled(
+                job_id=job_id,
+                runs=changed,
+                held=[(run_id, agent_id) for run_id, agent_id in held if agent_id],
+            )
 
     # ---- devices and results -----------------------------------------------------
 
@@ -353,12 +398,13 @@ class Store:
             return dict(s.exec(select(Device.id, Device.name)).all())
 
     def get_device(self, key: str) -> Device:
-        """A device by id or by name."""
+        """A device by id, by name or by a unique id prefix."""
         with self.session() as s:
-            device = s.get(Device, key) or s.exec(select(Device).where(Device.name == key)).first()
-        if device is None:
-            raise NotFound(f"no device {key!r}")
-        return device
+            return _device(s, key)
+
+    def job_id(self, key: str) -> str:
+        with self.session() as s:
+            return resolve_id(s, Job, key, "job")
 
     def list_results(
         self, *, job_id: str | None = None, device_id: str | None = None
@@ -366,9 +412,9 @@ class Store:
         with self.session() as s:
             query = select(Result).order_by(col(Result.created_at))
             if job_id:
-                query = query.where(Result.job_id == job_id)
+                query = query.where(Result.job_id == resolve_id(s, Job, job_id, "job"))
             if device_id:
-                query = query.where(Result.device_id == device_id)
+                query = query.where(Result.device_id == _device(s, device_id).id)
             return list(s.exec(query))
 
     def count(self, table: type[SQLModel]) -> int:

@@ -10,9 +10,8 @@ from typing import Any
 
 from edgebench.measure.record import FIELD_NAMES, NULLABLE_FIELDS, RepTiming
 from edgebench.proto.v1 import agent_pb2 as pb
+from edgebench.protocol import NAME_RE, TAG_RE
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
 MAX_TEXT = 256
 MAX_TAGS = 32
 MAX_REPS = 10_000

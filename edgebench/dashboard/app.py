@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from edgebench import __version__
-from edgebench.coordinator.store import NotFound
+from edgebench.coordinator.store import Ambiguous, NotFound
 from edgebench.dashboard import api, pages
 
 
@@ -23,8 +23,17 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> Response:
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"detail": str(exc)}, status_code=404)
-        return HTMLResponse(f"<h1>Not found</h1><p>{html.escape(str(exc))}</p>", status_code=404)
+        return _error(request, exc, 404, "Not found")
+
+    @app.exception_handler(Ambiguous)
+    async def ambiguous(request: Request, exc: Ambiguous) -> Response:
+        return _error(request, exc, 400, "Ambiguous id")
 
     return app
+
+
+def _error(request: Request, exc: Exception, status_code: int, title: str) -> Response:
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"detail": str(exc)}, status_code=status_code)
+    body = f"<h1>{title}</h1><p>{html.escape(str(exc))}</p>"
+    return HTMLResponse(body, status_code=status_code)

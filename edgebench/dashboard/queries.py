@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgebench.coordinator.store import Store
+from edgebench.coordinator.tables import Artifact
 from edgebench.dashboard.schemas import DevicePublic, JobPublic, ResultPublic
 
 
@@ -37,8 +38,18 @@ def results(
     device_id: str | None = None,
     timings: bool = False,
 ) -> list[ResultPublic]:
-    names = _device_names(store)
+    names, artifacts = _device_names(store), store.artifacts()
     return [
-        ResultPublic.of(result, names.get(result.device_id, "?"), timings=timings)
+        ResultPublic.of(
+            result,
+            names.get(result.device_id, "?"),
+            _model_name(artifacts, result.source_sha256 or result.model_sha256),
+            timings=timings,
+        )
         for result in store.list_results(job_id=job_id, device_id=device_id)
     ]
+
+
+def _model_name(artifacts: dict[str, Artifact], sha256: str) -> str:
+    artifact = artifacts.get(sha256)
+    return artifact.filename if artifact else sha256[:12]

@@ -119,7 +119,7 @@ class JobPublic(BaseModel):
             state=job_state(job, runs),
             models=models,
             backends=sorted({run.backend for run in runs}),
-            reps=spec["reps"],
+            reps=spec["workload"]["repetitions"]["reps"],
             spec=spec,
             device_name=job.device_name,
             priority=job.priority,
@@ -134,11 +134,16 @@ def job_state(job: Job, runs: list[Run]) -> str:
         return "running"
     if RunState.QUEUED in states:
         return "queued"
-    if job.cancelled or states == {RunState.CANCELLED}:
+    if RunState.CANCELLED in states:  # a finished run stays what it was
         return "cancelled"
     if states & {RunState.FAILED, RunState.DEAD}:
         return "failed"
     return "succeeded"
+
+
+class JobCancelled(BaseModel):
+    cancelled_runs: int  # runs this call stopped; finished ones keep their results
+    job: JobPublic
 
 
 class ResultPublic(BaseModel):
@@ -147,6 +152,7 @@ class ResultPublic(BaseModel):
     job_id: str
     device_id: str
     device_name: str
+    model: str  # the file or folder name it was uploaded as
     created_at: datetime
     fields: dict[str, Any]
     engine_version: str
@@ -160,7 +166,7 @@ class ResultPublic(BaseModel):
     rep_timings: list[dict[str, Any]] | None = None
 
     @classmethod
-    def of(cls, result: Result, device_name: str, *, timings: bool) -> ResultPublic:
+    def of(cls, result: Result, device_name: str, model: str, *, timings: bool) -> ResultPublic:
         reps = None
         if timings:
             reps = [
@@ -173,6 +179,7 @@ class ResultPublic(BaseModel):
             job_id=result.job_id,
             device_id=result.device_id,
             device_name=device_name,
+            model=model,
             created_at=result.created_at,
             fields={name: getattr(result, name) for name in FIELD_NAMES},
             engine_version=result.engine_version,

@@ -11,7 +11,7 @@ from typing import Any
 from edgebench.measure.stats import ci95_half_width, mean, percentile, stdev
 
 # Bumped whenever the boundary of a metric changes, so stored results stay comparable.
-DEFINITIONS_VERSION = "5"
+DEFINITIONS_VERSION = "6"
 
 # (name, unit, meaning) in export order. The names are a public contract.
 RESULT_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -44,8 +44,8 @@ RESULT_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("e2e_ms_std", "ms", "standard deviation of e2e_ms"),
     ("peak_rss_mb", "MiB", "peak resident memory of the process during load and run"),
     ("gpu_mem_mb", "MiB", "NVIDIA GPU memory the process held after the run; null on CPU runs"),
-    ("other_cpu_pct", "%", "machine CPU used by other processes during the reps; null under 1 s"),
-    ("noisy", "", "true when other_cpu_pct was above the run's threshold"),
+    ("other_cpu_pct", "%", "machine CPU used by other processes during the reps"),
+    ("noisy", "", "true when other_cpu_pct was above the run's threshold by more than a tick"),
     ("stability", "", "sustained mode: slowest / fastest window throughput; null otherwise"),
     ("avg_power_w", "W", "mean power of the energy scope over the measured reps (gross)"),
     ("prefill_j_per_token", "J/token", "prefill energy minus idle baseline, per prompt token"),

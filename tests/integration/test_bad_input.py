@@ -124,8 +124,13 @@ def test_job_requests_that_cannot_run_store_no_job(coordinator: Coordinator) -> 
         ({"models": [sha], "device": "../etc"}, "device"),
         ({"models": [sha], "backends": ["tensorflow"]}, "unknown backend 'tensorflow'"),
         ({"models": [sha], "variants": ["int8"]}, "variant 'int8' cannot be made"),
-        ({"models": [sha], "n_ctx": 100, "n_prompt": [64]}, "n_ctx 100 cannot hold"),
+        ({"models": [sha], "n_ctx": 100, "n_prompt": [64]}, "context size 100 cannot hold"),
         ({"models": [sha], "n_ctx": -1}, "n_ctx"),
+        ({"models": [sha], "workload": {"engine": {"flash_attn": "sometimes"}}}, "flash_attn"),
+        ({"models": [sha], "workload": {"tests": {"n_gen": [1]}}}, "decode speed needs two"),
+        ({"models": [sha], "workload": {"bogus": {}}}, "bogus"),
+        ({"models": [sha], "workload": {"engine": {"provider": "x; rm"}}}, "provider"),
+        ({"models": [sha], "reps": 2, "workload": {}}, "not both"),
     ]
     for body, reason in bad_bodies:
         response = api.post("/api/v1/jobs", json=body)

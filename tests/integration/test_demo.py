@@ -27,13 +27,17 @@ def test_demo_exit_prints_the_result_table(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    for header in ("TTFT ms", "Decode tok/s", "ITL p50 ms", "ITL p99 ms", "Peak RSS MiB"):
+    for header in ("test", "t/s", "TTFT ms", "J/tok", "pp32", "tg16"):
         assert header in result.stdout
     assert "demo-agent" in result.stdout and "F32" in result.stdout
     assert "agent demo-agent online" in result.stderr
+    # the token is saved where the CLI looks, and the next command is named
+    token = (tmp_path / "config" / "admin-token").read_text().strip()
+    assert token.startswith("eba_") and "edgebench jobs submit" in result.stderr
     assert (tmp_path / "data" / "demo" / "coordinator.db").is_file()
     # a second demo reuses the generated model and the same store
     again = run_cli(
         tmp_path, "demo", "--exit", "--http-port", "0", "--grpc-port", "0", "-r", "1", timeout=300
     )
     assert again.returncode == 0, again.stderr
+    assert (tmp_path / "config" / "admin-token").read_text().strip() == token  # reused

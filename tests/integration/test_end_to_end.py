@@ -37,9 +37,9 @@ def test_job_runs_end_to_end(coordinator: Coordinator, agent: Path, tiny_model: 
         "submit",
         "--model",
         str(tiny_model),
-        "--prompt-tokens",
+        "--n-prompt",
         "32",
-        "--gen-tokens",
+        "--n-gen",
         "16",
         "--reps",
         "3",
@@ -50,7 +50,7 @@ def test_job_runs_end_to_end(coordinator: Coordinator, agent: Path, tiny_model: 
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.splitlines()[0]
     assert len(job_id) == 36  # only the id on the first line, then the table
-    assert "Decode tok/s" in submitted.stdout
+    assert "t/s" in submitted.stdout and "tg16" in submitted.stdout
 
     results = coordinator.api("/api/v1/results", job_id=job_id, timings="true")
     assert len(results) == 1
@@ -70,13 +70,13 @@ def test_job_runs_end_to_end(coordinator: Coordinator, agent: Path, tiny_model: 
     assert devices[0]["name"] == "bench-box" and devices[0]["tags"] == {"rack": "a1"}
     assert devices[0]["engines"].get("llama_cpp")
 
-    exported = coordinator.cli("results", "export", "--format", "csv", "--job", job_id)
+    exported = coordinator.cli("results", "export", "-o", "csv", "--job", job_id)
     rows = list(csv.DictReader(io.StringIO(exported.stdout)))
     assert len(rows) == 1 and float(rows[0]["decode_tps"]) == pytest.approx(fields["decode_tps"])
-    as_json = json.loads(coordinator.cli("results", "export", "--format", "json").stdout)
+    as_json = json.loads(coordinator.cli("results", "export", "-o", "json").stdout)
     assert len(as_json[0]["rep_timings"]) == 3
-    markdown = coordinator.cli("results", "export", "--format", "md").stdout
-    assert markdown.startswith("| result_id | job_id | device | backend |")
+    markdown = coordinator.cli("results", "export", "-o", "md").stdout
+    assert markdown.startswith("| device | model | size | backend | variant |")
 
     page = httpx.get(f"{coordinator.http}/devices/{devices[0]['id']}", timeout=10)
     assert page.status_code == 200
@@ -158,7 +158,7 @@ def test_cancel_a_queued_job(coordinator: Coordinator, tiny_model: Path) -> None
     job_id = coordinator.cli("jobs", "submit", "--model", str(tiny_model)).stdout.strip()
     assert json.loads(coordinator.cli("jobs", "show", job_id, "--json").stdout)["state"] == "queued"
     cancelled = coordinator.cli("jobs", "cancel", job_id)
-    assert cancelled.returncode == 0 and "cancelled" in cancelled.stderr
+    assert cancelled.returncode == 0 and "cancelled 1 run (now cancelled)" in cancelled.stderr
     assert (
         json.loads(coordinator.cli("jobs", "show", job_id, "--json").stdout)["state"] == "cancelled"
     )

@@ -13,9 +13,10 @@ import pytest
 
 from edgebench.agent.backends import BackendError, create_backend
 from edgebench.agent.backends.base import EngineSettings
-from edgebench.agent.runner import BenchSpec, _auto_done, run_benchmark
+from edgebench.agent.runner import _auto_done, run_benchmark
 from edgebench.measure.record import RepTiming
 from edgebench.modelgen import build_vocab
+from edgebench.workload import RunSpec
 
 
 def test_generated_vocabulary_is_unique_and_has_byte_fallback() -> None:
@@ -49,7 +50,7 @@ def engine(
 def test_every_backend_times_exactly_n_tokens_per_rep(engine, tmp_path: Path) -> None:
     name, model = engine
     phases: list[tuple[str, int]] = []
-    spec = BenchSpec(backend=name, n_prompt=(24,), n_gen=(10,), n_depth=(0, 16), reps=3)
+    spec = RunSpec.of(backend=name, n_prompt=(24,), n_gen=(10,), n_depth=(0, 16), reps=3)
     results = run_benchmark(
         model,
         spec,
@@ -99,7 +100,7 @@ def test_variants_are_made_once_and_reused(
         "transformers": tiny_hf,
     }[name]
     name = name.split("-")[0]
-    spec = BenchSpec(backend=name, variant=variant, n_prompt=(8,), n_gen=(4,), reps=1, warmup=0)
+    spec = RunSpec.of(backend=name, variant=variant, n_prompt=(8,), n_gen=(4,), reps=1, warmup=0)
     first = run_benchmark(source, spec, cache_dir=tmp_path)[0]
     assert first.variant == variant
     made = sorted(tmp_path.iterdir())
@@ -109,7 +110,7 @@ def test_variants_are_made_once_and_reused(
             first.model_size_mb
             < run_benchmark(
                 source,
-                BenchSpec(backend=name, n_prompt=(8,), n_gen=(4,), reps=1, warmup=0),
+                RunSpec.of(backend=name, n_prompt=(8,), n_gen=(4,), reps=1, warmup=0),
                 cache_dir=tmp_path,
             )[0].model_size_mb
         )
@@ -127,18 +128,18 @@ def test_variants_are_made_once_and_reused(
 def test_unsupported_variant_fails_before_any_work(name: str, variant: str, tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="cannot produce variant"):
         run_benchmark(
-            tmp_path / "never-read", BenchSpec(backend=name, variant=variant), cache_dir=tmp_path
+            tmp_path / "never-read", RunSpec.of(backend=name, variant=variant), cache_dir=tmp_path
         )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_quantized_source_is_not_requantized(tiny_model: Path, tmp_path: Path) -> None:
-    spec = BenchSpec(variant="Q4_0", n_prompt=(8,), n_gen=(4,), reps=1, warmup=0)
+    spec = RunSpec.of(variant="Q4_0", n_prompt=(8,), n_gen=(4,), reps=1, warmup=0)
     quantized = next(iter([run_benchmark(tiny_model, spec, cache_dir=tmp_path)]))[0]
     q4 = next(tmp_path.iterdir())
     assert quantized.variant == "Q4_0"
     with pytest.raises(BackendError, match="quantize from an F32 or F16 GGUF"):
-        run_benchmark(q4, BenchSpec(variant="Q8_0"), cache_dir=tmp_path / "other")
+        run_benchmark(q4, RunSpec.of(variant="Q8_0"), cache_dir=tmp_path / "other")
 
 
 def test_context_is_checked(tiny_model: Path) -> None:
@@ -243,22 +244,22 @@ def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
     not_gguf = tmp_path / "model.gguf"
     not_gguf.write_bytes(b"PK\x03\x04 not a gguf")
     with pytest.raises(BackendError, match="not a GGUF"):
-        run_benchmark(not_gguf, BenchSpec(reps=1), cache_dir=tmp_path)
+        run_benchmark(not_gguf, RunSpec.of(reps=1), cache_dir=tmp_path)
     with pytest.raises(BackendError, match="not found"):
-        run_benchmark(tmp_path / "missing.gguf", BenchSpec(reps=1), cache_dir=tmp_path)
+        run_benchmark(tmp_path / "missing.gguf", RunSpec.of(reps=1), cache_dir=tmp_path)
     with pytest.raises(BackendError, match=r"neither genai_config\.json nor model\.onnx"):
-        run_benchmark(tmp_path, BenchSpec(backend="onnx", reps=1), cache_dir=tmp_path)
+        run_benchmark(tmp_path, RunSpec.of(backend="onnx", reps=1), cache_dir=tmp_path)
     with pytest.raises(BackendError, match=r"config\.json"):
-        run_benchmark(tmp_path, BenchSpec(backend="transformers", reps=1), cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="at least 2"):
-        run_benchmark(not_gguf, BenchSpec(n_gen=(1,)), cache_dir=tmp_path)
+        run_benchmark(tmp_path, RunSpec.of(backend="transformers", reps=1), cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="decode speed needs two"):
+        RunSpec.of(n_gen=(1,))  # refused before any run
 
 
 def test_auto_reps_stop_between_min_and_max(tiny_model: Path, tmp_path: Path) -> None:
-    spec = BenchSpec(n_prompt=(8,), n_gen=(32,), reps=0, min_reps=3, max_reps=6, target_ci=0.5)
+    spec = RunSpec.of(n_prompt=(8,), n_gen=(32,), reps=0, min_reps=3, max_reps=6, target_ci=0.5)
     result = run_benchmark(tiny_model, spec, cache_dir=tmp_path)[0]
     assert result.reps_mode == "auto" and 3 <= result.reps <= 6
-    strict = BenchSpec(n_prompt=(8,), n_gen=(8,), reps=0, min_reps=3, max_reps=4, target_ci=0.0)
+    strict = RunSpec.of(n_prompt=(8,), n_gen=(8,), reps=0, min_reps=3, max_reps=4, target_ci=0.0)
     assert run_benchmark(tiny_model, strict, cache_dir=tmp_path)[0].reps == 4  # the cap
 
 
@@ -268,18 +269,20 @@ def _rep(decode_tps: float) -> RepTiming:
 
 
 def test_auto_reps_rule_by_hand() -> None:
-    spec = BenchSpec(reps=0, min_reps=3, max_reps=10, target_ci=0.02, max_seconds=100)
+    spec = RunSpec.of(reps=0, min_reps=3, max_reps=10, target_ci=0.02, max_seconds=100)
     steady = [_rep(100.0), _rep(100.5), _rep(99.5)]  # ci95 = 4.303 * 0.5 / sqrt(3) = 1.24%
-    assert _auto_done(steady, spec, elapsed_s=1.0)
-    assert not _auto_done(steady[:2], spec, elapsed_s=1.0)  # below the minimum
+    assert _auto_done(steady, spec.workload.repetitions, elapsed_s=1.0)
+    assert not _auto_done(steady[:2], spec.workload.repetitions, elapsed_s=1.0)  # below the minimum
     noisy = [_rep(100.0), _rep(110.0), _rep(90.0)]  # ci95 = 24.8%
-    assert not _auto_done(noisy, spec, elapsed_s=1.0)
-    assert _auto_done(noisy, spec, elapsed_s=100.0)  # the time cap
-    assert _auto_done(noisy * 4, spec, elapsed_s=1.0)  # the repetition cap (12 >= 10)
+    assert not _auto_done(noisy, spec.workload.repetitions, elapsed_s=1.0)
+    assert _auto_done(noisy, spec.workload.repetitions, elapsed_s=100.0)  # the time cap
+    assert _auto_done(
+        noisy * 4, spec.workload.repetitions, elapsed_s=1.0
+    )  # the repetition cap (12 >= 10)
 
 
 def test_sustained_mode_reports_windows_and_stability(tiny_model: Path, tmp_path: Path) -> None:
-    spec = BenchSpec(n_prompt=(8,), n_gen=(32,), sustained_seconds=1.2, window_seconds=0.4)
+    spec = RunSpec.of(n_prompt=(8,), n_gen=(32,), sustained_seconds=1.2, window_seconds=0.4)
     result = run_benchmark(tiny_model, spec, cache_dir=tmp_path)[0]
     assert result.reps_mode == "sustained" and result.window_s == 0.4
     # whole windows only; a busy machine may stretch the last rep past the duration
@@ -344,9 +347,10 @@ def test_context_size_is_a_setting_of_the_run(tiny_model: Path, tmp_path: Path) 
     assert runs == {"0": 256, "1024": 1024}  # 0: the test's 24 tokens rounded up to 256
     small = subprocess.run([*base, "-d", "8", "-c", "20"], env=env, capture_output=True,
                            text=True, check=False)  # fmt: skip
-    assert small.returncode == 1
-    assert "context size 20 cannot hold the largest test" in small.stderr
-    assert "(depth + prompt + generation = 32)" in small.stderr
+    assert small.returncode == 2  # a usage error, before any work
+    said = " ".join(small.stderr.replace("│", " ").split())
+    assert "context size 20 cannot hold the largest test" in said
+    assert "(depth + prompt + generation = 32)" in said
 
 
 def test_gpu_settings_are_clear_errors_where_the_engine_has_no_gpu(
@@ -358,11 +362,11 @@ def test_gpu_settings_are_clear_errors_where_the_engine_has_no_gpu(
     import torch
 
     runs = [
-        (tiny_model, BenchSpec(reps=1, n_prompt=(8,), n_gen=(4,),
-                               settings=EngineSettings(n_gpu_layers=-1)),
+        (tiny_model, RunSpec.of(reps=1, n_prompt=(8,), n_gen=(4,),
+                               n_gpu_layers=-1),
          bool(llama_cpp.llama_supports_gpu_offload()), "cannot offload to a GPU"),
-        (tiny_hf, BenchSpec(backend="transformers", reps=1, n_prompt=(8,), n_gen=(4,),
-                            settings=EngineSettings(provider="cuda")),
+        (tiny_hf, RunSpec.of(backend="transformers", reps=1, n_prompt=(8,), n_gen=(4,),
+                            provider="cuda"),
          torch.cuda.is_available(), "sees no CUDA GPU"),
     ]  # fmt: skip
     for model, spec, has_gpu, message in runs:
@@ -372,5 +376,5 @@ def test_gpu_settings_are_clear_errors_where_the_engine_has_no_gpu(
             with pytest.raises(BackendError, match=message):
                 run_benchmark(model, spec, cache_dir=tmp_path)
     with pytest.raises(BackendError, match="cpu or cuda, not 'tensorrt'"):
-        spec = BenchSpec(backend="transformers", settings=EngineSettings(provider="tensorrt"))
+        spec = RunSpec.of(backend="transformers", provider="tensorrt")
         run_benchmark(tiny_hf, spec, cache_dir=tmp_path)

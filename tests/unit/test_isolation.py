@@ -12,7 +12,7 @@ import pytest
 
 from edgebench.agent.backends.base import BackendError
 from edgebench.agent.isolation import EngineCrashed, measure_in_child
-from edgebench.agent.runner import BenchSpec
+from edgebench.workload import RunSpec
 
 
 def _segfaulting_engine(pipe: Connection, *_: object) -> None:
@@ -32,7 +32,7 @@ class Stop(Exception):
 def test_a_run_in_a_child_returns_its_results(tiny_model: Path, tmp_path: Path) -> None:
     steps: list[str] = []
     results = measure_in_child(
-        tiny_model, BenchSpec(reps=2, n_prompt=(8,), n_gen=(4,)), cache_dir=tmp_path,
+        tiny_model, RunSpec.of(reps=2, n_prompt=(8,), n_gen=(4,)), cache_dir=tmp_path,
         source_sha256=None, progress=lambda phase, *_: steps.append(phase), check=lambda: None,
     )  # fmt: skip
     assert len(results) == 1 and results[0].reps == 2
@@ -42,14 +42,14 @@ def test_a_run_in_a_child_returns_its_results(tiny_model: Path, tmp_path: Path) 
 def test_an_engine_error_in_the_child_is_the_run_error(tmp_path: Path) -> None:
     (tmp_path / "x.gguf").write_bytes(b"not a gguf at all")
     with pytest.raises(BackendError, match="not a GGUF"):
-        measure_in_child(tmp_path / "x.gguf", BenchSpec(reps=1), cache_dir=tmp_path,
+        measure_in_child(tmp_path / "x.gguf", RunSpec.of(reps=1), cache_dir=tmp_path,
                          source_sha256=None, progress=lambda *_: None,
                          check=lambda: None)  # fmt: skip
 
 
 def test_a_crashing_engine_fails_the_run_not_the_agent(tmp_path: Path) -> None:
     with pytest.raises(EngineCrashed, match="killed by SIGSEGV"):
-        measure_in_child(tmp_path, BenchSpec(), cache_dir=tmp_path, source_sha256=None,
+        measure_in_child(tmp_path, RunSpec.of(), cache_dir=tmp_path, source_sha256=None,
                          progress=lambda *_: None, check=lambda: None,
                          child=_segfaulting_engine)  # fmt: skip
 
@@ -63,7 +63,7 @@ def test_a_stop_request_kills_a_repetition_in_progress(tmp_path: Path) -> None:
 
     started = time.monotonic()
     with pytest.raises(Stop):
-        measure_in_child(tmp_path, BenchSpec(), cache_dir=tmp_path, source_sha256=None,
+        measure_in_child(tmp_path, RunSpec.of(), cache_dir=tmp_path, source_sha256=None,
                          progress=lambda *_: None, check=check, child=_endless_rep)  # fmt: skip
     assert time.monotonic() - started < 5  # not the child's 600 s
     assert multiprocessing.active_children() == []  # killed and reaped

@@ -13,11 +13,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from edgebench.coordinator.jobspec import JobCreate, plan_runs
+from edgebench.coordinator.jobspec import plan_runs
 from edgebench.coordinator.store import MAX_ATTEMPTS, Store, StoreError
 from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunState
 from edgebench.measure.packing import pack_reps
 from edgebench.measure.record import RepTiming, summarize
+from tests.conftest import job_spec
 
 SHA = "c" * 64
 AGENTS = 2  # few agents: the same agent often holds a run again under a new epoch
@@ -38,7 +39,7 @@ class LeaseMachine(RuleBasedStateMachine):
         self.store = Store(f"sqlite:///{Path(self.folder.name) / 'store.db'}",
                            retry_base_seconds=0.0)  # fmt: skip
         self.store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
-        spec = JobCreate(models=[SHA], n_prompt=[8, 16], n_gen=[3], reps=1)
+        spec = job_spec(models=[SHA], n_prompt=[8, 16], n_gen=[3], reps=1)
         self.job, self.run_ids = self.store.create_job(
             Job(spec_json=spec.model_dump_json()), plan_runs(spec, {SHA: "gguf"})
         )

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
+from edgebench.engines import EngineError, detect_format
 from edgebench.modelfiles import (
     ModelFileError,
     check_tar,
-    detect_format,
     pack_folder,
     tar_tree_sha256,
     tree_sha256,
@@ -46,7 +46,7 @@ def test_unsafe_or_unknown_archives_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="not a model folder archive"):
         check_tar(tmp_path / "junk.tar")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelFileError, match="neither"):
+    with pytest.raises(EngineError, match="neither"):
         detect_format(tmp_path / "empty")
 
 

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.agent.backends.base import EngineSettings
 from edgebench.agent.reference import find_llama_bench, request_tps, run_llama_bench
-from edgebench.agent.runner import BenchSpec
 from edgebench.errors import EdgebenchError
 from edgebench.measure.record import BenchResult, RepTiming, summarize
+from edgebench.workload import RunSpec
 from tests.conftest import run_cli
 
 # Answers like llama-bench 0.3.36 with -o json: one object per test, samples_ts its rate
@@ -71,9 +70,10 @@ def _result(n_prompt: int = 8, n_depth: int = 16) -> BenchResult:
                      peak_rss_mb=10.0)  # fmt: skip
 
 
-def _spec() -> BenchSpec:
-    settings = EngineSettings(threads=2, n_batch=256, n_ubatch=128)
-    return BenchSpec(n_prompt=(8,), n_gen=(3,), n_depth=(16,), reps=2, settings=settings)
+def _spec() -> RunSpec:
+    return RunSpec.of(
+        n_prompt=(8,), n_gen=(3,), n_depth=(16,), reps=2, threads=2, n_batch=256, n_ubatch=128
+    )
 
 
 def test_request_rate_is_the_mean_of_per_rep_rates() -> None:

@@ -9,8 +9,7 @@ from edgebench.report import render
 ROWS = [{"backend": "llama_cpp", "decode_tps": 12.5, "rep_timings": [{"token_ns": [1, 2]}]}]
 
 
-def test_every_format_writes_the_same_fields() -> None:
-    assert render(ROWS, "md").splitlines()[0] == "| backend | decode_tps |"
+def test_every_machine_format_writes_every_field() -> None:
     parsed = list(csv.DictReader(io.StringIO(render(ROWS, "csv"))))
     assert parsed == [{"backend": "llama_cpp", "decode_tps": "12.5"}]
     assert json.loads(render(ROWS, "json")) == ROWS  # raw timings only in json/jsonl
@@ -22,17 +21,61 @@ def test_unknown_format_is_refused() -> None:
         render(ROWS, "xml")
 
 
-def test_summary_table_shows_unknown_as_a_dash_not_zero() -> None:
+RESULT = {
+    "model": "qwen2.5-0.5b-instruct-q4_k_m.gguf", "model_size_mb": 379.4,
+    "backend": "llama_cpp", "variant": "Q4_K_M", "threads": 4, "n_depth": 512,
+    "n_prompt": 64, "n_gen": 128, "ttft_ms": 123.456, "prefill_tps": 517.51,
+    "prefill_tps_ci95": 12.34, "decode_tps": 21.07, "decode_tps_ci95": 0.42,
+    "prefill_j_per_token": 0.0123, "decode_j_per_token": None, "noisy": True,
+}  # fmt: skip
+
+
+def test_markdown_is_compact_two_lines_per_result() -> None:
+    lines = render([RESULT, {**RESULT, "noisy": False}], "md").splitlines()
+    assert (
+        lines[0]
+        == "| model | size | backend | variant | th | test | t/s | TTFT ms | J/tok | noisy |"
+    )
+    assert len(lines) == 2 + 4
+    pp, tg = lines[2], lines[3]
+    assert pp == (
+        "| qwen2.5-0.5b-instru… | 379.4M | llama_cpp | Q4_K_M | 4 | pp64 @ d512 | 517.5±12.3 "
+        "| 123.5 | 0.0123 | yes |"
+    )
+    assert "| tg128 @ d512 | 21.1±0.4 |  | - | yes |" in tg  # no sensor: '-', never 0
+    assert lines[4].endswith("|  |")  # a quiet result carries no mark
+
+
+def test_the_mark_column_appears_only_when_a_result_is_noisy() -> None:
+    quiet = {**RESULT, "model": "tinyllama-q4_0.gguf", "n_depth": 0, "noisy": False}
+    lines = render([quiet], "md").splitlines()
+    assert "noisy" not in lines[0] and lines[3].endswith("| 21.1±0.4 |  | - |")
+
+
+def test_summary_table_is_the_compact_view_with_the_device() -> None:
     from rich.console import Console
 
     from edgebench.report import summary_table
 
-    row = {"device": "pi", "variant": "Q4_0", "n_prompt": 64, "n_gen": 64, "ttft_ms": 12.0,
-           "ttft_ms_std": 0.5, "decode_tps": 8.25, "decode_j_per_token": None,
-           "temp_max_c": 61.5}  # fmt: skip
     console = Console(width=200, record=True)
-    console.print(summary_table([row]))
+    console.print(summary_table([{"device": "pi", **RESULT}]))
     text = console.export_text()
-    assert "12.00 ± 0.50" in text and "61.5" in text
-    line = next(line for line in text.splitlines() if "pi" in line)
+    assert (
+        text.splitlines()[1] == "pi · qwen2.5-0.5b-instru… (379.4M) · llama_cpp Q4_K_M · 4 threads"
+    )
+    assert "517.5±12.3" in text and "noisy" in text
+    line = next(line for line in text.splitlines() if "tg128" in line)
     assert " - " in line.replace("│", " ") and "0.0000" not in line
+
+
+def test_the_cli_table_keeps_every_figure_whole_at_80_columns() -> None:
+    from rich.console import Console
+
+    from edgebench.report import summary_table
+
+    console = Console(width=80, record=True)
+    console.print(summary_table([{"device": "raspberrypi-5", **RESULT}]))
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    for figure in ("517.5±12.3", "21.1±0.4", "123.5", "0.0123", "pp64 @ d512", "Q4_K_M"):
+        assert figure in text, figure

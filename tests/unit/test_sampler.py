@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.agent.runner import BenchSpec, run_benchmark
+from edgebench.agent.runner import run_benchmark
 from edgebench.agent.sampler import Sampler, throttle_events
 from edgebench.agent.sensors import Roots, detect_sources
+from edgebench.workload import RunSpec
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -55,10 +56,10 @@ def test_energy_per_token_from_a_counter_moving_at_a_known_rate(
         if phase in ("warmup", "measuring"):
             meter.watts = 10.0  # the model runs: 10 W against 2 W at rest
 
-    spec = BenchSpec(n_prompt=(32,), n_gen=(64,), reps=5, idle_seconds=0.6,
-                     roots=Roots(sysfs=device / "sys"))  # fmt: skip
+    spec = RunSpec.of(n_prompt=(32,), n_gen=(64,), reps=5, idle_seconds=0.6)
+    roots = Roots(sysfs=device / "sys")
     try:
-        result = run_benchmark(tiny_model, spec, cache_dir=tmp_path / "cache",
+        result = run_benchmark(tiny_model, spec, cache_dir=tmp_path / "cache", roots=roots,
                                progress=busy_when_measuring)[0]  # fmt: skip
     finally:
         meter.stop.set()
@@ -86,9 +87,9 @@ def test_a_throttle_counter_that_goes_up_mid_run(tiny_model: Path, tmp_path: Pat
         if phase == "measuring" and done == 1:
             counter.write_text("1\n")
 
-    spec = BenchSpec(n_prompt=(16,), n_gen=(16,), reps=3, idle_seconds=0.2,
-                     roots=Roots(sysfs=device / "sys"))  # fmt: skip
-    result = run_benchmark(tiny_model, spec, cache_dir=tmp_path / "cache",
+    spec = RunSpec.of(n_prompt=(16,), n_gen=(16,), reps=3, idle_seconds=0.2)
+    roots = Roots(sysfs=device / "sys")
+    result = run_benchmark(tiny_model, spec, cache_dir=tmp_path / "cache", roots=roots,
                            progress=throttle_on_second_rep)[0]  # fmt: skip
     assert result.throttled is True
     [event] = result.sensors["throttle_events"]
@@ -96,10 +97,10 @@ def test_a_throttle_counter_that_goes_up_mid_run(tiny_model: Path, tmp_path: Pat
 
 
 def test_no_sensors_means_unknown_not_zero(tiny_model: Path, tmp_path: Path) -> None:
-    spec = BenchSpec(n_prompt=(8,), n_gen=(8,), reps=2,
-                     roots=Roots(sysfs=FIXTURES / "no_sensors" / "sys"))  # fmt: skip
+    spec = RunSpec.of(n_prompt=(8,), n_gen=(8,), reps=2)
+    roots = Roots(sysfs=FIXTURES / "no_sensors" / "sys")
     started = time.monotonic()
-    result = run_benchmark(tiny_model, spec, cache_dir=tmp_path)[0]
+    result = run_benchmark(tiny_model, spec, cache_dir=tmp_path, roots=roots)[0]
     assert time.monotonic() - started < 5  # no idle baseline without a power sensor
     assert result.avg_power_w is None and result.decode_j_per_token is None
     assert result.temp_max_c is None and result.throttled is None
@@ -135,9 +136,11 @@ def test_a_clock_under_its_ceiling_while_heating_is_a_throttle_event(
         if phase == "measuring" and done == 1:
             zone.write_text("81500\n")  # hot, and the firmware bits say nothing
 
-    spec = BenchSpec(n_prompt=(16,), n_gen=(16,), reps=3, idle_seconds=0,
-                     roots=Roots(sysfs=device / "sys", path="/usr/bin:/bin"))  # fmt: skip
-    result = run_benchmark(tiny_model, spec, cache_dir=tmp_path / "cache", progress=heat_up)[0]
+    spec = RunSpec.of(n_prompt=(16,), n_gen=(16,), reps=3, idle_seconds=0)
+    roots = Roots(sysfs=device / "sys", path="/usr/bin:/bin")
+    result = run_benchmark(
+        tiny_model, spec, cache_dir=tmp_path / "cache", roots=roots, progress=heat_up
+    )[0]
     assert result.throttled is True and result.temp_max_c == 81.5
     events = result.sensors["throttle_events"]
     drop = next(e for e in events if "clock_below_max_while_heating" in e["flags_on"])

@@ -13,12 +13,20 @@ from sqlalchemy import bindparam, select, text
 from sqlmodel import col
 
 from edgebench.coordinator import scheduler
-from edgebench.coordinator.jobspec import JobCreate, PlannedRun, new_job, plan_runs
+from edgebench.coordinator.jobspec import PlannedRun, new_job, plan_runs
 from edgebench.coordinator.scheduler import Claim, LeaseTouch, ResultIn
-from edgebench.coordinator.store import MAX_ATTEMPTS, ClaimRequest, Store, StoreError
+from edgebench.coordinator.store import (
+    MAX_ATTEMPTS,
+    Ambiguous,
+    ClaimRequest,
+    NotFound,
+    Store,
+    StoreError,
+)
 from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunState, utcnow
 from edgebench.measure.packing import pack_reps
 from edgebench.measure.record import RepTiming, summarize
+from tests.conftest import job_spec
 
 SHA = "b" * 64
 
@@ -53,7 +61,7 @@ def _agent(
 def _job(store: Store, device: str | None = None, n_gen: int = 3, **options: Any) -> Job:
     store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
     options.setdefault("n_prompt", [8])
-    spec = JobCreate(models=[SHA], n_gen=[n_gen], reps=1, device=device, **options)
+    spec = job_spec(models=[SHA], n_gen=[n_gen], reps=1, device=device, **options)
     job, _ = store.create_job(new_job(spec), plan_runs(spec, {SHA: "gguf"}), spec.selector)
     return job
 
@@ -216,7 +224,7 @@ def test_higher_priority_goes_first(store: Store) -> None:
 def test_fair_share_between_submitters(store: Store) -> None:
     """Alice's big matrix was queued first; Bob's one run still goes out second."""
     store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
-    big = JobCreate(models=[SHA], n_prompt=list(range(1, 11)), submitter="alice")
+    big = job_spec(models=[SHA], n_prompt=list(range(1, 11)), submitter="alice")
     store.create_job(new_job(big), plan_runs(big, {SHA: "gguf"}), big.selector)
     _job(store, submitter="bob")
     agents = [_agent(store, f"dev{i}") for i in range(3)]
@@ -226,7 +234,7 @@ def test_fair_share_between_submitters(store: Store) -> None:
 
 def test_one_dispatch_round_shares_fairly_and_honours_selectors(store: Store) -> None:
     store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
-    big = JobCreate(models=[SHA], n_prompt=list(range(1, 11)), submitter="alice")
+    big = job_spec(models=[SHA], n_prompt=list(range(1, 11)), submitter="alice")
     store.create_job(new_job(big), plan_runs(big, {SHA: "gguf"}), big.selector)
     _job(store, submitter="bob")
     _job(store, submitter="cy", selector={"tags": {"room": "lab"}})
@@ -389,11 +397,49 @@ def test_cancel_reports_held_runs(store: Store) -> None:
     agent, device = _agent(store, "dev0")
     claim = store.claim_run(agent=agent, device=device, lease_seconds=60)
     assert claim is not None
-    assert store.cancel_job(job.id) == [(claim.run.id, agent.id)]
+    assert store.cancel_job(job.id).held == [(claim.run.id, agent.id)]
     assert store.runs_of(job.id)[0].state == RunState.CANCELLED
     assert not store.extend_lease(
         agent_id=agent.id, run_id=claim.run.id, epoch=claim.run.lease_epoch, lease_seconds=60
     )
+
+
+def test_cancel_leaves_finished_runs_and_their_results_alone(store: Store) -> None:
+    job = _job(store, n_prompt=[8, 16])  # two runs
+    agent, device = _agent(store, "dev0")
+    claim = store.claim_run(agent=agent, device=device, lease_seconds=60)
+    assert claim is not None
+    values, blob = _values()
+    store.store_result(agent_id=agent.id, result_id="r1", run_id=claim.run.id,
+                       epoch=claim.run.lease_epoch, values=values, timings=blob)  # fmt: skip
+    assert store.cancel_job(job.id[:8]).runs == 1  # by a prefix, as the CLI prints it
+    states = {run.id: run.state for run in store.runs_of(job.id)}
+    assert states[claim.run.id] == RunState.SUCCEEDED and store.count(Result) == 1
+    assert sorted(states.values()) == [RunState.CANCELLED, RunState.SUCCEEDED]
+    again = store.cancel_job(job.id)
+    assert again.runs == 0 and again.held == []
+
+
+def test_ids_are_taken_by_a_unique_prefix_and_names_work_where_ids_do(store: Store) -> None:
+    store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
+    spec = job_spec(models=[SHA], n_prompt=[8], n_gen=[3], reps=1)
+    for job_id in ("abcd1000-0000-4000-8000-000000000000", "abcd2000-0000-4000-8000-000000000000"):
+        job = new_job(spec)
+        job.id = job_id  # two jobs whose ids share a prefix
+        store.create_job(job, plan_runs(spec, {SHA: "gguf"}), spec.selector)
+    assert store.get_job("abcd1").id == "abcd1000-0000-4000-8000-000000000000"
+    with pytest.raises(Ambiguous, match=r"'abcd' is ambiguous: it starts abcd1.*, abcd2"):
+        store.get_job("abcd")
+    for unknown in ("abc", "zzzz", "e7c4283a", "'; DROP TABLE job; --", "%", "a_cd"):
+        with pytest.raises(NotFound):
+            store.get_job(unknown)
+    _, device = _agent(store, "dev0")
+    assert store.get_device("dev0").id == device.id == store.get_device(device.id[:6]).id
+    assert store.list_results(device_id="dev0") == []
+    with pytest.raises(NotFound, match="no device 'ghost'"):
+        store.list_results(device_id="ghost")
+    with pytest.raises(NotFound, match="no job 'nope'"):
+        store.list_results(job_id="nope")
 
 
 def test_requeued_runs_wait_out_their_backoff(db_url: str) -> None:
@@ -415,7 +461,7 @@ def test_fifty_concurrent_claimers_never_lease_a_run_twice(db_url: str) -> None:
     url = db_url
     setup = Store(url)
     setup.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
-    spec = JobCreate(models=[SHA], n_prompt=list(range(1, 11)), n_gen=[2, 3], reps=1)
+    spec = job_spec(models=[SHA], n_prompt=list(range(1, 11)), n_gen=[2, 3], reps=1)
     setup.create_job(Job(spec_json=spec.model_dump_json()), plan_runs(spec, {SHA: "gguf"}))
     claimers = [_agent(setup, f"dev{i}") for i in range(50)]
 
@@ -548,7 +594,7 @@ def test_a_run_deep_in_the_queue_still_reaches_the_one_device_it_fits(store: Sto
     """A round looks at a few queued runs first; a device that none of them fits gets a
     second, deeper look."""
     store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
-    x86_only = JobCreate(
+    x86_only = job_spec(
         models=[SHA], n_prompt=[1, 2, 3, 4], n_gen=[2, 3, 4], selector={"arch": "x86_64"}
     )
     store.create_job(new_job(x86_only), plan_runs(x86_only, {SHA: "gguf"}), x86_only.selector)
@@ -562,7 +608,7 @@ def test_in_flight_counts_are_counted_again_after_their_refresh(store: Store) ->
     """A dispatcher counts runs in flight once a second and adds its own grants between."""
     store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
     for submitter in ("alice", "bob"):
-        spec = JobCreate(models=[SHA], n_prompt=[1, 2, 3], submitter=submitter)
+        spec = job_spec(models=[SHA], n_prompt=[1, 2, 3], submitter=submitter)
         store.create_job(new_job(spec), plan_runs(spec, {SHA: "gguf"}), spec.selector)
     counts = scheduler.InFlightCounts(refresh_seconds=3600)
 

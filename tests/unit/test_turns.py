@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks.turns import Turns, neighbours, paired_ratios, self_check
-from edgebench.agent.runner import BenchSpec, run_benchmark
+from edgebench.agent.runner import run_benchmark
 from edgebench.errors import EdgebenchError
+from edgebench.workload import RunSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK_S = 0.004
@@ -193,7 +194,7 @@ def test_the_runner_reports_a_gated_phase_before_every_repetition(
     """turns.py gates on these progress calls; a runner that stopped making them would
     leave the two tools running at once."""
     calls: list[tuple[str, int, int]] = []
-    spec = BenchSpec(n_prompt=(4,), n_gen=(3,), reps=3)
+    spec = RunSpec.of(n_prompt=(4,), n_gen=(3,), reps=3)
     record = lambda phase, done, total: calls.append((phase, done, total))  # noqa: E731
     run_benchmark(tiny_model, spec, cache_dir=tmp_path, progress=record)
     gated = [c for c in calls if c[0] in ("warmup", "measuring")]

@@ -8,29 +8,19 @@ runner does that (MLPerf LoadGen's split of system under test, workload and timi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgebench import engines
 from edgebench.errors import EdgebenchError
 from edgebench.measure.record import RepTiming
+from edgebench.workload import EngineSettings
+
+__all__ = ["Backend", "BackendError", "EngineSettings", "check_variant"]
 
 
 class BackendError(EdgebenchError, RuntimeError):
     """A model the backend cannot prepare, load or run; the message is for the user."""
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    threads: int = 0  # 0: the backend picks (physical cores)
-    n_ctx: int = 0  # 0: the runner sizes it from the workload
-    n_batch: int = 512
-    n_ubatch: int = 512
-    n_gpu_layers: int = 0  # llama.cpp: layers offloaded to a GPU (-1: all)
-    flash_attn: bool = False  # llama.cpp
-    repack: bool | None = None  # llama.cpp weight repacking; None: the backend's default
-    provider: str = "cpu"  # ONNX Runtime execution provider: cpu, cuda, tensorrt
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class Backend(Protocol):
@@ -58,6 +48,10 @@ class Backend(Protocol):
 
     def threads(self) -> int: ...
 
+    def settings_in_force(self) -> dict[str, Any]:
+        """Settings the engine chose itself where they may differ from the request (for
+        example what llama.cpp's flash attention `auto` became); {} when none do."""
+
     def variant(self) -> str:
         """The loaded model's quantization or dtype, e.g. Q4_K_M, F16, int8, bf16."""
 
@@ -67,11 +61,9 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def check_variant(backend_name: str, variants: tuple[str, ...], variant: str) -> None:
-    """A clear error, before any work, for a variant the backend cannot produce.
-    The empty variant means the source model as it is."""
-    if variant and variant not in variants:
-        raise BackendError(
-            f"backend {backend_name} cannot produce variant {variant!r}; "
-            f"it can produce: {', '.join(variants)} (or '' for the model as it is)"
-        )
+def check_variant(backend_name: str, variant: str) -> None:
+    """A clear error, before any work, for a variant the backend cannot produce."""
+    try:
+        engines.check_variant(backend_name, variant)
+    except engines.EngineError as exc:
+        raise BackendError(str(exc)) from None

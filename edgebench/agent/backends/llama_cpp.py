@@ -18,14 +18,14 @@ from typing import Any
 import llama_cpp
 import psutil
 
-from edgebench.agent.backends import VARIANTS
 from edgebench.agent.backends.base import BackendError, EngineSettings, check_variant
+from edgebench.engines import ENGINES, GGUF_MAGIC
 from edgebench.measure.record import RepTiming
+from edgebench.workload import FlashAttention
 
 # llama_token and llama_pos are int32_t; the array type code whose items are 4 bytes.
 _INT32 = next(code for code in "ilh" if array(code).itemsize == 4)
 
-GGUF_MAGIC = b"GGUF"
 # llama.h's llama_ftype values (GGUF `general.file_type`) -> variant names.
 FILE_TYPES = {
     0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
@@ -59,8 +59,25 @@ def gguf_file_type(path: Path) -> str:
     return FILE_TYPES.get(code, f"ftype{code}")
 
 
+# llama.cpp's log is silenced, but the lines that say what `auto` settings became are
+# kept while a context is made (llama-context.cpp: "Flash Attention enabled" or
+# "Flash Attention not supported, set to disabled").
+_kept_log: list[str] | None = None
+
+
 @llama_cpp.llama_log_callback
 def _drop_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    if _kept_log is not None and len(_kept_log) < 2000:
+        _kept_log.append(bytes(text).decode(errors="replace"))
+
+
+def flash_attention_from_log(lines: list[str]) -> str | None:
+    """What llama.cpp's flash attention `auto` chose, from its log; None if it did not say."""
+    for line in lines:
+        if "Flash Attention" in line:
+            return "off" if "disabled" in line else "on" if "enabled" in line else None
+        if "forcing off" in line and "flash_attn" in line:
+            return "off"
     return None
 
 
@@ -87,9 +104,41 @@ def _repack_default() -> bool:
     return "amx_tile" not in flags
 
 
+_FLASH_ATTN_TYPES = {
+    FlashAttention.AUTO: llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    FlashAttention.ON: llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    FlashAttention.OFF: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
+
+
+def _gpu_layers(requested: int | None) -> int:
+    """Layers to offload: unset means all on a build that can offload (llama-bench's
+    default), none on a CPU-only build; asking a CPU-only build for any is an error."""
+    offloads = bool(llama_cpp.llama_supports_gpu_offload())
+    if requested is None:
+        return -1 if offloads else 0
+    if requested != 0 and not offloads:
+        raise BackendError(
+            "this llama-cpp-python build cannot offload to a GPU: use -ngl 0, or reinstall "
+            "it with CMAKE_ARGS='-DGGML_CUDA=on' (see the README)"
+        )
+    return requested
+
+
+def _context_noting_auto(model: Any, params: Any) -> tuple[Any, str | None]:
+    """Makes a context, keeping the log lines that say what flash attention became."""
+    global _kept_log
+    _kept_log = []
+    try:
+        ctx = llama_cpp.llama_init_from_model(model, params)
+        return ctx, flash_attention_from_log(_kept_log)
+    finally:
+        _kept_log = None
+
+
 class LlamaCppBackend:
     name = "llama_cpp"
-    variants = VARIANTS["llama_cpp"]
+    variants = ENGINES["llama_cpp"].variants
 
     def __init__(self) -> None:
         self._model: Any = None
@@ -101,6 +150,7 @@ class LlamaCppBackend:
         self._threads = 0
         self._variant = ""
         self._repack = True
+        self._in_force: dict[str, Any] = {}
         # The state after the last prompt-depth context, restored instead of prefilling the
         # same context again each rep (as llama-bench does): (context, saved state).
         self._depth: tuple[tuple[int, ...], Any] | None = None
@@ -119,6 +169,9 @@ class LlamaCppBackend:
     def threads(self) -> int:
         return self._threads
 
+    def settings_in_force(self) -> dict[str, Any]:
+        return dict(self._in_force)
+
     def variant(self) -> str:
         return self._variant
 
@@ -126,7 +179,7 @@ class LlamaCppBackend:
         return int(llama_cpp.llama_n_ctx(self._loaded()))
 
     def prepare(self, source: Path, source_sha256: str, variant: str, cache: Path) -> Path:
-        check_variant(self.name, self.variants, variant)
+        check_variant(self.name, variant)
         have = gguf_file_type(source)
         if not variant or variant == have:
             return source
@@ -156,18 +209,12 @@ class LlamaCppBackend:
         check_gguf(model_path)
         _init_quietly()
         self._depth = None  # a state saved under another model must never come back
-        if settings.n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
-            raise BackendError(
-                "this llama-cpp-python build cannot offload to a GPU: use -ngl 0, or reinstall "
-                "it with CMAKE_ARGS='-DGGML_CUDA=on' (see the README)"
-            )
+        gpu_layers = _gpu_layers(settings.n_gpu_layers)
         self._threads = settings.threads or psutil.cpu_count(logical=False) or 1
         self._n_batch = settings.n_batch
         self._repack = _repack_default() if settings.repack is None else settings.repack
         model_params = llama_cpp.llama_model_default_params()
-        model_params.n_gpu_layers = (
-            0x7FFFFFFF if settings.n_gpu_layers < 0 else settings.n_gpu_layers
-        )
+        model_params.n_gpu_layers = 0x7FFFFFFF if gpu_layers < 0 else gpu_layers
         model_params.use_extra_bufts = self._repack
         self._model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params)
         if not self._model:
@@ -178,15 +225,13 @@ class LlamaCppBackend:
         ctx_params.n_ubatch = min(settings.n_ubatch, settings.n_batch)
         ctx_params.n_threads = self._threads
         ctx_params.n_threads_batch = self._threads
-        ctx_params.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if settings.flash_attn
-            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
-        self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
+        ctx_params.flash_attn_type = _FLASH_ATTN_TYPES[settings.flash_attn]
+        self._ctx, chosen = _context_noting_auto(self._model, ctx_params)
         if not self._ctx:
             self.close()
             raise BackendError(f"llama.cpp could not create a context for {model_path}")
+        flash = settings.flash_attn.value if settings.flash_attn != FlashAttention.AUTO else chosen
+        self._in_force = {"n_gpu_layers": gpu_layers, "flash_attn": flash}
         self._variant = self._file_type()
         self._sampler = llama_cpp.llama_sampler_chain_init(
             llama_cpp.llama_sampler_chain_default_params()

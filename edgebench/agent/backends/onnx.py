@@ -31,8 +31,8 @@ import numpy as np
 import onnxruntime
 import psutil
 
-from edgebench.agent.backends import VARIANTS
 from edgebench.agent.backends.base import BackendError, EngineSettings, check_variant
+from edgebench.engines import ENGINES
 from edgebench.measure.record import RepTiming
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class _Decoder(Protocol):
 
 class OnnxBackend:
     name = "onnx"
-    variants = VARIANTS["onnx"]
+    variants = ENGINES["onnx"].variants
 
     def __init__(self) -> None:
         self._decoder: _Decoder | None = None
@@ -102,6 +102,9 @@ class OnnxBackend:
     def threads(self) -> int:
         return self._threads
 
+    def settings_in_force(self) -> dict[str, Any]:
+        return {}
+
     def variant(self) -> str:
         return self._variant
 
@@ -109,7 +112,7 @@ class OnnxBackend:
         return self._max_length
 
     def prepare(self, source: Path, source_sha256: str, variant: str, cache: Path) -> Path:
-        check_variant(self.name, self.variants, variant)
+        check_variant(self.name, variant)
         check_onnx_folder(source)
         declared = _declared_precision(source)
         self._variant = variant or declared

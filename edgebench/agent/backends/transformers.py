@@ -12,8 +12,8 @@ from typing import Any
 import psutil
 import torch
 
-from edgebench.agent.backends import VARIANTS
 from edgebench.agent.backends.base import BackendError, EngineSettings, check_variant
+from edgebench.engines import ENGINES
 from edgebench.measure.record import RepTiming
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -21,7 +21,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 class TransformersBackend:
     name = "transformers"
-    variants = VARIANTS["transformers"]
+    variants = ENGINES["transformers"].variants
 
     def __init__(self) -> None:
         self._model: Any = None
@@ -47,6 +47,9 @@ class TransformersBackend:
     def threads(self) -> int:
         return self._threads
 
+    def settings_in_force(self) -> dict[str, Any]:
+        return {}
+
     def variant(self) -> str:
         return self._variant
 
@@ -54,7 +57,7 @@ class TransformersBackend:
         return self._max_length
 
     def prepare(self, source: Path, source_sha256: str, variant: str, cache: Path) -> Path:
-        check_variant(self.name, self.variants, variant)
+        check_variant(self.name, variant)
         if not (source / "config.json").is_file():
             raise BackendError(f"not a transformers model folder (no config.json): {source}")
         self._variant = variant or "fp32"  # the dtype is chosen at load; no file to make

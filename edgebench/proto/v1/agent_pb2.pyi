@@ -13,6 +13,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -23,6 +24,25 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _FlashAttention:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FlashAttentionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FlashAttention.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FLASH_ATTENTION_UNSPECIFIED: _FlashAttention.ValueType  # 0
+    FLASH_ATTENTION_AUTO: _FlashAttention.ValueType  # 1
+    FLASH_ATTENTION_ON: _FlashAttention.ValueType  # 2
+    FLASH_ATTENTION_OFF: _FlashAttention.ValueType  # 3
+
+class FlashAttention(_FlashAttention, metaclass=_FlashAttentionEnumTypeWrapper): ...
+
+FLASH_ATTENTION_UNSPECIFIED: FlashAttention.ValueType  # 0
+FLASH_ATTENTION_AUTO: FlashAttention.ValueType  # 1
+FLASH_ATTENTION_ON: FlashAttention.ValueType  # 2
+FLASH_ATTENTION_OFF: FlashAttention.ValueType  # 3
+Global___FlashAttention: _TypeAlias = FlashAttention  # noqa: Y015
 
 @_typing.final
 class HardwareInfo(_message.Message):
@@ -334,8 +354,8 @@ class RunAssignment(_message.Message):
     LEASE_EPOCH_FIELD_NUMBER: _builtins.int
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
-    WORKLOAD_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     job_id: _builtins.str
     lease_epoch: _builtins.int
@@ -345,7 +365,7 @@ class RunAssignment(_message.Message):
     @_builtins.property
     def model(self) -> Global___ModelRef: ...
     @_builtins.property
-    def workload(self) -> Global___Workload: ...
+    def spec(self) -> Global___RunSpec: ...
     def __init__(
         self,
         *,
@@ -354,12 +374,12 @@ class RunAssignment(_message.Message):
         lease_epoch: _builtins.int = ...,
         lease_seconds: _builtins.int = ...,
         model: Global___ModelRef | None = ...,
-        workload: Global___Workload | None = ...,
         request_id: _builtins.str = ...,
+        spec: Global___RunSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "workload", b"workload"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "lease_epoch", b"lease_epoch", "lease_seconds", b"lease_seconds", "model", b"model", "request_id", b"request_id", "run_id", b"run_id", "workload", b"workload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "lease_epoch", b"lease_epoch", "lease_seconds", b"lease_seconds", "model", b"model", "request_id", b"request_id", "run_id", b"run_id", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -395,106 +415,224 @@ class ModelRef(_message.Message):
 Global___ModelRef: _TypeAlias = ModelRef  # noqa: Y015
 
 @_typing.final
-class Workload(_message.Message):
-    """One test of a job's matrix, with the settings of the engine."""
+class RunSpec(_message.Message):
+    """What the agent measures. These messages mirror the models of edgebench/workload.py
+    field for field (tests/unit/test_wire_shapes.py fails when they drift): a job's run
+    carries one test of its matrix.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     BACKEND_FIELD_NUMBER: _builtins.int
-    N_PROMPT_FIELD_NUMBER: _builtins.int
-    N_GEN_FIELD_NUMBER: _builtins.int
-    REPS_FIELD_NUMBER: _builtins.int
-    WARMUP_FIELD_NUMBER: _builtins.int
-    THREADS_FIELD_NUMBER: _builtins.int
-    N_CTX_FIELD_NUMBER: _builtins.int
     VARIANT_FIELD_NUMBER: _builtins.int
-    N_DEPTH_FIELD_NUMBER: _builtins.int
-    SUSTAINED_SECONDS_FIELD_NUMBER: _builtins.int
-    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
-    N_BATCH_FIELD_NUMBER: _builtins.int
-    N_UBATCH_FIELD_NUMBER: _builtins.int
-    N_GPU_LAYERS_FIELD_NUMBER: _builtins.int
-    FLASH_ATTN_FIELD_NUMBER: _builtins.int
-    PROVIDER_FIELD_NUMBER: _builtins.int
-    NOISY_PCT_FIELD_NUMBER: _builtins.int
-    MAX_REPS_FIELD_NUMBER: _builtins.int
-    MAX_SECONDS_FIELD_NUMBER: _builtins.int
-    COOLDOWN_C_FIELD_NUMBER: _builtins.int
-    COOLDOWN_MAX_SECONDS_FIELD_NUMBER: _builtins.int
-    IDLE_SECONDS_FIELD_NUMBER: _builtins.int
-    SAMPLE_HZ_FIELD_NUMBER: _builtins.int
+    WORKLOAD_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     """"llama_cpp", "onnx", "transformers" """
-    n_prompt: _builtins.int
-    n_gen: _builtins.int
-    reps: _builtins.int
-    """0 = auto: until the decode ci95 is within 2% of the mean"""
-    warmup: _builtins.int
-    threads: _builtins.int
-    """0 = the backend's default (physical cores)"""
-    n_ctx: _builtins.int
-    """0 = depth + prompt + generation rounded up"""
     variant: _builtins.str
     """"" = the model as it is; else e.g. "Q4_K_M", "int8", "bf16" """
-    n_depth: _builtins.int
-    sustained_seconds: _builtins.float
-    """> 0: sustained mode"""
-    window_seconds: _builtins.float
-    n_batch: _builtins.int
-    n_ubatch: _builtins.int
-    n_gpu_layers: _builtins.int
-    flash_attn: _builtins.bool
-    provider: _builtins.str
-    noisy_pct: _builtins.float
-    max_reps: _builtins.int
-    max_seconds: _builtins.float
-    cooldown_c: _builtins.float
-    """wait until the hottest sensor is below this first"""
-    cooldown_max_seconds: _builtins.float
-    idle_seconds: _builtins.float
-    """idle baseline before the run; unset: the default"""
-    sample_hz: _builtins.float
+    @_builtins.property
+    def workload(self) -> Global___Workload: ...
     def __init__(
         self,
         *,
         backend: _builtins.str = ...,
-        n_prompt: _builtins.int = ...,
-        n_gen: _builtins.int = ...,
+        variant: _builtins.str = ...,
+        workload: Global___Workload | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workload", b"workload"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "variant", b"variant", "workload", b"workload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunSpec: _TypeAlias = RunSpec  # noqa: Y015
+
+@_typing.final
+class Workload(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TESTS_FIELD_NUMBER: _builtins.int
+    REPETITIONS_FIELD_NUMBER: _builtins.int
+    SENSORS_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tests(self) -> Global___TestMatrix: ...
+    @_builtins.property
+    def repetitions(self) -> Global___Repetitions: ...
+    @_builtins.property
+    def sensors(self) -> Global___SensorPolicy: ...
+    @_builtins.property
+    def engine(self) -> Global___EngineSettings: ...
+    def __init__(
+        self,
+        *,
+        tests: Global___TestMatrix | None = ...,
+        repetitions: Global___Repetitions | None = ...,
+        sensors: Global___SensorPolicy | None = ...,
+        engine: Global___EngineSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "repetitions", b"repetitions", "sensors", b"sensors", "tests", b"tests"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "repetitions", b"repetitions", "sensors", b"sensors", "tests", b"tests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Workload: _TypeAlias = Workload  # noqa: Y015
+
+@_typing.final
+class TestMatrix(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    N_PROMPT_FIELD_NUMBER: _builtins.int
+    N_GEN_FIELD_NUMBER: _builtins.int
+    N_DEPTH_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def n_prompt(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def n_gen(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def n_depth(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        n_prompt: _abc.Iterable[_builtins.int] | None = ...,
+        n_gen: _abc.Iterable[_builtins.int] | None = ...,
+        n_depth: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["n_depth", b"n_depth", "n_gen", b"n_gen", "n_prompt", b"n_prompt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TestMatrix: _TypeAlias = TestMatrix  # noqa: Y015
+
+@_typing.final
+class Repetitions(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPS_FIELD_NUMBER: _builtins.int
+    WARMUP_FIELD_NUMBER: _builtins.int
+    MIN_REPS_FIELD_NUMBER: _builtins.int
+    MAX_REPS_FIELD_NUMBER: _builtins.int
+    MAX_SECONDS_FIELD_NUMBER: _builtins.int
+    TARGET_CI_FIELD_NUMBER: _builtins.int
+    SUSTAINED_SECONDS_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    reps: _builtins.int
+    """0 = auto: until the decode ci95 is within target_ci of the mean"""
+    warmup: _builtins.int
+    min_reps: _builtins.int
+    max_reps: _builtins.int
+    max_seconds: _builtins.float
+    target_ci: _builtins.float
+    sustained_seconds: _builtins.float
+    """> 0: sustained mode"""
+    window_seconds: _builtins.float
+    def __init__(
+        self,
+        *,
         reps: _builtins.int = ...,
         warmup: _builtins.int = ...,
-        threads: _builtins.int = ...,
-        n_ctx: _builtins.int = ...,
-        variant: _builtins.str = ...,
-        n_depth: _builtins.int = ...,
-        sustained_seconds: _builtins.float = ...,
-        window_seconds: _builtins.float = ...,
-        n_batch: _builtins.int = ...,
-        n_ubatch: _builtins.int = ...,
-        n_gpu_layers: _builtins.int = ...,
-        flash_attn: _builtins.bool = ...,
-        provider: _builtins.str = ...,
-        noisy_pct: _builtins.float = ...,
+        min_reps: _builtins.int = ...,
         max_reps: _builtins.int = ...,
         max_seconds: _builtins.float = ...,
+        target_ci: _builtins.float = ...,
+        sustained_seconds: _builtins.float = ...,
+        window_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_reps", b"max_reps", "max_seconds", b"max_seconds", "min_reps", b"min_reps", "reps", b"reps", "sustained_seconds", b"sustained_seconds", "target_ci", b"target_ci", "warmup", b"warmup", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Repetitions: _TypeAlias = Repetitions  # noqa: Y015
+
+@_typing.final
+class SensorPolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAMPLE_HZ_FIELD_NUMBER: _builtins.int
+    IDLE_SECONDS_FIELD_NUMBER: _builtins.int
+    NOISY_PCT_FIELD_NUMBER: _builtins.int
+    COOLDOWN_C_FIELD_NUMBER: _builtins.int
+    COOLDOWN_MAX_SECONDS_FIELD_NUMBER: _builtins.int
+    sample_hz: _builtins.float
+    idle_seconds: _builtins.float
+    noisy_pct: _builtins.float
+    cooldown_c: _builtins.float
+    """wait until the hottest sensor is below this first"""
+    cooldown_max_seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        sample_hz: _builtins.float = ...,
+        idle_seconds: _builtins.float = ...,
+        noisy_pct: _builtins.float = ...,
         cooldown_c: _builtins.float | None = ...,
         cooldown_max_seconds: _builtins.float = ...,
-        idle_seconds: _builtins.float | None = ...,
-        sample_hz: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cooldown_c", b"_cooldown_c", "_idle_seconds", b"_idle_seconds", "cooldown_c", b"cooldown_c", "idle_seconds", b"idle_seconds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cooldown_c", b"_cooldown_c", "cooldown_c", b"cooldown_c"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cooldown_c", b"_cooldown_c", "_idle_seconds", b"_idle_seconds", "backend", b"backend", "cooldown_c", b"cooldown_c", "cooldown_max_seconds", b"cooldown_max_seconds", "flash_attn", b"flash_attn", "idle_seconds", b"idle_seconds", "max_reps", b"max_reps", "max_seconds", b"max_seconds", "n_batch", b"n_batch", "n_ctx", b"n_ctx", "n_depth", b"n_depth", "n_gen", b"n_gen", "n_gpu_layers", b"n_gpu_layers", "n_prompt", b"n_prompt", "n_ubatch", b"n_ubatch", "noisy_pct", b"noisy_pct", "provider", b"provider", "reps", b"reps", "sample_hz", b"sample_hz", "sustained_seconds", b"sustained_seconds", "threads", b"threads", "variant", b"variant", "warmup", b"warmup", "window_seconds", b"window_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cooldown_c", b"_cooldown_c", "cooldown_c", b"cooldown_c", "cooldown_max_seconds", b"cooldown_max_seconds", "idle_seconds", b"idle_seconds", "noisy_pct", b"noisy_pct", "sample_hz", b"sample_hz"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cooldown_c: _TypeAlias = _typing.Literal["cooldown_c"]  # noqa: Y015
     _WhichOneofArgType__cooldown_c: _TypeAlias = _typing.Literal["_cooldown_c", b"_cooldown_c"]  # noqa: Y015
-    _WhichOneofReturnType__idle_seconds: _TypeAlias = _typing.Literal["idle_seconds"]  # noqa: Y015
-    _WhichOneofArgType__idle_seconds: _TypeAlias = _typing.Literal["_idle_seconds", b"_idle_seconds"]  # noqa: Y015
-    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cooldown_c) -> _WhichOneofReturnType__cooldown_c | None: ...
-    @_typing.overload
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__idle_seconds) -> _WhichOneofReturnType__idle_seconds | None: ...
 
-Global___Workload: _TypeAlias = Workload  # noqa: Y015
+Global___SensorPolicy: _TypeAlias = SensorPolicy  # noqa: Y015
+
+@_typing.final
+class EngineSettings(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREADS_FIELD_NUMBER: _builtins.int
+    N_CTX_FIELD_NUMBER: _builtins.int
+    N_BATCH_FIELD_NUMBER: _builtins.int
+    N_UBATCH_FIELD_NUMBER: _builtins.int
+    N_GPU_LAYERS_FIELD_NUMBER: _builtins.int
+    FLASH_ATTN_FIELD_NUMBER: _builtins.int
+    REPACK_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    threads: _builtins.int
+    """0 = physical cores"""
+    n_ctx: _builtins.int
+    """0 = depth + prompt + generation rounded up"""
+    n_batch: _builtins.int
+    n_ubatch: _builtins.int
+    n_gpu_layers: _builtins.int
+    """unset: all on a GPU build, 0 on a CPU-only one"""
+    flash_attn: Global___FlashAttention.ValueType
+    repack: _builtins.bool
+    """unset: the engine's default"""
+    provider: _builtins.str
+    def __init__(
+        self,
+        *,
+        threads: _builtins.int = ...,
+        n_ctx: _builtins.int = ...,
+        n_batch: _builtins.int = ...,
+        n_ubatch: _builtins.int = ...,
+        n_gpu_layers: _builtins.int | None = ...,
+        flash_attn: Global___FlashAttention.ValueType = ...,
+        repack: _builtins.bool | None = ...,
+        provider: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_n_gpu_layers", b"_n_gpu_layers", "_repack", b"_repack", "n_gpu_layers", b"n_gpu_layers", "repack", b"repack"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_n_gpu_layers", b"_n_gpu_layers", "_repack", b"_repack", "flash_attn", b"flash_attn", "n_batch", b"n_batch", "n_ctx", b"n_ctx", "n_gpu_layers", b"n_gpu_layers", "n_ubatch", b"n_ubatch", "provider", b"provider", "repack", b"repack", "threads", b"threads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__n_gpu_layers: _TypeAlias = _typing.Literal["n_gpu_layers"]  # noqa: Y015
+    _WhichOneofArgType__n_gpu_layers: _TypeAlias = _typing.Literal["_n_gpu_layers", b"_n_gpu_layers"]  # noqa: Y015
+    _WhichOneofReturnType__repack: _TypeAlias = _typing.Literal["repack"]  # noqa: Y015
+    _WhichOneofArgType__repack: _TypeAlias = _typing.Literal["_repack", b"_repack"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__n_gpu_layers) -> _WhichOneofReturnType__n_gpu_layers | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__repack) -> _WhichOneofReturnType__repack | None: ...
+
+Global___EngineSettings: _TypeAlias = EngineSettings  # noqa: Y015
 
 @_typing.final
 class WorkRequest(_message.Message):

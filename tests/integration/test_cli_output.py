@@ -1,0 +1,119 @@
+"""What a person reads: the human output of every command that talks to a coordinator,
+against a real one on loopback with a real agent, after a job of several models, backends
+and variants (`--json` is tested beside it, in test_end_to_end)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Coordinator, enroll_agent, start_agent, stop, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def finished_job(
+    coordinator: Coordinator, tmp_path: Path, tiny_model: Path, tiny_onnx_export: Path
+) -> Iterator[str]:
+    home = tmp_path / "agent"
+    home.mkdir()
+    enroll_agent(coordinator, home, "bench-box")
+    agent = start_agent(home)
+    try:
+        wait_until(lambda: any(d["online"] for d in coordinator.api("/api/v1/devices")),
+                   what="the agent to come online")  # fmt: skip
+        done = coordinator.cli(
+            "jobs", "submit", "--model", str(tiny_model), "--model", str(tiny_onnx_export),
+            "--variant", "", "--variant", "Q8_0", "-p", "8", "-n", "4", "-r", "1",
+            "--warmup", "0", "--wait", "--timeout", "240",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        yield done.stdout.splitlines()[0]
+    finally:
+        stop(agent)
+
+
+def _said(text: str) -> str:
+    return " ".join(text.replace("│", " ").replace("┃", " ").split())
+
+
+def test_every_command_for_people(
+    coordinator: Coordinator, finished_job: str, tiny_model: Path, tiny_onnx_export: Path
+) -> None:
+    """One job, every reader of it (the job takes most of the time)."""
+    _jobs_list_and_show(coordinator, finished_job)
+    _devices(coordinator)
+    _results_export(coordinator, finished_job, [tiny_model.name, tiny_onnx_export.name])
+    _cancel_of_a_finished_job_changes_nothing(coordinator, finished_job)
+
+
+def _jobs_list_and_show(coordinator: Coordinator, finished_job: str) -> None:
+    listed = coordinator.cli("jobs", "list")
+    assert listed.returncode == 0, listed.stderr
+    said = _said(listed.stdout)
+    assert f"{finished_job[:8]} succeeded 3/3" in said
+    assert "tiny-llama" in said and "onnx" in said and "p8 n4" in said
+    assert "llama_cpp, onnx" in said and "as is, Q8_0" in said
+    for prefix in (finished_job[:8], finished_job[:4]):
+        shown = coordinator.cli("jobs", "show", prefix)
+        assert shown.returncode == 0, shown.stderr
+        said = _said(shown.stdout)
+        assert said.startswith(f"job {finished_job} · succeeded · 3/3 runs done")
+        assert said.count("succeeded llama_cpp") == 2 and "succeeded onnx as is" in said
+        assert "bench-box · tiny-llama" in said and "llama_cpp Q8_0" in said
+        assert "pp8" in said and "tg4" in said
+    missing = coordinator.cli("jobs", "show", "0000")
+    assert missing.returncode == 1 and "no job '0000'" in missing.stderr
+
+
+def _devices(coordinator: Coordinator) -> None:
+    listed = _said(coordinator.cli("devices", "list").stdout)
+    assert "bench-box online" in listed
+    device = coordinator.api("/api/v1/devices/bench-box")
+    for key in ("bench-box", device["id"][:6]):
+        shown = coordinator.cli("devices", "show", key)
+        assert shown.returncode == 0 and f"id: {device['id']}" in _said(shown.stdout)
+    assert coordinator.cli("devices", "show", "ghost").returncode == 1
+
+
+def _results_export(coordinator: Coordinator, finished_job: str, models: list[str]) -> None:
+    def export(*args: str) -> str:
+        done = coordinator.cli("results", "export", "--job", finished_job[:8], *args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    rows = list(csv.DictReader(io.StringIO(export())))  # csv by default: every field
+    assert len(rows) == 3 and "decode_tps_ci95" in rows[0]
+    assert {r["model"] for r in rows} == set(models)
+    assert sorted((r["backend"], r["variant"]) for r in rows)[:2] == [
+        ("llama_cpp", "F32"), ("llama_cpp", "Q8_0"),
+    ]  # fmt: skip
+    markdown = export("-o", "md").splitlines()
+    assert markdown[0].startswith("| device | model | size | backend | variant | th | test |")
+    assert len(markdown) == 2 + 2 * 3
+    for fmt in ("json", "jsonl"):
+        text = export("-o", fmt)
+        data = json.loads(text) if fmt == "json" else [json.loads(x) for x in text.splitlines()]
+        assert len(data) == 3 and all(d["model"] and d["rep_timings"] for d in data)
+    assert export("--device", "bench-box") and export("--format", "csv")  # hidden alias
+    nope = coordinator.cli("results", "export", "--job", "nope")
+    assert nope.returncode == 1 and "no job 'nope'" in nope.stderr
+    by_name = httpx.get(f"{coordinator.http}/api/v1/results", params={"device_id": "bench-box"})
+    assert len(by_name.json()) == 3
+    ghost = httpx.get(f"{coordinator.http}/api/v1/results", params={"device_id": "ghost"})
+    assert ghost.status_code == 404 and "no device 'ghost'" in ghost.text
+
+
+def _cancel_of_a_finished_job_changes_nothing(coordinator: Coordinator, finished_job: str) -> None:
+    cancelled = coordinator.cli("jobs", "cancel", finished_job[:8])
+    assert cancelled.returncode == 0
+    assert "had no unfinished runs; nothing was cancelled (now succeeded)" in cancelled.stderr
+    job = coordinator.api(f"/api/v1/jobs/{finished_job}")
+    assert job["state"] == "succeeded" and len(coordinator.api("/api/v1/results")) == 3
