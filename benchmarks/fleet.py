@@ -121,8 +121,10 @@ async def _session(
     call: Any, args: argparse.Namespace, stats: Stats, payloads: dict[int, pb.Metrics],
     measuring: Any, stop: asyncio.Event, first: bool,
 ) -> None:  # fmt: skip
-    hardware = pb.HardwareInfo(hostname="sim", cpu_model="Cortex-A76", cpu_cores_logical=4,
-                               ram_bytes=8 << 30, arch="aarch64", os="Linux")  # fmt: skip
+    identity = pb.DeviceIdentity(hostname="sim", cpu_model="Cortex-A76", cpu_cores_logical=4,
+                                 ram_bytes=8 << 30, arch="aarch64", os="Linux")  # fmt: skip
+    engines = pb.DeviceCapabilities(engines={"llama_cpp": "0.3.36"})
+    hardware = pb.HardwareInfo(identity=identity, capabilities=engines)
     await call.write(pb.AgentMessage(hello=pb.Hello(hardware=hardware)))
     if not (await call.read()).HasField("welcome"):
         return

@@ -27,7 +27,8 @@ def main(target: Path) -> None:
     enrolled = store.enroll(
         token=store.create_enrollment_token(),
         name="old-box",
-        hardware={"cpu_model": "old cpu", "arch": "x86_64", "engines": {"llama_cpp": "0.3.36"}},
+        # that commit's Store took the hardware as a flat dict
+        hardware={"cpu_model": "old cpu", "arch": "x86_64", "engines": {"llama_cpp": "0.3.36"}},  # type: ignore[arg-type]
         tags={},
     )
     spec = JobCreate.model_validate(
@@ -35,7 +36,7 @@ def main(target: Path) -> None:
          "n_batch": 256, "flash_attn": True, "noisy_pct": 5.0, "device": "old-box",
          "submitter": "carol"}
     )  # fmt: skip
-    job, _ = store.create_job(new_job(spec), plan_runs(spec, {SHA: "gguf"}), spec.selector)
+    job, _ = store.create_job(new_job(spec), plan_runs(spec, {SHA: "gguf"}), spec.selector)  # type: ignore[misc]
     store.close()
     credential = {"agent_id": enrolled.agent_id, "secret": enrolled.secret, "job_id": job.id}
     target.with_suffix(".json").write_text(json.dumps(credential, indent=2) + "\n")

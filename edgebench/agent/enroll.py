@@ -8,6 +8,7 @@ from edgebench.agent import hardware
 from edgebench.agent.credentials import Credential
 from edgebench.agent.session import channel_options
 from edgebench.errors import EdgebenchError
+from edgebench.proto.convert import to_message
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
 
@@ -20,8 +21,8 @@ def enroll(coordinator: str, token: str, *, name: str, tags: dict[str, str]) -> 
     snapshot = hardware.snapshot()
     request = pb.EnrollRequest(
         token=token,
-        name=name or str(snapshot["hostname"]),
-        hardware=pb.HardwareInfo(**snapshot),
+        name=name or snapshot.identity.hostname,
+        hardware=to_message(snapshot, pb.HardwareInfo()),
         tags=tags,
     )
     with grpc.insecure_channel(coordinator, options=channel_options()) as channel:

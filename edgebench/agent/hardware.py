@@ -5,13 +5,13 @@ from __future__ import annotations
 import platform
 import socket
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 from edgebench import __version__
 from edgebench.agent.backends import installed_engines
 from edgebench.agent.sensors import Roots, accelerator_of, detect_sources
+from edgebench.device import MAX_TEXT, DeviceCapabilities, DeviceIdentity, HardwareInfo
 
 
 def _cpu_model(procfs: Path) -> str:
@@ -35,21 +35,24 @@ def _os_release(etc: Path) -> str:
     return platform.platform()
 
 
-def snapshot(procfs: Path = Path("/proc"), etc: Path = Path("/etc")) -> dict[str, Any]:
+def snapshot(procfs: Path = Path("/proc"), etc: Path = Path("/etc")) -> HardwareInfo:
     freq = psutil.cpu_freq()
-    return {
-        "hostname": socket.gethostname(),
-        "cpu_model": _cpu_model(procfs),
-        "cpu_cores_physical": psutil.cpu_count(logical=False) or 0,
-        "cpu_cores_logical": psutil.cpu_count(logical=True) or 0,
-        "cpu_max_mhz": float(freq.max) if freq and freq.max else 0.0,
-        "ram_bytes": psutil.virtual_memory().total,
-        "os": platform.system(),
-        "os_release": _os_release(etc),
-        "kernel": platform.release(),
-        "arch": platform.machine(),
-        "python_version": platform.python_version(),
-        "accelerator": accelerator_of(detect_sources(Roots(procfs=procfs))),
-        "engines": installed_engines(),
-        "edgebench_version": __version__,
-    }
+    identity = DeviceIdentity(
+        hostname=socket.gethostname()[:MAX_TEXT],
+        cpu_model=_cpu_model(procfs)[:MAX_TEXT],
+        cpu_cores_physical=psutil.cpu_count(logical=False) or 0,
+        cpu_cores_logical=psutil.cpu_count(logical=True) or 0,
+        cpu_max_mhz=float(freq.max) if freq and freq.max else 0.0,
+        ram_bytes=psutil.virtual_memory().total,
+        os=platform.system(),
+        arch=platform.machine(),
+        accelerator=accelerator_of(detect_sources(Roots(procfs=procfs))),
+    )
+    capabilities = DeviceCapabilities(
+        engines=installed_engines(),
+        kernel=platform.release()[:MAX_TEXT],
+        os_release=_os_release(etc)[:MAX_TEXT],
+        python_version=platform.python_version(),
+        edgebench_version=__version__,
+    )
+    return HardwareInfo(identity=identity, capabilities=capabilities)

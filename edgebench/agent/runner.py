@@ -215,7 +215,7 @@ def _prepare_and_load(
 def environment_snapshot(backend: Backend, model_sha: str, run: _Run) -> dict[str, Any]:
     """Provenance: what ran, where, on what, with which build and settings."""
     return {
-        "hardware": hardware.snapshot(),
+        "hardware": hardware.snapshot().flat(),
         "engine": backend.name,
         "engine_version": backend.engine_version(),
         "engine_build": backend.build_info(),

@@ -28,7 +28,7 @@ from edgebench.agent.isolation import measure_in_child
 from edgebench.agent.outbox import Outbox
 from edgebench.errors import EdgebenchError
 from edgebench.measure.record import BenchResult
-from edgebench.proto.convert import from_message
+from edgebench.proto.convert import from_message, to_message
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
 from edgebench.protocol import AGENT_ID_KEY, AGENT_SECRET_KEY, MAX_MESSAGE_BYTES
@@ -162,7 +162,7 @@ class Agent:
             call = stub.Session(metadata=metadata(self.credential))
             pending = self.outbox.pending()
             hello = pb.Hello(
-                hardware=pb.HardwareInfo(**hardware.snapshot()),
+                hardware=to_message(hardware.snapshot(), pb.HardwareInfo()),
                 pending_result_ids=[result_id for result_id, _ in pending],
             )
             await call.write(pb.AgentMessage(hello=hello))

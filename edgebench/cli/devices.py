@@ -24,15 +24,18 @@ def list_devices(
     table = Table(title="Devices")
     for header in ("Name", "Status", "CPU", "Cores", "RAM GiB", "Arch", "Last seen (UTC)"):
         table.add_column(header)
+    table.add_column("Engines")
     for d in devices:
+        identity = d["identity"]
         table.add_row(
             d["name"],
             "online" if d["online"] else "offline",
-            d["cpu_model"],
-            f"{d['cpu_cores_physical']}/{d['cpu_cores_logical']}",
-            f"{d['ram_bytes'] / 2**30:.1f}",
-            d["arch"],
-            (d["last_seen_at"] or "never")[:19],
+            identity["cpu_model"],
+            f"{identity['cpu_cores_physical']}/{identity['cpu_cores_logical']}",
+            f"{identity['ram_bytes'] / 2**30:.1f}",
+            identity["arch"],
+            (d["last_seen_at"] or "never")[:19].replace("T", " "),
+            ", ".join(sorted(d["capabilities"]["engines"])) or "none",
         )
     out.print(table)
 
@@ -44,10 +47,23 @@ def show_device(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """One device's hardware snapshot."""
+    """One device: what it is, what it can run, its tags."""
     device = client(url, token).device(key)
     if as_json:
         print_json(device)
         return
-    for key_name, value in device.items():
-        out.print(f"{key_name:>20}: {value}", highlight=False)
+    status = "online" if device["online"] else "offline"
+    seen = (device["last_seen_at"] or "never")[:19].replace("T", " ")
+    out.print(f"{device['name']} · {status} · last seen {seen} UTC", highlight=False)
+    out.print(f"{'id':>20}: {device['id']}", highlight=False)
+    for section in ("identity", "capabilities"):
+        out.print(f"{section}:", highlight=False)
+        for name, value in device[section].items():
+            shown = (
+                ", ".join(f"{k} {v}" for k, v in value.items())
+                if isinstance(value, dict)
+                else value
+            )
+            out.print(f"{name:>20}: {shown if shown != '' else '-'}", highlight=False)
+    tags = ", ".join(f"{k}={v}" for k, v in device["tags"].items()) or "-"
+    out.print(f"{'tags':>20}: {tags}", highlight=False)

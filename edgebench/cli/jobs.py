@@ -183,6 +183,8 @@ def submit(
         "submitter": submitter or _user_name(),
     }
     job = api.submit_job(body)
+    for warning in job.get("warnings", []):
+        err.print(f"warning: {warning}", highlight=False)
     print(job["id"], flush=True)
     if wait:
         print_job_results(api, wait_for_job(api, job["id"], timeout))
@@ -274,6 +276,8 @@ def show(
         f"{_tests(job['spec'])} x {reps} · by {job['submitter']}",
         highlight=False,
     )
+    if job.get("waiting"):
+        out.print(f"waiting: {job['waiting']}", highlight=False)
     table = Table(title="Runs")
     for header in ("Run", "State", "Backend", "Variant", "Test", "Device", "Attempts", "Error"):
         table.add_column(header)

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from edgebench.coordinator.artifacts import ArtifactError, ArtifactFiles, check_sha256
@@ -19,11 +20,17 @@ from edgebench.dashboard import queries
 from edgebench.dashboard.api import StoreDep
 from edgebench.dashboard.schemas import JobCancelled, JobPublic
 
+# Declares the scheme in the OpenAPI document (Swagger UI's "Authorize"); the check is ours.
+bearer = HTTPBearer(auto_error=False, description="The admin token (EDGEBENCH_TOKEN).")
 
-def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+
+def require_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
+) -> None:
     store: Store = request.app.state.store
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token or not store.is_admin(token.strip()):
+    token = credentials.credentials.strip() if credentials else ""
+    if not token or not store.is_admin(token):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "admin token missing or wrong (set EDGEBENCH_TOKEN or pass --token)",
@@ -117,11 +124,11 @@ def create_job(body: JobCreate, request: Request, store: StoreDep) -> JobPublic:
         formats[sha] = artifact.format
     try:
         planned = plan_runs(body, formats)
-        created, _ = store.create_job(new_job(body), planned, body.selector)
+        created, _, warnings = store.create_job(new_job(body), planned, body.selector)
     except (JobSpecError, StoreError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     _dispatch_hook(request)()
-    return queries.job(store, created.id)
+    return queries.job(store, created.id).model_copy(update={"warnings": warnings})
 
 
 @router.post("/jobs/{job_id}/cancel")

@@ -44,7 +44,7 @@ from sqlalchemy.types import TypeEngine
 from sqlmodel import Session, col, select
 
 from edgebench.coordinator.errors import Conflict, StaleLease, StoreError
-from edgebench.coordinator.selectors import DeviceSelector, matches
+from edgebench.coordinator.selectors import DeviceSelector, can_run, matches
 from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunState, utcnow
 from edgebench.measure.record import FIELD_NAMES, implausibility
 
@@ -210,7 +210,7 @@ _out_of_backoff = or_(col(Run.not_before).is_(None), col(Run.not_before) <= bind
 _best_first = (col(Run.priority).desc(), col(Run.created_at))  # the order of ix_run_queue
 # what a claim reads of a queued run: the fields of _Queued, in order
 _QUEUED_COLUMNS = (col(Run.priority), col(Run.id), col(Run.created_at), col(Run.device_name),
-                   col(Run.selector_json))  # fmt: skip
+                   col(Run.selector_json), col(Run.backend))  # fmt: skip
 _POOL = (
     select_columns(*_QUEUED_COLUMNS)
     .where(_queued, col(Run.submitter) == bindparam("submitter"), _out_of_backoff)
@@ -555,9 +555,13 @@ class _Queued:
     created_at: datetime
     device_name: str | None
     selector_json: str
+    backend: str
 
     def fits(self, device: Device) -> bool:
+        """The device is one the job allows, and it has the run's engine installed."""
         if self.device_name is not None and self.device_name != device.name:
+            return False
+        if not can_run(device, self.backend):
             return False
         return self.selector_json == "{}" or matches(_selector(self.selector_json), device)
 

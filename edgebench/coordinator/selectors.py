@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edgebench.coordinator.tables import Device
+from edgebench.coordinator.tables import Device, capabilities_of, identity_of
+from edgebench.engines import ENGINES
 from edgebench.protocol import NAME_RE, TAG_RE
 
 GIB = 1024**3
@@ -62,18 +63,61 @@ class DeviceSelector(BaseModel):
 
 
 def matches(selector: DeviceSelector, device: Device) -> bool:
+    """Whether the selector allows the device (what it is; what it can run is
+    `can_run`)."""
     if selector.devices and device.name not in selector.devices:
         return False
-    if selector.arch and device.arch != selector.arch:
+    identity = identity_of(device)
+    if selector.arch and identity.arch != selector.arch:
         return False
-    if selector.accelerator and device.accelerator != selector.accelerator:
+    if selector.accelerator and identity.accelerator != selector.accelerator:
         return False
-    if selector.min_memory_gb is not None and device.ram_bytes < selector.min_memory_gb * GIB:
+    if selector.min_memory_gb is not None and identity.ram_bytes < selector.min_memory_gb * GIB:
         return False
     tags = device_tags(device)
     return all(tags.get(key) == value for key, value in selector.tags.items())
 
 
+def can_run(device: Device, backend: str) -> bool:
+    """Whether the device reported the engine installed when it last connected."""
+    return backend in capabilities_of(device).engines
+
+
 def device_tags(device: Device) -> dict[str, str]:
     loaded: Any = json.loads(device.tags_json or "{}")
     return {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+
+
+def fit_warnings(selector: DeviceSelector, backends: set[str], devices: list[Device]) -> list[str]:
+    """What a job with these engines meets among the enrolled devices: a warning when the
+    selector allows none of them now (the runs wait for one), a refusal (ValueError) when
+    it allows only devices that cannot run one of the engines."""
+    matched = [d for d in devices if matches(selector, d)]
+    if not matched:
+        return [f"no enrolled device matches {selector.describe()} now: its runs wait for one"]
+    for backend in sorted(backends):
+        if not any(can_run(d, backend) for d in matched):
+            names = ", ".join(d.name for d in matched[:5]) + (" ..." if len(matched) > 5 else "")
+            raise ValueError(
+                f"no device that matches {selector.describe()} can run {backend}: {names} "
+                f"reported no {backend} installed (pip install "
+                f"'edgebench[{ENGINES[backend].extra}]' there, then restart its agent)"
+            )
+    return []
+
+
+def why_waiting(
+    selector: DeviceSelector, pinned: str | None, backend: str, devices: list[Device],
+    online: set[str],
+) -> str:  # fmt: skip
+    """Why a queued run has not gone out, in words."""
+    allowed = [d for d in devices if (pinned is None or d.name == pinned) and matches(selector, d)]
+    wanted = f"device {pinned}" if pinned else selector.describe()
+    if not allowed:
+        return f"no enrolled device matches {wanted}"
+    capable = [d for d in allowed if can_run(d, backend)]
+    if not capable:
+        return f"no device matching {wanted} has {backend} installed"
+    if not any(d.id in online for d in capable):
+        return f"every device matching {wanted} that can run {backend} is offline"
+    return f"waiting for one of {len(capable)} matching device(s) to be idle"

@@ -30,7 +30,7 @@ from edgebench.coordinator.wire import (
     check_name,
     check_tags,
     check_uuid,
-    hardware_dict,
+    hardware_of,
     result_values,
 )
 from edgebench.coordinator.writer import StoreWriter
@@ -296,8 +296,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext
     ) -> pb.EnrollResponse:
         try:
-            name = check_name(request.name or request.hardware.hostname)
-            hardware = hardware_dict(request.hardware)
+            hardware = hardware_of(request.hardware)
+            name = check_name(request.name or hardware.identity.hostname)
             tags = check_tags(dict(request.tags))
         except WireError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -342,7 +342,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a session starts with hello")
         assert first is not None
         try:
-            hardware = hardware_dict(first.hello.hardware)
+            hardware = hardware_of(first.hello.hardware)
         except WireError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         seen = functools.partial(device_seen, agent=agent, hardware=hardware)

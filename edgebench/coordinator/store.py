@@ -35,7 +35,13 @@ from edgebench.coordinator.scheduler import (
     ResultIn,
     retry_delay,
 )
-from edgebench.coordinator.selectors import DeviceSelector, matches
+from edgebench.coordinator.selectors import (
+    DeviceSelector,
+    can_run,
+    fit_warnings,
+    matches,
+    why_waiting,
+)
 from edgebench.coordinator.tables import (
     Agent,
     Artifact,
@@ -46,9 +52,11 @@ from edgebench.coordinator.tables import (
     Run,
     RunState,
     Setting,
+    is_online,
     new_id,
     utcnow,
 )
+from edgebench.device import HardwareInfo
 
 ADMIN_TOKEN_KEY = "admin_token_sha256"
 # Every column of a fresh run that the multi-row insert must spell out.
@@ -190,7 +198,7 @@ class Store:
         return token
 
     def enroll(
-        self, *, token: str, name: str, hardware: dict[str, Any], tags: dict[str, str]
+        self, *, token: str, name: str, hardware: HardwareInfo, tags: dict[str, str]
     ) -> Enrollment:
         secret = secrets.token_urlsafe(32)
         with self.session(immediate=True) as s:
@@ -231,7 +239,7 @@ class Store:
             return None
         return agent
 
-    def agent_seen(self, agent: Agent, hardware: dict[str, Any] | None = None) -> Device:
+    def agent_seen(self, agent: Agent, hardware: HardwareInfo | None = None) -> Device:
         with self.writing() as s:
             return device_seen(s, agent, hardware)
 
@@ -265,16 +273,17 @@ class Store:
 
     def create_job(
         self, job: Job, planned: list[PlannedRun], selector: DeviceSelector | None = None
-    ) -> tuple[Job, list[str]]:
-        """Stores a job and its runs, all or nothing; returns the job and its run ids. With
-        `selector.every`, the matrix is repeated for each enrolled device that matches now,
-        each copy pinned to it. Everything is checked and the rows are built before the
-        write transaction, which then holds the database only for one multi-row insert
+    ) -> tuple[Job, list[str], list[str]]:
+        """Stores a job and its runs, all or nothing; returns the job, its run ids and
+        warnings for the submitter. With `selector.every`, the matrix is repeated for each
+        enrolled device that matches now, each copy pinned to it (with the runs that
+        device can run). Everything is checked and the rows are built before the write
+        transaction, which then holds the database only for one multi-row insert
         (dispatch rounds wait while it does)."""
         selector = selector or DeviceSelector()
-        pins = self._check_job(planned, selector)
+        pins, warnings = self._check_job(planned, selector)
         job.selector_json = selector.model_dump_json()
-        job.device_name = pins[0] if len(pins) == 1 else None
+        job.device_name = pins[0][0] if len(pins) == 1 else None
         # "every" copies are pinned to devices that matched; others are checked per claim
         loose = "{}" if selector.is_open() or selector.every else selector.model_dump_json()
         now = utcnow()
@@ -290,52 +299,84 @@ class Store:
                 "created_at": now,
                 **{name: getattr(p, name) for name in _PLANNED_FIELDS},
             }
-            for pin in pins
+            for pin, backends in pins
             for p in planned
+            if backends is None or p.backend in backends
         ]
         with self.writing() as s:
             s.add(job)
             s.flush()
             s.connection().execute(insert(Run), rows)
-        return job, [row["id"] for row in rows]
+        return job, [row["id"] for row in rows], warnings
 
-    def _check_job(self, planned: list[PlannedRun], selector: DeviceSelector) -> list[str | None]:
-        """Refuses a job that cannot run; returns the devices its copies are pinned to.
-        (Artifacts and devices are never deleted, so what is read here stays true.)"""
+    def _check_job(
+        self, planned: list[PlannedRun], selector: DeviceSelector
+    ) -> tuple[list[tuple[str | None, set[str] | None]], list[str]]:
+        """Refuses a job that cannot run; returns the devices its copies are pinned to
+        (with the engines each can run; None: any device, checked per claim) and
+        warnings. (Artifacts and devices are never deleted, so what is read here stays
+        true.)"""
         if not planned:
             raise StoreError("a job needs at least one run")
         with self.session() as s:
             for sha in {p.model_sha256 for p in planned}:
                 if s.get(Artifact, sha) is None:
                     raise StoreError(f"model {sha} was never uploaded")
-            if selector.devices:
-                named = col(Device.name).in_(selector.devices)
-                known = set(s.exec(select(Device.name).where(named)).all())
-                for name in selector.devices:
-                    if name not in known:
-                        raise StoreError(f"no device named {name!r} is enrolled")
-            devices = (
-                list(s.exec(select(Device).order_by(col(Device.name)))) if selector.every else []
-            )
-        pins = self._pins(selector, devices)
-        if len(planned) * len(pins) > MAX_RUNS_PER_JOB:
+            devices = list(s.exec(select(Device).order_by(col(Device.name))))
+        known = {d.name for d in devices}
+        for name in selector.devices:
+            if name not in known:
+                raise StoreError(f"no device named {name!r} is enrolled")
+        backends = {p.backend for p in planned}
+        try:
+            warnings = fit_warnings(selector, backends, devices)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
+        pins = self._pins(selector, devices, backends)
+        count = sum(
+            sum(1 for p in planned if able is None or p.backend in able) for _, able in pins
+        )
+        if count > MAX_RUNS_PER_JOB:
             raise StoreError(
-                f"the job expands to {len(planned) * len(pins)} runs on {len(pins)} devices;"
-                f" at most {MAX_RUNS_PER_JOB}"
+                f"the job expands to {count} runs on {len(pins)} devices; "
+                f"at most {MAX_RUNS_PER_JOB}"
             )
-        return pins
+        return pins, warnings
 
     @staticmethod
-    def _pins(selector: DeviceSelector, devices: list[Device]) -> list[str | None]:
-        """The device each copy of the matrix is pinned to; [None] = any matching one."""
+    def _pins(
+        selector: DeviceSelector, devices: list[Device], backends: set[str]
+    ) -> list[tuple[str | None, set[str] | None]]:
+        """The device each copy of the matrix is pinned to, with the engines it can run;
+        [(None, None)] = any matching device."""
         if selector.every:
-            pinned: list[str | None] = [d.name for d in devices if matches(selector, d)]
-            if not pinned:
+            matched = [d for d in devices if matches(selector, d)]
+            if not matched:
                 raise StoreError(f"no enrolled device matches: {selector.describe()}")
-            return pinned
+            able = [(d.name, {b for b in backends if can_run(d, b)}) for d in matched]
+            return [(name, runs) for name, runs in able if runs]
         if len(selector.devices) == 1:
-            return [selector.devices[0]]
-        return [None]
+            return [(selector.devices[0], None)]
+        return [(None, None)]
+
+    def waiting(self, job_id: str) -> str | None:
+        """Why the job's queued runs have not gone out, or None when none waits."""
+        with self.session() as s:
+            queued = s.exec(
+                select(Run.selector_json, Run.device_name, Run.backend)
+                .where(col(Run.job_id) == job_id, col(Run.state) == RunState.QUEUED)
+                .distinct()
+            ).all()
+            if not queued:
+                return None
+            job = s.get(Job, job_id)
+            devices = list(s.exec(select(Device)))
+        online = {d.id for d in devices if is_online(d)}
+        selector = DeviceSelector.model_validate_json(job.selector_json if job else "{}")
+        reasons = {
+            why_waiting(selector, pinned, backend, devices, online) for _, pinned, backend in queued
+        }
+        return "; ".join(sorted(reasons))
 
     def list_jobs(self, limit: int = 100) -> list[Job]:
         with self.session() as s:
@@ -499,14 +540,14 @@ class Store:
             return scheduler.reap_expired(s, self.retry_base_seconds)
 
 
-def device_seen(s: Session, agent: Agent, hardware: dict[str, Any] | None = None) -> Device:
+def device_seen(s: Session, agent: Agent, hardware: HardwareInfo | None = None) -> Device:
     """A session opened: the device's hardware snapshot is refreshed (in the caller's
     transaction: the writer runs it with the rest of its batch)."""
     now = utcnow()
     device = s.get(Device, agent.device_id, populate_existing=True)
     if device is None:
         raise NotFound("the agent's device is gone")
-    if hardware:
+    if hardware is not None:
         _apply_hardware(device, hardware)
     device.last_seen_at = now
     s.add(device)
@@ -515,26 +556,6 @@ def device_seen(s: Session, agent: Agent, hardware: dict[str, Any] | None = None
     return device
 
 
-_HARDWARE_FIELDS = (
-    "hostname",
-    "cpu_model",
-    "cpu_cores_physical",
-    "cpu_cores_logical",
-    "cpu_max_mhz",
-    "ram_bytes",
-    "os",
-    "os_release",
-    "kernel",
-    "arch",
-    "python_version",
-    "accelerator",
-    "edgebench_version",
-)
-
-
-def _apply_hardware(device: Device, hardware: dict[str, Any]) -> None:
-    for name in _HARDWARE_FIELDS:
-        if name in hardware:
-            setattr(device, name, hardware[name])
-    if "engines" in hardware:
-        device.engines_json = json.dumps(dict(hardware["engines"]), sort_keys=True)
+def _apply_hardware(device: Device, hardware: HardwareInfo) -> None:
+    device.identity_json = hardware.identity.model_dump_json()
+    device.capabilities_json = hardware.capabilities.model_dump_json()

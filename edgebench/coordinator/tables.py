@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 
 from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text
 from sqlmodel import Field, SQLModel, col
+
+from edgebench.device import DeviceCapabilities, DeviceIdentity
 
 
 def new_id() -> str:
@@ -40,21 +43,10 @@ class Setting(SQLModel, table=True):
 class Device(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True)
     name: str = Field(index=True, unique=True)
-    hostname: str = ""
-    cpu_model: str = ""
-    cpu_cores_physical: int = 0
-    cpu_cores_logical: int = 0
-    cpu_max_mhz: float = 0.0
-    ram_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
-    os: str = ""
-    os_release: str = ""
-    kernel: str = ""
-    arch: str = ""
-    python_version: str = ""
-    accelerator: str = ""
-    engines_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    # edgebench.device's two shapes, as the agent last sent them (checked JSON)
+    identity_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    capabilities_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     tags_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
-    edgebench_version: str = ""
     contributor: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     last_seen_at: datetime | None = None
@@ -195,3 +187,29 @@ Index(
     col(Run.priority).desc(),
     col(Run.created_at),
 )
+
+
+@functools.lru_cache(maxsize=4096)
+def _identity(text: str) -> DeviceIdentity:
+    return DeviceIdentity.model_validate_json(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _capabilities(text: str) -> DeviceCapabilities:
+    return DeviceCapabilities.model_validate_json(text)
+
+
+def identity_of(device: Device) -> DeviceIdentity:
+    """What the device is (parsed once per distinct text: claims read it per candidate)."""
+    return _identity(device.identity_json or "{}")
+
+
+def capabilities_of(device: Device) -> DeviceCapabilities:
+    return _capabilities(device.capabilities_json or "{}")
+
+
+ONLINE_WITHIN = timedelta(seconds=30)  # a device heard from within this is online
+
+
+def is_online(device: Device) -> bool:
+    return device.last_seen_at is not None and utcnow() - device.last_seen_at < ONLINE_WITHIN

@@ -8,7 +8,11 @@ import re
 import uuid
 from typing import Any
 
+from pydantic import ValidationError
+
+from edgebench.device import HardwareInfo
 from edgebench.measure.record import FIELD_NAMES, NULLABLE_FIELDS, RepTiming
+from edgebench.proto.convert import from_message
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.protocol import NAME_RE, TAG_RE
 
@@ -50,20 +54,14 @@ def check_tags(tags: dict[str, str]) -> dict[str, str]:
     return dict(tags)
 
 
-def hardware_dict(hw: pb.HardwareInfo) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for field in hw.DESCRIPTOR.fields:
-        value = getattr(hw, field.name)
-        if isinstance(value, str) and len(value) > MAX_TEXT:
-            raise WireError(f"hardware field {field.name} is too long")
-        if isinstance(value, (int, float)) and value < 0:
-            raise WireError(f"hardware field {field.name} cannot be negative")
-        values[field.name] = value
-    engines = dict(hw.engines)
-    if len(engines) > MAX_TAGS or any(len(k) + len(v) > MAX_TEXT for k, v in engines.items()):
-        raise WireError("hardware engines list is too large")
-    values["engines"] = engines
-    return values
+def hardware_of(message: pb.HardwareInfo) -> HardwareInfo:
+    """What a device says it is and can run, checked (lengths, signs, sizes)."""
+    try:
+        return from_message(message, HardwareInfo)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        raise WireError(f"hardware field {where}: {problem['msg']}") from None
 
 
 def result_values(metrics: pb.Metrics) -> tuple[dict[str, Any], list[RepTiming]]:

@@ -6,6 +6,7 @@ import html
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -13,13 +14,27 @@ from edgebench import __version__
 from edgebench.coordinator.store import Ambiguous, NotFound
 from edgebench.dashboard import api, pages
 
+STATIC = Path(__file__).parent / "static"
+SWAGGER_UI_VERSION = "5.35.0"  # static/swagger-ui/README.md says where it comes from
+
 
 def create_app() -> FastAPI:
     """The read-only dashboard; the coordinator adds its admin routes and state."""
-    app = FastAPI(title="edgebench", version=__version__, docs_url="/docs")
+    app = FastAPI(title="edgebench", version=__version__, docs_url=None, redoc_url=None)
     app.include_router(api.router)
     app.include_router(pages.router)
-    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """Swagger UI from the package's own copy: the page works without internet."""
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="edgebench API",
+            swagger_js_url=f"/static/swagger-ui/swagger-ui-bundle.js?v={SWAGGER_UI_VERSION}",
+            swagger_css_url=f"/static/swagger-ui/swagger-ui.css?v={SWAGGER_UI_VERSION}",
+            swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
+        )
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> Response:

@@ -28,7 +28,8 @@ def jobs(store: Store, limit: int = 100) -> list[JobPublic]:
 
 def job(store: Store, job_id: str) -> JobPublic:
     found = store.get_job(job_id)
-    return JobPublic.of(found, store.runs_of(found.id), _device_names(store), store.artifacts())
+    public = JobPublic.of(found, store.runs_of(found.id), _device_names(store), store.artifacts())
+    return public.model_copy(update={"waiting": store.waiting(found.id)})
 
 
 def results(

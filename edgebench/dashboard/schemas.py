@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 
-from edgebench.coordinator.tables import Artifact, Device, Job, Result, Run, RunState, utcnow
+from edgebench.coordinator.tables import (
+    Artifact,
+    Device,
+    Job,
+    Result,
+    Run,
+    RunState,
+    capabilities_of,
+    identity_of,
+    is_online,
+)
+from edgebench.device import DeviceCapabilities, DeviceIdentity
 from edgebench.measure.packing import unpack_reps
 from edgebench.measure.record import FIELD_NAMES
-
-ONLINE_WITHIN = timedelta(seconds=30)
 
 
 class DevicePublic(BaseModel):
@@ -20,32 +29,22 @@ class DevicePublic(BaseModel):
     name: str
     online: bool
     last_seen_at: datetime | None
-    hostname: str
-    cpu_model: str
-    cpu_cores_physical: int
-    cpu_cores_logical: int
-    cpu_max_mhz: float
-    ram_bytes: int
-    os: str
-    os_release: str
-    kernel: str
-    arch: str
-    python_version: str
-    accelerator: str
-    engines: dict[str, str]
+    identity: DeviceIdentity  # what the device is
+    capabilities: DeviceCapabilities  # what it had installed when it last connected
     tags: dict[str, str]
     contributor: bool
-    edgebench_version: str
 
     @classmethod
     def of(cls, device: Device) -> DevicePublic:
-        data = device.model_dump(exclude={"engines_json", "tags_json", "created_at"})
-        online = device.last_seen_at is not None and utcnow() - device.last_seen_at < ONLINE_WITHIN
         return cls(
-            **data,
-            online=online,
-            engines=json.loads(device.engines_json),
+            id=device.id,
+            name=device.name,
+            online=is_online(device),
+            last_seen_at=device.last_seen_at,
+            identity=identity_of(device),
+            capabilities=capabilities_of(device),
             tags=json.loads(device.tags_json),
+            contributor=device.contributor,
         )
 
 
@@ -96,6 +95,8 @@ class JobPublic(BaseModel):
     priority: int
     submitter: str
     runs: list[RunPublic]
+    waiting: str | None = None  # why queued runs have not gone out
+    warnings: list[str] = []  # said once, when the job is submitted
 
     @classmethod
     def of(

@@ -34,6 +34,8 @@ def to_message(model: BaseModel, message: MessageT) -> MessageT:
         elif isinstance(value, Enum):
             prefix = enum_prefix(field.enum_type.name)
             setattr(message, name, field.enum_type.values_by_name[prefix + value.name].number)
+        elif isinstance(value, dict):
+            getattr(message, name).update(value)
         elif isinstance(value, (list, tuple)):
             getattr(message, name).extend(value)
         else:
@@ -55,7 +57,9 @@ def _values(message: Message, model_type: type[BaseModel]) -> dict[str, Any]:
         value = getattr(message, name)
         if _has_presence(field) and not message.HasField(name):
             continue
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
+        if _is_map(field):
+            values[name] = dict(value)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
             nested = info.annotation
             assert isinstance(nested, type) and issubclass(nested, BaseModel)
             values[name] = _values(value, nested)
@@ -69,6 +73,12 @@ def _values(message: Message, model_type: type[BaseModel]) -> dict[str, Any]:
         else:
             values[name] = value
     return values
+
+
+def _is_map(field: Any) -> bool:
+    return bool(
+        field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+    )
 
 
 def _is_repeated(field: Any) -> bool:

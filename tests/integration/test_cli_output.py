@@ -52,6 +52,21 @@ def test_every_command_for_people(
     _devices(coordinator)
     _results_export(coordinator, finished_job, [tiny_model.name, tiny_onnx_export.name])
     _cancel_of_a_finished_job_changes_nothing(coordinator, finished_job)
+    _a_job_no_device_matches(coordinator, tiny_model)
+
+
+def _a_job_no_device_matches(coordinator: Coordinator, model: Path) -> None:
+    small = ("--model", str(model), "-p", "8", "-n", "4", "-r", "1")
+    queued = coordinator.cli("jobs", "submit", *small, "--arch", "riscv64")
+    assert queued.returncode == 0, queued.stderr
+    assert "warning: no enrolled device matches arch riscv64 now" in queued.stderr
+    shown = _said(coordinator.cli("jobs", "show", queued.stdout.strip()).stdout)
+    assert "waiting: no enrolled device matches arch riscv64" in shown
+    page = httpx.get(f"{coordinator.http}/jobs/{queued.stdout.strip()}", timeout=10).text
+    assert "Waiting: no enrolled device matches arch riscv64" in page
+    refused = coordinator.cli("jobs", "submit", *small, "--device", "bench-box",
+                              "--backend", "onnx")  # fmt: skip
+    assert refused.returncode == 1 and "backend onnx needs a onnx model" in refused.stderr
 
 
 def _jobs_list_and_show(coordinator: Coordinator, finished_job: str) -> None:

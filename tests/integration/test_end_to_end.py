@@ -68,7 +68,8 @@ def test_job_runs_end_to_end(coordinator: Coordinator, agent: Path, tiny_model: 
     assert [j["id"] for j in listed] == [job_id]
     devices = json.loads(coordinator.cli("devices", "list", "--json").stdout)
     assert devices[0]["name"] == "bench-box" and devices[0]["tags"] == {"rack": "a1"}
-    assert devices[0]["engines"].get("llama_cpp")
+    assert devices[0]["capabilities"]["engines"].get("llama_cpp")
+    assert devices[0]["identity"]["cpu_cores_logical"] > 0
 
     exported = coordinator.cli("results", "export", "-o", "csv", "--job", job_id)
     rows = list(csv.DictReader(io.StringIO(exported.stdout)))

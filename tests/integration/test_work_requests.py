@@ -30,7 +30,9 @@ class RawAgent:
         self.call: Any = stub.Session(metadata=meta)
 
     async def open(self) -> None:
-        await self.call.write(pb.AgentMessage(hello=pb.Hello(hardware=pb.HardwareInfo())))
+        capabilities = pb.DeviceCapabilities(engines={"llama_cpp": "0.3.36"})
+        hardware = pb.HardwareInfo(capabilities=capabilities)
+        await self.call.write(pb.AgentMessage(hello=pb.Hello(hardware=hardware)))
         assert (await self.call.read()).HasField("welcome")
 
     async def ask(self, request_id: str) -> None:

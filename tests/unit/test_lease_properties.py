@@ -16,9 +16,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from edgebench.coordinator.jobspec import plan_runs
 from edgebench.coordinator.store import MAX_ATTEMPTS, Store, StoreError
 from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunState
+from edgebench.device import HardwareInfo
 from edgebench.measure.packing import pack_reps
 from edgebench.measure.record import RepTiming, summarize
 from tests.conftest import job_spec
+
+CAPABLE = HardwareInfo.from_flat({"engines": {"llama_cpp": "0.3.36"}})
 
 SHA = "c" * 64
 AGENTS = 2  # few agents: the same agent often holds a run again under a new epoch
@@ -40,13 +43,13 @@ class LeaseMachine(RuleBasedStateMachine):
                            retry_base_seconds=0.0)  # fmt: skip
         self.store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
         spec = job_spec(models=[SHA], n_prompt=[8, 16], n_gen=[3], reps=1)
-        self.job, self.run_ids = self.store.create_job(
+        self.job, self.run_ids, _ = self.store.create_job(
             Job(spec_json=spec.model_dump_json()), plan_runs(spec, {SHA: "gguf"})
         )
         self.agents: list[tuple[Agent, Device]] = []
         for i in range(AGENTS):
             enrollment = self.store.enroll(token=self.store.create_enrollment_token(),
-                                           name=f"a{i}", hardware={}, tags={})  # fmt: skip
+                                           name=f"a{i}", hardware=CAPABLE, tags={})  # fmt: skip
             agent = self.store.authenticate_agent(enrollment.agent_id, enrollment.secret)
             assert agent is not None
             self.agents.append((agent, self.store.get_device(f"a{i}")))

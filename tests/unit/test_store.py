@@ -24,11 +24,13 @@ from edgebench.coordinator.store import (
     StoreError,
 )
 from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunState, utcnow
+from edgebench.device import HardwareInfo
 from edgebench.measure.packing import pack_reps
 from edgebench.measure.record import RepTiming, summarize
 from tests.conftest import job_spec
 
 SHA = "b" * 64
+ENGINES = {"llama_cpp": "0.3.36"}  # a device that can run the runs these tests queue
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -50,7 +52,7 @@ def _agent(
     enrollment = store.enroll(
         token=store.create_enrollment_token(),
         name=name,
-        hardware={"cpu_model": "test", **hardware},
+        hardware=HardwareInfo.from_flat({"cpu_model": "test", "engines": ENGINES, **hardware}),
         tags=tags or {},
     )
     agent = store.authenticate_agent(enrollment.agent_id, enrollment.secret)
@@ -62,7 +64,7 @@ def _job(store: Store, device: str | None = None, n_gen: int = 3, **options: Any
     store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
     options.setdefault("n_prompt", [8])
     spec = job_spec(models=[SHA], n_gen=[n_gen], reps=1, device=device, **options)
-    job, _ = store.create_job(new_job(spec), plan_runs(spec, {SHA: "gguf"}), spec.selector)
+    job, _, _ = store.create_job(new_job(spec), plan_runs(spec, {SHA: "gguf"}), spec.selector)
     return job
 
 
@@ -94,12 +96,12 @@ def _values() -> tuple[dict[str, object], bytes]:
 
 def test_enrollment_token_is_single_use_and_expires(store: Store) -> None:
     token = store.create_enrollment_token()
-    store.enroll(token=token, name="a", hardware={}, tags={})
+    store.enroll(token=token, name="a", hardware=HardwareInfo(), tags={})
     with pytest.raises(StoreError, match="already used"):
-        store.enroll(token=token, name="b", hardware={}, tags={})
+        store.enroll(token=token, name="b", hardware=HardwareInfo(), tags={})
     expired = store.create_enrollment_token(expires_at=utcnow() - timedelta(seconds=1))
     with pytest.raises(StoreError, match="expired"):
-        store.enroll(token=expired, name="c", hardware={}, tags={})
+        store.enroll(token=expired, name="c", hardware=HardwareInfo(), tags={})
     assert [d.name for d in store.list_devices()] == ["a"]
     assert store.authenticate_agent(store.list_devices()[0].id, "wrong") is None
 
@@ -677,3 +679,41 @@ def _wait_for_a_lock_wait(connection: Any) -> None:
         assert time.monotonic() < deadline, "the touch never waited for the locked run"
         time.sleep(0.01)
     connection.rollback()
+
+
+def test_runs_go_only_to_devices_that_have_their_engine(store: Store) -> None:
+    """An agent installed without an engine reports none: it gets no run of that engine,
+    however idle, while a device that has it takes them all."""
+    job = _job(store, n_prompt=[1, 2])
+    bare = _agent(store, "bare", engines={})
+    assert _claims(store, bare) is None
+    assert store.waiting(job.id) == "no device matching any device has llama_cpp installed"
+    able = _agent(store, "able")
+    assert store.waiting(job.id) == (
+        "every device matching any device that can run llama_cpp is offline"
+    )
+    store.agent_seen(able[0])
+    assert store.waiting(job.id) == "waiting for one of 1 matching device(s) to be idle"
+    taken = _claims(store, able)
+    assert taken is not None and taken.device_id == able[1].id
+    assert _claims(store, bare) is None
+
+
+def test_submit_refuses_a_selector_of_incapable_devices_and_warns_of_none(store: Store) -> None:
+    store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=10, fmt="gguf")
+    _agent(store, "bare", engines={"onnx": "1.20"})
+    pinned = job_spec(models=[SHA], n_prompt=[8], device="bare")
+    with pytest.raises(StoreError, match=r"device in bare can run llama_cpp: bare reported no"):
+        store.create_job(new_job(pinned), plan_runs(pinned, {SHA: "gguf"}), pinned.selector)
+    nowhere = job_spec(models=[SHA], n_prompt=[8], selector={"arch": "aarch64"})
+    job, runs, warnings = store.create_job(
+        new_job(nowhere), plan_runs(nowhere, {SHA: "gguf"}), nowhere.selector
+    )
+    assert len(runs) == 1 and warnings == [
+        "no enrolled device matches arch aarch64 now: its runs wait for one"
+    ]
+    assert store.waiting(job.id) == "no enrolled device matches arch aarch64"
+    _agent(store, "able")
+    every = job_spec(models=[SHA], n_prompt=[8], selector={"every": True})
+    job, runs, _ = store.create_job(new_job(every), plan_runs(every, {SHA: "gguf"}), every.selector)
+    assert [run.device_name for run in store.runs_of(job.id)] == ["able"]  # not "bare"

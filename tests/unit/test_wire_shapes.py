@@ -11,13 +11,15 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor
 from pydantic import BaseModel
 
+from edgebench.device import DeviceCapabilities, DeviceIdentity, HardwareInfo
 from edgebench.proto.convert import enum_prefix, from_message, to_message
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.workload import SECTIONS, FlashAttention, RunSpec, Workload
 
-PAIRS = [(RunSpec, pb.RunSpec), (Workload, pb.Workload)] + [
-    (model, getattr(pb, model.__name__)) for model in SECTIONS.values()
-]
+MODELS: list[type[BaseModel]] = [
+    RunSpec, Workload, *SECTIONS.values(), HardwareInfo, DeviceIdentity, DeviceCapabilities
+]  # fmt: skip
+PAIRS = [(model, getattr(pb, model.__name__)) for model in MODELS]
 
 
 def _plain(annotation: Any) -> tuple[Any, bool]:
@@ -36,7 +38,9 @@ def test_message_mirrors_model(model: type[BaseModel], message: Any) -> None:
     for name, info in model.model_fields.items():
         field: Any = fields[name]
         kind, nullable = _plain(info.annotation)
-        if typing.get_origin(kind) is list:
+        if typing.get_origin(kind) is dict:
+            assert field.message_type.GetOptions().map_entry, name
+        elif typing.get_origin(kind) is list:
             assert field.is_repeated, name
         elif isinstance(kind, type) and issubclass(kind, BaseModel):
             assert field.type == FieldDescriptor.TYPE_MESSAGE, name
@@ -73,3 +77,20 @@ def test_a_hostile_spec_is_refused_with_the_field() -> None:
     bad.workload.engine.provider = "../../bin/sh"
     with pytest.raises(ValidationError, match="provider"):
         from_message(bad, RunSpec)
+
+
+def test_hardware_survives_the_wire_and_bad_values_are_named() -> None:
+    from edgebench.coordinator.wire import WireError, hardware_of
+
+    flat = {"cpu_model": "Cortex-A76", "ram_bytes": 8 << 30,
+            "engines": {"llama_cpp": "0.3.36"}, "kernel": "6.6"}  # fmt: skip
+    sent = HardwareInfo.from_flat(flat)
+    assert hardware_of(to_message(sent, pb.HardwareInfo())) == sent
+    bad = to_message(sent, pb.HardwareInfo())
+    bad.identity.cpu_cores_physical = -4
+    with pytest.raises(WireError, match=r"identity\.cpu_cores_physical"):
+        hardware_of(bad)
+    bad = to_message(sent, pb.HardwareInfo())
+    bad.capabilities.engines.update({f"e{i}": "1" for i in range(40)})
+    with pytest.raises(WireError, match="at most 32 engines"):
+        hardware_of(bad)

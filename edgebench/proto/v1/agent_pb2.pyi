@@ -46,7 +46,84 @@ Global___FlashAttention: _TypeAlias = FlashAttention  # noqa: Y015
 
 @_typing.final
 class HardwareInfo(_message.Message):
-    """---- enrollment -------------------------------------------------------------------"""
+    """---- enrollment -------------------------------------------------------------------
+
+    What a device is and what it can run; mirrors edgebench/device.py field for field.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def identity(self) -> Global___DeviceIdentity: ...
+    @_builtins.property
+    def capabilities(self) -> Global___DeviceCapabilities: ...
+    def __init__(
+        self,
+        *,
+        identity: Global___DeviceIdentity | None = ...,
+        capabilities: Global___DeviceCapabilities | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "identity", b"identity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "identity", b"identity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HardwareInfo: _TypeAlias = HardwareInfo  # noqa: Y015
+
+@_typing.final
+class DeviceIdentity(_message.Message):
+    """What the device is: changes only with the hardware."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOSTNAME_FIELD_NUMBER: _builtins.int
+    CPU_MODEL_FIELD_NUMBER: _builtins.int
+    CPU_CORES_PHYSICAL_FIELD_NUMBER: _builtins.int
+    CPU_CORES_LOGICAL_FIELD_NUMBER: _builtins.int
+    CPU_MAX_MHZ_FIELD_NUMBER: _builtins.int
+    RAM_BYTES_FIELD_NUMBER: _builtins.int
+    OS_FIELD_NUMBER: _builtins.int
+    ARCH_FIELD_NUMBER: _builtins.int
+    ACCELERATOR_FIELD_NUMBER: _builtins.int
+    hostname: _builtins.str
+    cpu_model: _builtins.str
+    cpu_cores_physical: _builtins.int
+    cpu_cores_logical: _builtins.int
+    cpu_max_mhz: _builtins.float
+    ram_bytes: _builtins.int
+    os: _builtins.str
+    """e.g. "Linux" """
+    arch: _builtins.str
+    """e.g. "x86_64", "aarch64" """
+    accelerator: _builtins.str
+    """"cuda", "none" """
+    def __init__(
+        self,
+        *,
+        hostname: _builtins.str = ...,
+        cpu_model: _builtins.str = ...,
+        cpu_cores_physical: _builtins.int = ...,
+        cpu_cores_logical: _builtins.int = ...,
+        cpu_max_mhz: _builtins.float = ...,
+        ram_bytes: _builtins.int = ...,
+        os: _builtins.str = ...,
+        arch: _builtins.str = ...,
+        accelerator: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "arch", b"arch", "cpu_cores_logical", b"cpu_cores_logical", "cpu_cores_physical", b"cpu_cores_physical", "cpu_max_mhz", b"cpu_max_mhz", "cpu_model", b"cpu_model", "hostname", b"hostname", "os", b"os", "ram_bytes", b"ram_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeviceIdentity: _TypeAlias = DeviceIdentity  # noqa: Y015
+
+@_typing.final
+class DeviceCapabilities(_message.Message):
+    """What it has installed now: may change on any connection."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -70,36 +147,15 @@ class HardwareInfo(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-    HOSTNAME_FIELD_NUMBER: _builtins.int
-    CPU_MODEL_FIELD_NUMBER: _builtins.int
-    CPU_CORES_PHYSICAL_FIELD_NUMBER: _builtins.int
-    CPU_CORES_LOGICAL_FIELD_NUMBER: _builtins.int
-    CPU_MAX_MHZ_FIELD_NUMBER: _builtins.int
-    RAM_BYTES_FIELD_NUMBER: _builtins.int
-    OS_FIELD_NUMBER: _builtins.int
-    OS_RELEASE_FIELD_NUMBER: _builtins.int
-    KERNEL_FIELD_NUMBER: _builtins.int
-    ARCH_FIELD_NUMBER: _builtins.int
-    PYTHON_VERSION_FIELD_NUMBER: _builtins.int
-    ACCELERATOR_FIELD_NUMBER: _builtins.int
     ENGINES_FIELD_NUMBER: _builtins.int
+    KERNEL_FIELD_NUMBER: _builtins.int
+    OS_RELEASE_FIELD_NUMBER: _builtins.int
+    PYTHON_VERSION_FIELD_NUMBER: _builtins.int
     EDGEBENCH_VERSION_FIELD_NUMBER: _builtins.int
-    hostname: _builtins.str
-    cpu_model: _builtins.str
-    cpu_cores_physical: _builtins.int
-    cpu_cores_logical: _builtins.int
-    cpu_max_mhz: _builtins.float
-    ram_bytes: _builtins.int
-    os: _builtins.str
-    """e.g. "Linux" """
+    kernel: _builtins.str
     os_release: _builtins.str
     """e.g. "Debian GNU/Linux 12 (bookworm)" """
-    kernel: _builtins.str
-    arch: _builtins.str
-    """e.g. "x86_64", "aarch64" """
     python_version: _builtins.str
-    accelerator: _builtins.str
-    """empty when none was found"""
     edgebench_version: _builtins.str
     @_builtins.property
     def engines(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -108,28 +164,19 @@ class HardwareInfo(_message.Message):
     def __init__(
         self,
         *,
-        hostname: _builtins.str = ...,
-        cpu_model: _builtins.str = ...,
-        cpu_cores_physical: _builtins.int = ...,
-        cpu_cores_logical: _builtins.int = ...,
-        cpu_max_mhz: _builtins.float = ...,
-        ram_bytes: _builtins.int = ...,
-        os: _builtins.str = ...,
-        os_release: _builtins.str = ...,
-        kernel: _builtins.str = ...,
-        arch: _builtins.str = ...,
-        python_version: _builtins.str = ...,
-        accelerator: _builtins.str = ...,
         engines: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        kernel: _builtins.str = ...,
+        os_release: _builtins.str = ...,
+        python_version: _builtins.str = ...,
         edgebench_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "arch", b"arch", "cpu_cores_logical", b"cpu_cores_logical", "cpu_cores_physical", b"cpu_cores_physical", "cpu_max_mhz", b"cpu_max_mhz", "cpu_model", b"cpu_model", "edgebench_version", b"edgebench_version", "engines", b"engines", "hostname", b"hostname", "kernel", b"kernel", "os", b"os", "os_release", b"os_release", "python_version", b"python_version", "ram_bytes", b"ram_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edgebench_version", b"edgebench_version", "engines", b"engines", "kernel", b"kernel", "os_release", b"os_release", "python_version", b"python_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___HardwareInfo: _TypeAlias = HardwareInfo  # noqa: Y015
+Global___DeviceCapabilities: _TypeAlias = DeviceCapabilities  # noqa: Y015
 
 @_typing.final
 class EnrollRequest(_message.Message):
