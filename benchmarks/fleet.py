@@ -42,10 +42,12 @@ from sqlalchemy import create_engine, text
 from edgebench.agent.session import channel_options, metrics_message
 from edgebench.cli.client import CoordinatorClient
 from edgebench.coordinator.tables import RunState
+from edgebench.dashboard.models import JobCreate
 from edgebench.measure.record import RepTiming, summarize
 from edgebench.modelgen import TinyLlamaSpec, cached_tiny_llama
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
+from edgebench.workload import Workload
 
 HERE = Path(__file__).resolve().parent
 ADMIN_TOKEN = "eba_fleet_benchmark"
@@ -268,13 +270,14 @@ async def enroll_all(address: str, tokens: list[str]) -> list[dict[str, str]]:
         return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens))))
 
 
-def job_body(sha: str, runs: int) -> dict[str, Any]:
+def job_body(sha: str, runs: int) -> JobCreate:
     """A job of `runs` runs (100 or 1000: 10 generation lengths x 10 prompts x 1 or 10
     depths) from one of three submitters."""
     depths = N_DEPTH[: runs // (len(N_GEN) * len(N_PROMPT))]
-    tests = {"n_prompt": N_PROMPT, "n_gen": N_GEN, "n_depth": depths}
-    return {"models": [sha], "workload": {"tests": tests, "repetitions": {"reps": REPS}},
-            "submitter": random.choice(["ann", "bob", "cy"])}  # fmt: skip
+    workload = Workload.from_flat(
+        {"n_prompt": N_PROMPT, "n_gen": N_GEN, "n_depth": depths, "reps": REPS}
+    )
+    return JobCreate(models=[sha], workload=workload, submitter=random.choice(["ann", "bob", "cy"]))
 
 
 @dataclass(frozen=True)
@@ -354,7 +357,7 @@ def report(
         HERE / ".data" / "models",
         TinyLlamaSpec(n_embd=64, n_layer=1, n_head=2, n_head_kv=2, n_ff=128),
     )
-    sha = str(api.upload_model(model, "gguf")["sha256"])
+    sha = api.upload_model(model, "gguf").sha256
     print(f"enrolling {args.agents} agents...", flush=True)
     tokens = [api.create_token(contributor=False, expires_in_seconds=None)
               for _ in range(args.agents)]  # fmt: skip

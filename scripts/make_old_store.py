@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgebench.coordinator.jobspec import JobCreate, new_job, plan_runs
+from edgebench.coordinator.jobspec import JobCreate, new_job, plan_runs  # type: ignore[attr-defined]
 from edgebench.coordinator.store import Store
 
 SHA = "a" * 64

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edgebench.coordinator.jobspec import JobCreate
+from edgebench.dashboard.models import JobCreate
 from edgebench.modelgen import (
     TinyLlamaSpec,
     cached_tiny_hf,

@@ -6,12 +6,23 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from edgebench import paths
+from edgebench.dashboard.models import (
+    ArtifactPublic,
+    DevicePublic,
+    JobCancelled,
+    JobCreate,
+    JobPublic,
+    ResultPublic,
+    TokenCreate,
+    TokenCreated,
+)
 from edgebench.errors import EdgebenchError
 from edgebench.modelfiles import pack_folder, tree_sha256
 
@@ -56,62 +67,61 @@ class CoordinatorClient:
             raise ClientError("admin token missing or wrong: set EDGEBENCH_TOKEN or pass --token")
         if response.status_code >= 400:
             raise ClientError(_detail(response))
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise ClientError(
+                f"{self.url} did not answer with JSON: is it a coordinator?"
+            ) from None
 
     # ---- reads -------------------------------------------------------------------
 
-    def devices(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._request("GET", "/api/v1/devices")
-        return result
+    def devices(self) -> list[DevicePublic]:
+        return _list(DevicePublic, self._request("GET", "/api/v1/devices"))
 
-    def device(self, key: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/api/v1/devices/{quote(key, safe='')}")
-        return result
+    def device(self, key: str) -> DevicePublic:
+        return _one(DevicePublic, self._request("GET", f"/api/v1/devices/{_part(key)}"))
 
-    def jobs(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._request("GET", "/api/v1/jobs")
-        return result
+    def jobs(self) -> list[JobPublic]:
+        return _list(JobPublic, self._request("GET", "/api/v1/jobs"))
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{quote(job_id, safe='')}")
-        return result
+    def job(self, job_id: str) -> JobPublic:
+        return _one(JobPublic, self._request("GET", f"/api/v1/jobs/{_part(job_id)}"))
 
     def results(
         self, job_id: str | None = None, device: str | None = None, timings: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> list[ResultPublic]:
         params: dict[str, Any] = {"timings": timings}
         if job_id:
             params["job_id"] = job_id
         if device:
             params["device_id"] = device
-        result: list[dict[str, Any]] = self._request("GET", "/api/v1/results", params=params)
-        return result
+        return _list(ResultPublic, self._request("GET", "/api/v1/results", params=params))
 
     # ---- admin -------------------------------------------------------------------
 
     def create_token(self, *, contributor: bool, expires_in_seconds: int | None) -> str:
-        body = {"contributor": contributor, "expires_in_seconds": expires_in_seconds}
-        return str(self._request("POST", "/api/v1/tokens", json=body)["token"])
+        body = TokenCreate(contributor=contributor, expires_in_seconds=expires_in_seconds)
+        created = self._request("POST", "/api/v1/tokens", json=body.model_dump())
+        return _one(TokenCreated, created).token
 
-    def submit_job(self, body: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", "/api/v1/jobs", json=body)
-        return result
+    def submit_job(self, job: JobCreate) -> JobPublic:
+        body = job.model_dump(mode="json")
+        return _one(JobPublic, self._request("POST", "/api/v1/jobs", json=body))
 
-    def cancel_job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request(
-            "POST", f"/api/v1/jobs/{quote(job_id, safe='')}/cancel"
-        )
-        return result
+    def cancel_job(self, job_id: str) -> JobCancelled:
+        answer = self._request("POST", f"/api/v1/jobs/{_part(job_id)}/cancel")
+        return _one(JobCancelled, answer)
 
     def upload_model(
         self, path: Path, fmt: str, on_progress: Callable[[int, int], None] | None = None
-    ) -> dict[str, Any]:
+    ) -> ArtifactPublic:
         """Uploads a model unless the coordinator already has it. A folder travels as a
         deterministic tar; its id is the hash of its files (the same id `bench` reports)."""
         sha256 = tree_sha256(path)
         try:
-            existing: dict[str, Any] = self._request("GET", f"/api/v1/artifacts/{sha256}")
-            return existing
+            existing = self._request("GET", f"/api/v1/artifacts/{sha256}")
+            return _one(ArtifactPublic, existing)
         except ClientError as exc:
             if "no artifact" not in str(exc):
                 raise
@@ -120,14 +130,38 @@ class CoordinatorClient:
             if path.is_dir():
                 payload = Path(tmp) / "model.tar"
                 pack_folder(path, payload)
-            uploaded: dict[str, Any] = self._request(
+            uploaded = self._request(
                 "PUT",
                 f"/api/v1/artifacts/{sha256}",
                 params={"filename": path.name, "format": fmt},
                 content=_chunks(payload, on_progress),
                 timeout=None,
             )
-        return uploaded
+        return _one(ArtifactPublic, uploaded)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _one(model: type[Model], data: Any) -> Model:
+    """An answer, checked: what a coordinator (or anyone on the path) sends is input."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ClientError(
+            f"the coordinator's answer is not a valid {model.__name__}: {exc}"
+        ) from None
+
+
+def _list(model: type[Model], data: Any) -> list[Model]:
+    if not isinstance(data, list):
+        raise ClientError("the coordinator answered with something other than a list")
+    return [_one(model, item) for item in data]
+
+
+def _part(text: str) -> str:
+    """A value as one path segment (an id or a name typed by a person)."""
+    return quote(text, safe="")
 
 
 def _chunks(path: Path, on_progress: Callable[[int, int], None] | None) -> Iterator[bytes]:

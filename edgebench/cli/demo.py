@@ -18,6 +18,7 @@ from edgebench import paths
 from edgebench.cli.client import CoordinatorClient
 from edgebench.cli.common import err, require_extras
 from edgebench.cli.jobs import print_job_results, wait_for_job
+from edgebench.dashboard.models import JobCreate
 from edgebench.errors import EdgebenchError
 from edgebench.workload import Workload
 
@@ -129,7 +130,7 @@ def _wait_online(api: CoordinatorClient, agent: subprocess.Popen[bytes], log: Pa
         if agent.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:]
             raise EdgebenchError(f"demo agent exited (code {agent.returncode}):\n{tail}")
-        if any(d["name"] == DEMO_DEVICE and d["online"] for d in api.devices()):
+        if any(d.name == DEMO_DEVICE and d.online for d in api.devices()):
             return
         time.sleep(0.2)
     raise EdgebenchError("demo agent did not connect within 60 s")
@@ -171,13 +172,13 @@ def demo(
         err.print(f"[green]✓[/] agent {DEMO_DEVICE} online")
         artifact = api.upload_model(model, "gguf")
         workload = Workload.from_flat({"n_prompt": [n_prompt], "n_gen": [n_gen], "reps": reps})
-        body = {"models": [artifact["sha256"]], "workload": workload.model_dump(mode="json"),
-                "device": DEMO_DEVICE}  # fmt: skip
-        job = api.submit_job(body)
-        err.print(f"[green]✓[/] job {job['id']} queued")
-        finished = wait_for_job(api, job["id"], timeout=600)
+        job = api.submit_job(
+            JobCreate(models=[artifact.sha256], workload=workload, device=DEMO_DEVICE)
+        )
+        err.print(f"[green]✓[/] job {job.id} queued")
+        finished = wait_for_job(api, job.id, timeout=600)
         print_job_results(api, finished)
-        err.print(f"dashboard: {coordinator.http_url}/jobs/{job['id']}")
+        err.print(f"dashboard: {coordinator.http_url}/jobs/{job.id}")
         _print_next_steps(coordinator, model, still_running=not exit_after)
         if not exit_after:
             err.print(f"dashboard at {coordinator.http_url} — press Ctrl-C to stop")

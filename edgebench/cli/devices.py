@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -19,23 +20,23 @@ def list_devices(
     """Every enrolled device and whether it is online."""
     devices = client(url, token).devices()
     if as_json:
-        print_json(devices)
+        print_json([d.model_dump(mode="json") for d in devices])
         return
     table = Table(title="Devices")
     for header in ("Name", "Status", "CPU", "Cores", "RAM GiB", "Arch", "Last seen (UTC)"):
         table.add_column(header)
     table.add_column("Engines")
     for d in devices:
-        identity = d["identity"]
+        identity = d.identity
         table.add_row(
-            d["name"],
-            "online" if d["online"] else "offline",
-            identity["cpu_model"],
-            f"{identity['cpu_cores_physical']}/{identity['cpu_cores_logical']}",
-            f"{identity['ram_bytes'] / 2**30:.1f}",
-            identity["arch"],
-            (d["last_seen_at"] or "never")[:19].replace("T", " "),
-            ", ".join(sorted(d["capabilities"]["engines"])) or "none",
+            d.name,
+            "online" if d.online else "offline",
+            identity.cpu_model,
+            f"{identity.cpu_cores_physical}/{identity.cpu_cores_logical}",
+            f"{identity.ram_bytes / 2**30:.1f}",
+            identity.arch,
+            _when(d.last_seen_at),
+            ", ".join(sorted(d.capabilities.engines)) or "none",
         )
     out.print(table)
 
@@ -50,20 +51,24 @@ def show_device(
     """One device: what it is, what it can run, its tags."""
     device = client(url, token).device(key)
     if as_json:
-        print_json(device)
+        print_json(device.model_dump(mode="json"))
         return
-    status = "online" if device["online"] else "offline"
-    seen = (device["last_seen_at"] or "never")[:19].replace("T", " ")
-    out.print(f"{device['name']} · {status} · last seen {seen} UTC", highlight=False)
-    out.print(f"{'id':>20}: {device['id']}", highlight=False)
-    for section in ("identity", "capabilities"):
+    status = "online" if device.online else "offline"
+    seen = _when(device.last_seen_at)
+    out.print(f"{device.name} · {status} · last seen {seen} UTC", highlight=False)
+    out.print(f"{'id':>20}: {device.id}", highlight=False)
+    for section, shape in (("identity", device.identity), ("capabilities", device.capabilities)):
         out.print(f"{section}:", highlight=False)
-        for name, value in device[section].items():
+        for name, value in shape.model_dump().items():
             shown = (
                 ", ".join(f"{k} {v}" for k, v in value.items())
                 if isinstance(value, dict)
                 else value
             )
             out.print(f"{name:>20}: {shown if shown != '' else '-'}", highlight=False)
-    tags = ", ".join(f"{k}={v}" for k, v in device["tags"].items()) or "-"
+    tags = ", ".join(f"{k}={v}" for k, v in device.tags.items()) or "-"
     out.print(f"{'tags':>20}: {tags}", highlight=False)
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S}" if moment else "never"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -24,6 +25,7 @@ from edgebench.cli.common import (
 )
 from edgebench.cli.options import workload_options
 from edgebench.cli.results import result_rows
+from edgebench.dashboard.models import DeviceSelector, JobCreate, JobPublic
 from edgebench.engines import ENGINE_NAMES, check_matrix, detect_format
 from edgebench.errors import EdgebenchError
 from edgebench.report import summary_table
@@ -34,9 +36,7 @@ app = typer.Typer(help="Queue benchmark jobs and follow them.", no_args_is_help=
 FINAL_STATES = {"succeeded", "failed", "cancelled"}
 
 
-def wait_for_job(
-    api: CoordinatorClient, job_id: str, timeout: float | None = None
-) -> dict[str, Any]:
+def wait_for_job(api: CoordinatorClient, job_id: str, timeout: float | None = None) -> JobPublic:
     """Follows a job with a progress bar on stderr until every run is final."""
     deadline = time.monotonic() + timeout if timeout else None
     columns = (
@@ -47,32 +47,30 @@ def wait_for_job(
     )
     with Progress(*columns, console=err, transient=True) as progress:
         bars: dict[str, Any] = {}
-        job_id = api.job(job_id)["id"]  # a prefix becomes the whole id once
+        job_id = api.job(job_id).id  # a prefix becomes the whole id once
         while True:
             job = api.job(job_id)
-            for run in job["runs"]:
-                if run["id"] not in bars:
-                    bars[run["id"]] = progress.add_task(
-                        f"run {run['id'][:8]}", total=job["reps"], detail=""
-                    )
-                where = run["device_name"] or "waiting for an agent"
-                detail = f"{run['state']} · {run['phase'] or '-'} · {where}"
-                progress.update(bars[run["id"]], completed=run["rep"], detail=detail)
-            if job["state"] in FINAL_STATES:
+            for run in job.runs:
+                if run.id not in bars:
+                    bars[run.id] = progress.add_task(f"run {run.id[:8]}", total=job.reps, detail="")
+                where = run.device_name or "waiting for an agent"
+                detail = f"{run.state} · {run.phase or '-'} · {where}"
+                progress.update(bars[run.id], completed=run.rep, detail=detail)
+            if job.state in FINAL_STATES:
                 return job
             if deadline and time.monotonic() > deadline:
                 raise EdgebenchError(f"job {job_id} did not finish within {timeout:.0f} s")
             time.sleep(0.3)
 
 
-def print_job_results(api: CoordinatorClient, job: dict[str, Any]) -> None:
-    rows = result_rows(api.results(job_id=job["id"]), timings=False)
+def print_job_results(api: CoordinatorClient, job: JobPublic) -> None:
+    rows = result_rows(api.results(job_id=job.id), timings=False)
     if rows:
-        out.print(summary_table(rows, title=f"Job {job['id'][:8]}"))
-    for run in job["runs"]:
-        if run["state"] != "succeeded":
-            err.print(f"run {run['id'][:8]} {run['state']}: {run['error'] or '-'}")
-    if job["state"] != "succeeded":
+        out.print(summary_table(rows, title=f"Job {job.id[:8]}"))
+    for run in job.runs:
+        if run.state != "succeeded":
+            err.print(f"run {run.id[:8]} {run.state}: {run.error or '-'}")
+    if job.state != "succeeded":
         raise typer.Exit(1)
 
 
@@ -163,31 +161,27 @@ def submit(
     # Everything that can be refused is refused before any upload.
     formats = [detect_format(path) for path in model]
     check_matrix(backend or [], variant or [""], formats)
-    selector = {
-        "devices": device or [],
-        "tags": parse_tags(tag),
-        "arch": arch,
-        "accelerator": accelerator,
-        "min_memory_gb": min_memory,
-        "every": every,
-    }
+    try:
+        selector = DeviceSelector(
+            devices=device or [], tags=parse_tags(tag), arch=arch, accelerator=accelerator,
+            min_memory_gb=min_memory, every=every,
+        )  # fmt: skip
+        who = submitter or _user_name()
+        JobCreate(models=["0" * 64], submitter=who)  # checks the name before any upload
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from None
     api = client(url, token)
     shas = [_upload(api, path, fmt) for path, fmt in zip(model, formats, strict=True)]
-    body: dict[str, Any] = {
-        "models": shas,
-        "backends": backend or [],
-        "variants": variant or [""],
-        "workload": workload.model_dump(mode="json"),
-        "selector": selector,
-        "priority": priority,
-        "submitter": submitter or _user_name(),
-    }
-    job = api.submit_job(body)
-    for warning in job.get("warnings", []):
+    request = JobCreate(
+        models=shas, backends=backend or [], variants=variant or [""], workload=workload,
+        selector=selector, priority=priority, submitter=who,
+    )  # fmt: skip
+    job = api.submit_job(request)
+    for warning in job.warnings:
         err.print(f"warning: {warning}", highlight=False)
-    print(job["id"], flush=True)
+    print(job.id, flush=True)
     if wait:
-        print_job_results(api, wait_for_job(api, job["id"], timeout))
+        print_job_results(api, wait_for_job(api, job.id, timeout))
 
 
 def _user_name() -> str:
@@ -207,7 +201,7 @@ def _upload(api: CoordinatorClient, path: Path, fmt: str) -> str:
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        return str(api.upload_model(path, fmt, advance)["sha256"])
+        return api.upload_model(path, fmt, advance).sha256
 
 
 def _tests(spec: dict[str, Any]) -> str:
@@ -220,13 +214,13 @@ def _tests(spec: dict[str, Any]) -> str:
     return " ".join(part for part in parts if part not in ("d0", "d"))
 
 
-def _models(job: dict[str, Any]) -> str:
-    return ", ".join(m["filename"] for m in job["models"]) or "-"
+def _models(job: JobPublic) -> str:
+    return ", ".join(m.filename for m in job.models) or "-"
 
 
-def _progress(job: dict[str, Any]) -> str:
-    done = sum(run["state"] == "succeeded" for run in job["runs"])
-    return f"{done}/{len(job['runs'])}"
+def _progress(job: JobPublic) -> str:
+    done = sum(run.state == "succeeded" for run in job.runs)
+    return f"{done}/{len(job.runs)}"
 
 
 @app.command("list")
@@ -236,7 +230,7 @@ def list_jobs(
     """The newest jobs first."""
     jobs = client(url, token).jobs()
     if as_json:
-        print_json(jobs)
+        print_json([j.model_dump(mode="json") for j in jobs])
         return
     table = Table(title="Jobs")
     for header in ("Id", "State", "Done", "Model", "Backend", "Variant", "Tests", "Submitter",
@@ -244,15 +238,15 @@ def list_jobs(
         table.add_column(header)
     for j in jobs:
         table.add_row(
-            j["id"][:8],
-            j["state"],
+            j.id[:8],
+            j.state,
             _progress(j),
             _models(j),
-            ", ".join(j["backends"]) or "-",
-            ", ".join(v or "as is" for v in j["spec"].get("variants") or [""]),
-            _tests(j["spec"]),
-            j["submitter"],
-            j["created_at"][:19].replace("T", " "),
+            ", ".join(j.backends) or "-",
+            ", ".join(v or "as is" for v in j.spec.get("variants") or [""]),
+            _tests(j.spec),
+            j.submitter,
+            f"{j.created_at:%Y-%m-%d %H:%M:%S}",
         )
     out.print(table)
 
@@ -268,33 +262,32 @@ def show(
     api = client(url, token)
     job = api.job(job_id)
     if as_json:
-        print_json(job)
+        print_json(job.model_dump(mode="json"))
         return
-    reps = job["reps"] or "auto"
+    reps = job.reps or "auto"
     out.print(
-        f"job {job['id']} · {job['state']} · {_progress(job)} runs done · {_models(job)} · "
-        f"{_tests(job['spec'])} x {reps} · by {job['submitter']}",
+        f"job {job.id} · {job.state} · {_progress(job)} runs done · {_models(job)} · "
+        f"{_tests(job.spec)} x {reps} · by {job.submitter}",
         highlight=False,
     )
-    if job.get("waiting"):
-        out.print(f"waiting: {job['waiting']}", highlight=False)
+    if job.waiting:
+        out.print(f"waiting: {job.waiting}", highlight=False)
     table = Table(title="Runs")
     for header in ("Run", "State", "Backend", "Variant", "Test", "Device", "Attempts", "Error"):
         table.add_column(header)
-    for run in job["runs"]:
+    for run in job.runs:
         table.add_row(
-            run["id"][:8],
-            run["state"],
-            run["backend"],
-            run["variant"] or "as is",
-            f"pp{run['n_prompt']}+tg{run['n_gen']}"
-            + (f" @ d{run['n_depth']}" if run["n_depth"] else ""),
-            run["device_name"] or "any device",
-            str(run["attempts"]),
-            run["error"] or "",
+            run.id[:8],
+            run.state,
+            run.backend,
+            run.variant or "as is",
+            f"pp{run.n_prompt}+tg{run.n_gen}" + (f" @ d{run.n_depth}" if run.n_depth else ""),
+            run.device_name or "any device",
+            str(run.attempts),
+            run.error or "",
         )
     out.print(table)
-    rows = result_rows(api.results(job_id=job["id"]), timings=False)
+    rows = result_rows(api.results(job_id=job.id), timings=False)
     if rows:
         out.print(summary_table(rows))
 
@@ -320,12 +313,12 @@ def cancel(
     """Cancel the runs of a job that have not finished; a running run stops on its agent
     within a heartbeat. Finished runs keep their results."""
     cancelled = client(url, token).cancel_job(job_id)
-    job, count = cancelled["job"], cancelled["cancelled_runs"]
-    kept = sum(run["state"] == "succeeded" for run in job["runs"])
+    job, count = cancelled.job, cancelled.cancelled_runs
+    kept = sum(run.state == "succeeded" for run in job.runs)
     if count == 0:
         message = "had no unfinished runs; nothing was cancelled"
     else:
         message = f"cancelled {count} run{'s' * (count != 1)}"
         if kept:
             message += f"; {kept} finished run{'s' * (kept != 1)} keep their results"
-    err.print(f"job {job['id'][:8]}: {message} (now {job['state']})", highlight=False)
+    err.print(f"job {job.id[:8]}: {message} (now {job.state})", highlight=False)

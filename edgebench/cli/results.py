@@ -14,6 +14,7 @@ from edgebench.cli.common import (
     client,
     write_output,
 )
+from edgebench.dashboard.models import ResultPublic
 from edgebench.report import FORMATS, render
 
 app = typer.Typer(help="Export stored results.", no_args_is_help=True)
@@ -32,20 +33,20 @@ PROVENANCE = (
 )
 
 
-def result_rows(results: list[dict[str, Any]], *, timings: bool) -> list[dict[str, Any]]:
+def result_rows(results: list[ResultPublic], *, timings: bool) -> list[dict[str, Any]]:
     """Flat rows: identity columns, then the stable fields; with `timings` (json, jsonl)
     also the provenance, the sustained curve and the raw per-token timestamps."""
     rows = []
     for r in results:
         row = {
-            "result_id": r["id"],
-            "job_id": r["job_id"],
-            "device": r["device_name"],
-            "model": r["model"],
+            "result_id": r.id,
+            "job_id": r.job_id,
+            "device": r.device_name,
+            "model": r.model,
         }
-        row.update(r["fields"])
+        row.update(r.fields)
         if timings:
-            row.update({key: r.get(key) for key in PROVENANCE})
+            row.update(r.model_dump(mode="json", include=set(PROVENANCE)))
         rows.append(row)
     return rows
 

@@ -44,8 +44,9 @@ from sqlalchemy.types import TypeEngine
 from sqlmodel import Session, col, select
 
 from edgebench.coordinator.errors import Conflict, StaleLease, StoreError
-from edgebench.coordinator.selectors import DeviceSelector, can_run, matches
+from edgebench.coordinator.selectors import can_run, matches
 from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunState, utcnow
+from edgebench.dashboard.models import DeviceSelector
 from edgebench.measure.record import FIELD_NAMES, implausibility
 
 log = logging.getLogger("edgebench.coordinator")

@@ -1,7 +1,8 @@
-"""Which devices a job may run on.
+"""Which devices a job may run on, and why its runs wait.
 
-A selector is part of the job request. `every=False` ("any one"): each run of the matrix
-goes to the first idle device that matches, decided when it is leased. `every=True`: the
+A selector (edgebench.dashboard.models.DeviceSelector) is part of the job request.
+`every=False` ("any one"): each run of the matrix goes to the first idle device that
+matches, decided when it is leased. `every=True`: the
 matrix is repeated for every enrolled device that matches when the job is submitted, each
 copy pinned to its device.
 """
@@ -11,55 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from edgebench.coordinator.tables import Device, capabilities_of, identity_of
+from edgebench.dashboard.models import GIB, DeviceSelector
 from edgebench.engines import ENGINES
-from edgebench.protocol import NAME_RE, TAG_RE
-
-GIB = 1024**3
-
-
-class DeviceSelector(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt constraint must not match all
-
-    devices: list[str] = Field(default_factory=list, max_length=256)  # names; [] = any
-    tags: dict[str, str] = Field(default_factory=dict, max_length=32)  # all must match
-    arch: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,32}$")
-    accelerator: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{1,32}$")
-    min_memory_gb: float | None = Field(default=None, ge=0, le=1_000_000)
-    every: bool = False
-
-    @field_validator("devices")
-    @classmethod
-    def _names(cls, names: list[str]) -> list[str]:
-        for name in names:
-            if not NAME_RE.match(name):
-                raise ValueError(f"{name!r} is not a device name")
-        return names
-
-    @field_validator("tags")
-    @classmethod
-    def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
-        for key, value in tags.items():
-            if not TAG_RE.match(key) or len(value) > 256:
-                raise ValueError(f"bad tag {key!r}")
-        return tags
-
-    def is_open(self) -> bool:
-        """True when any device matches (nothing to check at lease time)."""
-        return self == DeviceSelector(every=self.every)
-
-    def describe(self) -> str:
-        parts = [f"device in {', '.join(self.devices)}"] if self.devices else []
-        parts += [f"tag {k}={v}" for k, v in sorted(self.tags.items())]
-        if self.arch:
-            parts.append(f"arch {self.arch}")
-        if self.accelerator:
-            parts.append(f"accelerator {self.accelerator}")
-        if self.min_memory_gb is not None:
-            parts.append(f"at least {self.min_memory_gb:g} GiB of memory")
-        return " and ".join(parts) or "any device"
 
 
 def matches(selector: DeviceSelector, device: Device) -> bool:

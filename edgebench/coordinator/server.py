@@ -16,12 +16,12 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edgebench import paths
-from edgebench.coordinator import admin_api
 from edgebench.coordinator.artifacts import ArtifactFiles
 from edgebench.coordinator.service import AgentService, Dispatcher
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store
 from edgebench.dashboard.app import create_app
+from edgebench.dashboard.deps import ApiContext, ApiHooks
 from edgebench.errors import EdgebenchError
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
 
@@ -126,13 +126,8 @@ async def serve(
     def cancel_runs(held: list[tuple[str, str]]) -> None:
         loop.call_soon_threadsafe(dispatcher.cancel_runs, held)
 
-    app = create_app()
-    app.include_router(admin_api.router)
-    app.state.store = store
-    app.state.artifacts = artifacts
-    app.state.max_artifact_bytes = settings.max_artifact_bytes
-    app.state.on_jobs_changed = wake_dispatcher
-    app.state.on_runs_cancelled = cancel_runs
+    hooks = ApiHooks(jobs_changed=wake_dispatcher, runs_cancelled=cancel_runs)
+    app = create_app(ApiContext(store, artifacts, settings.max_artifact_bytes, hooks))
     http_port = http_socket.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
     http = _HttpServer(config)

@@ -20,7 +20,6 @@ import grpc
 from edgebench.coordinator import scheduler
 from edgebench.coordinator.artifacts import CHUNK_BYTES, ArtifactError, ArtifactFiles, check_sha256
 from edgebench.coordinator.errors import Conflict, NotFound, StaleLease, StoreError
-from edgebench.coordinator.jobspec import JobCreate
 from edgebench.coordinator.scheduler import Claim, ClaimRequest, LeaseTouch, ResultIn
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store, device_seen
@@ -34,6 +33,7 @@ from edgebench.coordinator.wire import (
     result_values,
 )
 from edgebench.coordinator.writer import StoreWriter
+from edgebench.dashboard.models import JobCreate
 from edgebench.measure.packing import pack_reps
 from edgebench.proto.convert import to_message
 from edgebench.proto.v1 import agent_pb2 as pb

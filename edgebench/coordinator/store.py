@@ -36,7 +36,6 @@ from edgebench.coordinator.scheduler import (
     retry_delay,
 )
 from edgebench.coordinator.selectors import (
-    DeviceSelector,
     can_run,
     fit_warnings,
     matches,
@@ -56,6 +55,7 @@ from edgebench.coordinator.tables import (
     new_id,
     utcnow,
 )
+from edgebench.dashboard.models import DeviceSelector
 from edgebench.device import HardwareInfo
 
 ADMIN_TOKEN_KEY = "admin_token_sha256"

@@ -1,4 +1,5 @@
-"""Assembles the FastAPI application that the coordinator serves."""
+"""The HTTP application: the JSON API (open reads, admin calls), the pages, static files
+and the API's docs. The coordinator's server builds the `ApiContext` and serves this."""
 
 from __future__ import annotations
 
@@ -12,16 +13,19 @@ from fastapi.staticfiles import StaticFiles
 
 from edgebench import __version__
 from edgebench.coordinator.store import Ambiguous, NotFound
-from edgebench.dashboard import api, pages
+from edgebench.dashboard import pages
+from edgebench.dashboard.deps import ApiContext
+from edgebench.dashboard.routes import admin, read
 
 STATIC = Path(__file__).parent / "static"
 SWAGGER_UI_VERSION = "5.35.0"  # static/swagger-ui/README.md says where it comes from
 
 
-def create_app() -> FastAPI:
-    """The read-only dashboard; the coordinator adds its admin routes and state."""
+def create_app(context: ApiContext) -> FastAPI:
     app = FastAPI(title="edgebench", version=__version__, docs_url=None, redoc_url=None)
-    app.include_router(api.router)
+    app.state.context = context
+    app.include_router(read.router)
+    app.include_router(admin.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from edgebench.dashboard import queries
-from edgebench.dashboard.api import StoreDep
+from edgebench.dashboard.deps import StoreDep
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter(include_in_schema=False)

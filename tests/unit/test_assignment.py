@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 from edgebench.agent.session import spec_from
 from edgebench.cli.main import app as main_app
 from edgebench.cli.options import FLAGS, workload_options
-from edgebench.coordinator.jobspec import JobCreate, plan_runs
+from edgebench.coordinator.jobspec import plan_runs
 from edgebench.coordinator.service import assignment_for
 from edgebench.coordinator.store import Claim
 from edgebench.coordinator.tables import Artifact, Job, Run
+from edgebench.dashboard.models import JobCreate
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.workload import FIELD_SECTIONS, SECTIONS, Workload
 

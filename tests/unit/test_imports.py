@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "edgebench"
+# The HTTP API's models: plain pydantic, shared by the server and the CLI's client.
+CONTRACT = {"edgebench.dashboard", "edgebench.dashboard.models"}
 SERVER_ONLY = ("fastapi", "starlette", "sqlmodel", "sqlalchemy", "alembic", "uvicorn", "jinja2")
 
 
@@ -42,7 +44,10 @@ def _loaded_after(*modules: str) -> set[str]:
 def test_agent_and_cli_client_need_no_server_packages(modules: tuple[str, ...]) -> None:
     loaded = _loaded_after(*modules)
     assert not loaded & set(SERVER_ONLY), sorted(loaded & set(SERVER_ONLY))
-    assert not any(m.startswith(("edgebench.coordinator", "edgebench.dashboard")) for m in loaded)
+    server_side = {
+        m for m in loaded if m.startswith(("edgebench.coordinator", "edgebench.dashboard"))
+    }
+    assert server_side <= CONTRACT, sorted(server_side - CONTRACT)
 
 
 def test_the_coordinator_never_loads_the_agent() -> None:
@@ -85,3 +90,11 @@ def test_neutral_modules_import_no_part() -> None:
     parts = ("edgebench.agent", "edgebench.coordinator", "edgebench.dashboard", "edgebench.cli")
     found = [f"{n}: {i}" for n in neutral for i in _imports(ROOT / n) if i.startswith(parts)]
     assert not found
+
+
+def test_the_api_models_are_plain_pydantic() -> None:
+    imported = _imports(ROOT / "dashboard" / "models.py") + _imports(
+        ROOT / "dashboard" / "__init__.py"
+    )
+    assert not [name for name in imported if name.startswith(SERVER_ONLY)]
+    assert not [name for name in imported if name.startswith("edgebench.coordinator")]

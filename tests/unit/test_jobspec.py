@@ -3,7 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from edgebench.coordinator.jobspec import JobCreate, JobSpecError, plan_runs
+from edgebench.coordinator.jobspec import JobSpecError, plan_runs
+from edgebench.dashboard.models import JobCreate
 from tests.conftest import job_spec
 
 GGUF, ONNX, HF = "a" * 64, "b" * 64, "c" * 64

@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 from edgebench.agent.session import spec_from
-from edgebench.coordinator.jobspec import JobCreate
 from edgebench.coordinator.service import assignment_for
 from edgebench.coordinator.store import Store
+from edgebench.dashboard.models import JobCreate
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.workload import FlashAttention
 

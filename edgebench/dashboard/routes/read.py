@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 
-from edgebench.coordinator.store import Store
 from edgebench.dashboard import queries
-from edgebench.dashboard.schemas import DevicePublic, JobPublic, ResultPublic
-
-
-def get_store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
-
-
-StoreDep = Annotated[Store, Depends(get_store)]
+from edgebench.dashboard.deps import StoreDep
+from edgebench.dashboard.models import DevicePublic, JobPublic, ResultPublic
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
 
@@ -29,7 +21,7 @@ def list_devices(store: StoreDep) -> list[DevicePublic]:
 
 @router.get("/devices/{key}")
 def get_device(key: str, store: StoreDep) -> DevicePublic:
-    """One device, by id or name."""
+    """One device, by name, id or a unique id prefix."""
     return queries.device(store, key)
 
 
@@ -43,6 +35,7 @@ def list_jobs(
 
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, store: StoreDep) -> JobPublic:
+    """One job by id or a unique id prefix, with its runs and why queued runs wait."""
     return queries.job(store, job_id)
 
 
@@ -53,6 +46,6 @@ def list_results(
     device_id: str | None = None,
     timings: bool = False,
 ) -> list[ResultPublic]:
-    """Results, optionally of one job or one device; `timings=true` adds the raw
-    per-token timestamps of every repetition."""
+    """Results, optionally of one job (id or prefix) or one device (name, id or prefix);
+    `timings=true` adds the raw per-token timestamps of every repetition."""
     return queries.results(store, job_id=job_id, device_id=device_id, timings=timings)

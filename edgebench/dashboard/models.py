@@ -1,0 +1,215 @@
+"""The HTTP API's contract: what it takes and what it returns, as plain pydantic models.
+
+This module imports no web framework and no ORM, so the CLI of an agent-only install
+uses the same models as the server (the client returns them, typed). The server builds
+the public models from its tables in `queries.py`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edgebench.device import DeviceCapabilities, DeviceIdentity
+from edgebench.protocol import NAME_RE, TAG_RE
+from edgebench.workload import FIELD_SECTIONS, SECTIONS, Workload
+
+GIB = 1024**3
+
+# ---- requests --------------------------------------------------------------------
+
+
+class DeviceSelector(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt constraint must not match all
+
+    devices: list[str] = Field(default_factory=list, max_length=256)  # names; [] = any
+    tags: dict[str, str] = Field(default_factory=dict, max_length=32)  # all must match
+    arch: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    accelerator: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{1,32}$")
+    min_memory_gb: float | None = Field(default=None, ge=0, le=1_000_000)
+    every: bool = False
+
+    @field_validator("devices")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not a device name")
+        return names
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key, value in tags.items():
+            if not TAG_RE.match(key) or len(value) > 256:
+                raise ValueError(f"bad tag {key!r}")
+        return tags
+
+    def is_open(self) -> bool:
+        """True when any device matches (nothing to check at lease time)."""
+        return self == DeviceSelector(every=self.every)
+
+    def describe(self) -> str:
+        parts = [f"device in {', '.join(self.devices)}"] if self.devices else []
+        parts += [f"tag {k}={v}" for k, v in sorted(self.tags.items())]
+        if self.arch:
+            parts.append(f"arch {self.arch}")
+        if self.accelerator:
+            parts.append(f"accelerator {self.accelerator}")
+        if self.min_memory_gb is not None:
+            parts.append(f"at least {self.min_memory_gb:g} GiB of memory")
+        return " and ".join(parts) or "any device"
+
+
+class JobCreate(BaseModel):
+    """A job: a matrix of models x backends x variants, each run with the workload (its
+    own matrix of sizes, repetition and sensor policy, engine settings) on devices the
+    selector allows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] = Field(min_length=1, max_length=8)
+    backends: list[str] = Field(default_factory=list, max_length=3)  # [] = by model format
+    variants: list[str] = Field(default_factory=lambda: [""], min_length=1, max_length=16)
+    workload: Workload = Field(default_factory=Workload)
+    device: str | None = Field(default=None, pattern=NAME_RE.pattern)  # = selector.devices
+    selector: DeviceSelector = Field(default_factory=DeviceSelector)
+    # Higher first; within one priority, the submitter with the fewest runs in flight
+    # goes next (fair share), then the oldest run.
+    priority: int = Field(default=0, ge=-100, le=100)
+    submitter: str = Field(default="default", pattern=NAME_RE.pattern)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_workload(cls, data: Any) -> Any:
+        """Workload settings by their stable flat names (edgebench 0.1's body) are taken
+        for one release, and folded into `workload`."""
+        if not isinstance(data, dict) or not set(data) & set(FIELD_SECTIONS):
+            return data
+        if "workload" in data:
+            raise ValueError("give the workload settings in `workload` or flat, not both")
+        workload: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+        rest = {}
+        for name, value in data.items():
+            if name in FIELD_SECTIONS:
+                if name == "flash_attn" and isinstance(value, bool):
+                    value = "on" if value else "off"
+                workload[FIELD_SECTIONS[name]][name] = value
+            else:
+                rest[name] = value
+        return {**rest, "workload": workload}
+
+    @model_validator(mode="after")
+    def _device_is_a_selector(self) -> JobCreate:
+        if self.device and self.device not in self.selector.devices:
+            self.selector.devices.append(self.device)
+        return self
+
+    @field_validator("models")
+    @classmethod
+    def _shas(cls, models: list[str]) -> list[str]:
+        for sha in models:
+            if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+                raise ValueError(f"{sha!r} is not a sha256")
+        return models
+
+
+class TokenCreate(BaseModel):
+    contributor: bool = False
+    expires_in_seconds: int | None = Field(default=None, ge=60, le=365 * 24 * 3600)
+
+
+class TokenCreated(BaseModel):
+    token: str
+
+
+# ---- responses -------------------------------------------------------------------
+
+
+class ArtifactPublic(BaseModel):
+    sha256: str
+    filename: str
+    size_bytes: int
+    format: str
+
+
+class DevicePublic(BaseModel):
+    id: str
+    name: str
+    online: bool
+    last_seen_at: datetime | None
+    identity: DeviceIdentity  # what the device is
+    capabilities: DeviceCapabilities  # what it had installed when it last connected
+    tags: dict[str, str]
+    contributor: bool
+
+
+class RunPublic(BaseModel):
+    id: str
+    job_id: str
+    model_sha256: str
+    backend: str
+    variant: str
+    n_depth: int
+    n_prompt: int
+    n_gen: int
+    state: str  # queued, leased, running, succeeded, failed, cancelled, dead
+    device_id: str | None
+    device_name: str | None
+    attempts: int
+    lease_epoch: int
+    not_before: datetime | None
+    phase: str
+    rep: int
+    error: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ModelRefPublic(BaseModel):
+    sha256: str
+    filename: str
+    format: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    created_at: datetime
+    state: str
+    models: list[ModelRefPublic]
+    backends: list[str]
+    reps: int  # 0 = auto
+    spec: dict[str, Any]  # the whole request as it was accepted
+    device_name: str | None
+    priority: int
+    submitter: str
+    runs: list[RunPublic]
+    waiting: str | None = None  # why queued runs have not gone out
+    warnings: list[str] = []  # said once, when the job is submitted
+
+
+class JobCancelled(BaseModel):
+    cancelled_runs: int  # runs this call stopped; finished ones keep their results
+    job: JobPublic
+
+
+class ResultPublic(BaseModel):
+    id: str
+    run_id: str
+    job_id: str
+    device_id: str
+    device_name: str
+    model: str  # the file or folder name it was uploaded as
+    created_at: datetime
+    fields: dict[str, Any]
+    engine_version: str
+    definitions_version: str
+    source_sha256: str
+    reps_mode: str
+    window_s: float | None
+    windows_tps: list[float]
+    environment: dict[str, Any]
+    sensors: dict[str, Any]
+    rep_timings: list[dict[str, Any]] | None = None

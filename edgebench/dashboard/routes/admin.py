@@ -1,0 +1,113 @@
+"""Admin calls under /api/v1 (tokens, artifact uploads, jobs): each needs the admin token
+as `Authorization: Bearer TOKEN`."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+
+from edgebench.coordinator.artifacts import ArtifactError, check_sha256
+from edgebench.coordinator.jobspec import JobSpecError, new_job, plan_runs
+from edgebench.coordinator.store import StoreError
+from edgebench.coordinator.tables import utcnow
+from edgebench.dashboard import queries
+from edgebench.dashboard.deps import ContextDep, StoreDep, require_admin
+from edgebench.dashboard.models import (
+    ArtifactPublic,
+    JobCancelled,
+    JobCreate,
+    JobPublic,
+    TokenCreate,
+    TokenCreated,
+)
+from edgebench.engines import MODEL_FORMATS
+
+router = APIRouter(prefix="/api/v1", tags=["admin"], dependencies=[Depends(require_admin)])
+_FORMAT = f"^({'|'.join(MODEL_FORMATS)})$"
+
+
+def _unprocessable(reason: str) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, reason)
+
+
+@router.post("/tokens", status_code=status.HTTP_201_CREATED)
+def create_token(body: TokenCreate, store: StoreDep) -> TokenCreated:
+    """A one-time enrollment token for one agent."""
+    expires = (
+        utcnow() + timedelta(seconds=body.expires_in_seconds) if body.expires_in_seconds else None
+    )
+    return TokenCreated(
+        token=store.create_enrollment_token(contributor=body.contributor, expires_at=expires)
+    )
+
+
+@router.get("/artifacts/{sha256}")
+def get_artifact(sha256: str, store: StoreDep) -> ArtifactPublic:
+    artifact = store.get_artifact(sha256)
+    if artifact is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no artifact {sha256}")
+    return queries.artifact_public(artifact)
+
+
+@router.put("/artifacts/{sha256}", status_code=status.HTTP_201_CREATED)
+async def upload_artifact(
+    sha256: str,
+    request: Request,
+    context: ContextDep,
+    filename: Annotated[str, Query(min_length=1, max_length=255)],
+    format: Annotated[str, Query(pattern=_FORMAT)] = "gguf",
+) -> ArtifactPublic:
+    """Streams a model in (a GGUF file, or a model folder as a tar); it is kept only if
+    it is what `format` says and its id matches."""
+    store, files = context.store, context.artifacts
+    if files is None:
+        raise _unprocessable("this server takes no uploads")
+    try:
+        check_sha256(sha256)
+        existing = await asyncio.to_thread(store.get_artifact, sha256)
+        if existing is not None and files.exists(sha256):
+            return queries.artifact_public(existing)
+        size = await files.receive(sha256, request.stream(), context.max_artifact_bytes, format)
+    except ArtifactError as exc:
+        raise _unprocessable(str(exc)) from exc
+    artifact = await asyncio.to_thread(
+        store.add_artifact,
+        sha256=sha256,
+        filename=filename.rsplit("/", 1)[-1],
+        size_bytes=size,
+        fmt=format,
+    )
+    return queries.artifact_public(artifact)
+
+
+@router.post("/jobs", status_code=status.HTTP_201_CREATED)
+def create_job(body: JobCreate, context: ContextDep) -> JobPublic:
+    """Queues a job; its runs go to matching agents as soon as one is idle. `warnings`
+    says what the submitter should know (no enrolled device matches now)."""
+    store = context.store
+    formats = {}
+    for sha in body.models:
+        artifact = store.get_artifact(sha)
+        if artifact is None:
+            raise _unprocessable(f"model {sha} was never uploaded")
+        formats[sha] = artifact.format
+    try:
+        planned = plan_runs(body, formats)
+        created, _, warnings = store.create_job(new_job(body), planned, body.selector)
+    except (JobSpecError, StoreError) as exc:
+        raise _unprocessable(str(exc)) from exc
+    context.hooks.jobs_changed()
+    return queries.job(store, created.id).model_copy(update={"warnings": warnings})
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, context: ContextDep) -> JobCancelled:
+    """Cancels the runs of a job that have not finished; finished runs keep their results."""
+    cancelled = context.store.cancel_job(job_id)
+    context.hooks.runs_cancelled(cancelled.held)
+    return JobCancelled(
+        cancelled_runs=cancelled.runs, job=queries.job(context.store, cancelled.job_id)
+    )
