@@ -15,18 +15,22 @@ from edgebench.agent.backends import create_backend
 from edgebench.agent.backends.base import Backend, BackendError, check_variant
 from edgebench.agent.interference import InterferenceMeter
 from edgebench.agent.memory import gpu_memory_mb, peak_rss_mb, reset_peak_rss
-from edgebench.agent.sampler import PhaseWindows, Sampler, Window, sensor_summary
-from edgebench.agent.sensors import Roots, detect_sources, power_state
+from edgebench.agent.sampler import Sampler
+from edgebench.agent.sensors import (
+    Roots,
+    bitmask_sources,
+    detect_sources,
+    measures_power,
+    power_state,
+)
 from edgebench.agent.sensors.nvml import nvml_module
 from edgebench.agent.workload import CORPUS_VERSION, prompt_tokens
+from edgebench.measure.energy import PhaseWindows, Window, sensor_summary
 from edgebench.measure.record import BenchResult, RepTiming, summarize
 from edgebench.measure.stats import relative_ci95
 from edgebench.measure.sustained import stability, window_throughputs
 from edgebench.modelfiles import tree_sha256, tree_size
 from edgebench.workload import EngineSettings, Repetitions, RunSpec, SensorPolicy, Test
-
-# Sources that measure power or energy: only with one of them is an idle baseline useful.
-POWER_SOURCES = frozenset({"rapl", "nvml", "jetson", "tegrastats", "raspberrypi"})
 
 # phase, repetitions done, repetitions planned
 Progress = Callable[[str, int, int], None]
@@ -105,13 +109,9 @@ def _run_test(loaded: _Loaded, test: Test, run: _Run, report: Progress) -> Bench
     return _with_sensors(result, sampler, idle, cooldown)
 
 
-def _measures_power(sampler: Sampler) -> bool:
-    return any(s.name in POWER_SOURCES for s in sampler.sources)
-
-
 def _idle_baseline(sampler: Sampler, run: _Run, report: Progress) -> Window | None:
     """Power at rest just before the run, to subtract from the run's energy."""
-    if not run.sensors.idle_seconds or not _measures_power(sampler):
+    if not run.sensors.idle_seconds or not measures_power(sampler.sources):
         return None
     report("idle baseline", 0, run.repetitions.reps)
     sampler.sample_now()
@@ -160,7 +160,7 @@ def _with_sensors(
         decode_tokens=(result.n_gen - 1) * result.reps,
     )
     samples = sampler.snapshot()
-    summary = sensor_summary(samples, phases, idle)
+    summary = sensor_summary(samples, phases, idle, bitmask_sources(sampler.sources))
     origin = idle.start_ns if idle else phases.span.start_ns
     kept = [s for s in samples if s.t_ns >= origin - 1_000_000_000]
     stride = max(1, len(kept) // MAX_STORED_SAMPLES + (len(kept) % MAX_STORED_SAMPLES > 0))

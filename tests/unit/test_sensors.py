@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from edgebench.agent.sampler import EnergyTimeline, Sample
 from edgebench.agent.sensors import Roots, accelerator_of, detect_sources, platform_of
 from edgebench.agent.sensors.base import Reading, read_text
 from edgebench.agent.sensors.nvml import NvmlEnergySource, NvmlSource, decode_reasons
@@ -24,6 +23,8 @@ from edgebench.agent.sensors.nvml import detect_energy as detect_nvml_energy
 from edgebench.agent.sensors.rapl import detect as detect_rapl
 from edgebench.agent.sensors.rapl import wrapped_delta
 from edgebench.agent.sensors.raspberrypi import decode_throttled, pmic_power_w
+from edgebench.measure.energy import EnergyTimeline
+from edgebench.measure.readings import Sample
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

@@ -1,9 +1,20 @@
-"""The sensor layer: one module per source, each registering a detector here."""
+"""The sensor layer: one module per source, each registering its detector (and, where it
+has one, its reader of power settings) in `base.py`. Nothing here knows a source by
+name: platform, accelerator and power state come from what the sources declare."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from edgebench.agent.sensors import cpufreq, jetson, nvml, rapl, raspberrypi, tegrastats, thermal
-from edgebench.agent.sensors.base import Reading, Roots, Source, registered
+from edgebench.agent.sensors.base import (
+    Reading,
+    Roots,
+    Source,
+    Traits,
+    power_state_readers,
+    registered,
+)
 from edgebench.agent.sensors.nvml import nvml_module
 
 _ = (cpufreq, jetson, nvml, rapl, raspberrypi, tegrastats, thermal)  # registered on import
@@ -20,86 +31,49 @@ def detect_sources(roots: Roots) -> list[Source]:
 
 
 def platform_of(sources: list[Source]) -> str:
-    names = {s.name for s in sources}
-    if "raspberrypi" in names:
-        return "raspberrypi"
-    if names & {"jetson", "tegrastats"}:
-        return "jetson"
-    if "rapl" in names:
-        return "x86_rapl"
-    return "generic_linux"
+    """The platform the sources imply (the lowest rank wins), else generic_linux."""
+    implied = sorted((s.traits.platform_rank, s.traits.platform) for s in sources
+                     if s.traits.platform)  # fmt: skip
+    return implied[0][1] if implied else "generic_linux"
 
 
 def accelerator_of(sources: list[Source]) -> str:
     """The accelerator kind a job's selector can ask for: "cuda" where an NVIDIA GPU
     answers (NVML, or a Jetson's integrated GPU), else "none"."""
-    names = {s.name for s in sources}
-    return "cuda" if names & {"nvml", "jetson", "tegrastats"} else "none"
+    kinds = sorted({s.traits.accelerator for s in sources if s.traits.accelerator})
+    return kinds[0] if kinds else "none"
 
 
-__all__ = ["Reading", "Roots", "Source", "accelerator_of", "detect_sources", "platform_of"]
+def measures_power(sources: list[Source]) -> bool:
+    """Whether any source measures power or energy (only then is an idle baseline useful)."""
+    return any(s.traits.measures_power for s in sources)
 
 
-def power_state(roots: Roots) -> dict[str, object]:
-    """Settings that change performance, for the environment snapshot: cpufreq governor,
-    Jetson nvpmodel mode, Pi clock and voltage settings, GPU power limits."""
-    state: dict[str, object] = {}
-    try:
-        policy = roots.sysfs / "devices" / "system" / "cpu" / "cpu0" / "cpufreq"
-        state["cpufreq_governor"] = roots.read(policy / "scaling_governor")
-    except OSError:
-        pass
-    nvpmodel = roots.run("nvpmodel", "-q")
-    if nvpmodel:
-        state["nvpmodel"] = " ".join(nvpmodel.split())
-    fan_profile = roots.run("nvfancontrol", "-q")  # Jetson: the active fan profile, as reported
-    if fan_profile:
-        state["fan_profile"] = " ".join(fan_profile.split())
-    fans = _fans(roots)
-    if fans:
-        state["fans"] = fans
-    limits = _gpu_power_limits(roots)
-    if limits:
-        state["gpu_power_limit_w"] = limits
-    pi_config = roots.run("vcgencmd", "get_config", "int")
-    if pi_config:
-        wanted = ("arm_freq", "over_voltage", "force_turbo", "temp_soft_limit")
-        state["pi_config"] = {
-            key: value
-            for key, _, value in (line.partition("=") for line in pi_config.splitlines())
-            if key in wanted
-        }
+def bitmask_sources(sources: list[Source]) -> frozenset[str]:
+    """Sources whose throttle reading holds flags, not an event counter."""
+    return frozenset(s.name for s in sources if s.traits.throttle == "bitmask")
+
+
+def power_state(roots: Roots) -> dict[str, Any]:
+    """Settings that change performance, for the environment snapshot: what each source
+    module's reader finds (cpufreq governor, Jetson nvpmodel mode and fan profile, Pi
+    clock and voltage settings, fans, GPU power limits)."""
+    state: dict[str, Any] = {}
+    for reader in power_state_readers().values():
+        state.update(reader(roots))
     return state
 
 
-def _gpu_power_limits(roots: Roots) -> list[float]:
-    nvml = nvml_module(roots)
-    if nvml is None:
-        return []
-    try:
-        nvml.nvmlInit()
-        handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
-        return [nvml.nvmlDeviceGetPowerManagementLimit(h) / 1000.0 for h in handles]
-    except Exception:  # NVML raises its own error types; a limit is optional provenance
-        return []
-
-
-def _fans(roots: Roots) -> dict[str, dict[str, int]]:
-    """hwmon fans (Pi 5 `pwmfan`/`cooling_fan`, Jetson `pwm-fan`): speed and PWM duty."""
-    fans: dict[str, dict[str, int]] = {}
-    for chip in sorted((roots.sysfs / "class" / "hwmon").glob("hwmon*")):
-        try:
-            name = roots.read(chip / "name")
-        except OSError:
-            continue
-        if "fan" not in name:
-            continue
-        values = {}
-        for key, file in (("rpm", "fan1_input"), ("pwm", "pwm1")):
-            try:
-                values[key] = int(roots.read(chip / file))
-            except (OSError, ValueError):
-                continue
-        if values:
-            fans[name] = values
-    return fans
+__all__ = [
+    "Reading",
+    "Roots",
+    "Source",
+    "Traits",
+    "accelerator_of",
+    "bitmask_sources",
+    "detect_sources",
+    "measures_power",
+    "nvml_module",
+    "platform_of",
+    "power_state",
+]

@@ -11,35 +11,13 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
-KINDS = ("energy", "power", "temperature", "frequency", "throttle")
-UNITS = {"energy": "J", "power": "W", "temperature": "C", "frequency": "MHz", "throttle": ""}
+from edgebench.measure.readings import KINDS, UNITS, Reading
 
-
-@dataclass(frozen=True)
-class Reading:
-    source: str
-    kind: str  # one of KINDS
-    name: str
-    scope: str  # what it measures: cpu_package, dram, gpu_board, module_input, pmic_rails, soc...
-    unit: str
-    value: float | None
-    status: str = "ok"  # ok, missing, error
-    reason: str = ""
-    flags: dict[str, bool] | None = None  # throttle readings: named booleans
-    primary: bool = False  # counts toward the device's total power (never a subset rail)
-    maximum: float | None = None  # frequency readings: the clock's ceiling, where known
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for optional in ("flags", "maximum"):
-            if data[optional] is None:
-                data.pop(optional)
-        data.pop("primary")
-        return data
+__all__ = ["KINDS", "UNITS", "Reading"]  # the shapes live in measure/; sources use them here
 
 
 def missing(source: str, kind: str, name: str, scope: str, reason: str) -> Reading:
@@ -82,15 +60,35 @@ class Roots:
         return done.stdout if done.returncode == 0 else None
 
 
+@dataclass(frozen=True)
+class Traits:
+    """What a source says about itself, so that nothing outside its module needs to know
+    it by name."""
+
+    measures_power: bool = False  # power or energy: an idle baseline is worth taking
+    # How a throttle reading's value changes: "counter" goes up once per event,
+    # "bitmask" holds flags that turn on and off (the flags say which).
+    throttle: str = "counter"
+    platform: str | None = None  # the platform its presence implies
+    platform_rank: int = 100  # where sources imply several, the lowest rank names it
+    accelerator: str | None = None  # the accelerator kind its presence implies
+
+
 class Source(Protocol):
+    """A sensor source. It may also have `close()`, called once when sampling ends (a
+    source that runs a tool process ends it there)."""
+
     name: str
     interval_s: float  # the shortest sensible time between two reads
+    traits: ClassVar[Traits]
 
     def read(self) -> list[Reading]: ...
 
 
 Detector = Callable[[Roots], "Source | None"]
+StateReader = Callable[[Roots], dict[str, Any]]
 _REGISTRY: dict[str, Detector] = {}
+_STATE_READERS: dict[str, StateReader] = {}
 
 
 def register(name: str) -> Callable[[Detector], Detector]:
@@ -103,6 +101,21 @@ def register(name: str) -> Callable[[Detector], Detector]:
 
 def registered() -> dict[str, Detector]:
     return dict(_REGISTRY)
+
+
+def register_power_state(name: str) -> Callable[[StateReader], StateReader]:
+    """A module's reader of settings that change performance (governor, power mode, clock
+    configuration, fans, power limits), for the environment snapshot."""
+
+    def add(reader: StateReader) -> StateReader:
+        _STATE_READERS[name] = reader
+        return reader
+
+    return add
+
+
+def power_state_readers() -> dict[str, StateReader]:
+    return dict(_STATE_READERS)
 
 
 def reason_of(exc: OSError) -> str:

@@ -5,8 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
-from edgebench.agent.sensors.base import Reading, Roots, missing, reason_of, register
+from edgebench.agent.sensors.base import (
+    Reading,
+    Roots,
+    Traits,
+    missing,
+    reason_of,
+    register,
+    register_power_state,
+)
 
 THROTTLE_FILES = ("core_throttle_count", "package_throttle_count")
 
@@ -17,6 +26,7 @@ class CpufreqSource:
     cpus: list[Path]  # cpu<N> directories with cpufreq/
     throttle_cpus: list[Path]  # cpu<N> directories with thermal_throttle/
     name: str = "cpufreq"
+    traits: ClassVar[Traits] = Traits()
     interval_s: float = 0.1
     _max_mhz: dict[str, float] = field(default_factory=dict)
 
@@ -82,3 +92,13 @@ def detect(roots: Roots) -> CpufreqSource | None:
     if not cpus and not throttled:
         return None
     return CpufreqSource(roots, cpus, throttled)
+
+
+@register_power_state("cpufreq")
+def governor(roots: Roots) -> dict[str, Any]:
+    """The cpufreq governor (performance, powersave, ondemand...) of the first CPU."""
+    policy = roots.sysfs / "devices" / "system" / "cpu" / "cpu0" / "cpufreq"
+    try:
+        return {"cpufreq_governor": roots.read(policy / "scaling_governor")}
+    except OSError:
+        return {}

@@ -11,8 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
-from edgebench.agent.sensors.base import Reading, Roots, missing, reason_of, register
+from edgebench.agent.sensors.base import (
+    Reading,
+    Roots,
+    Traits,
+    missing,
+    reason_of,
+    register,
+    register_power_state,
+)
 
 INPUT_RAILS = {"VDD_IN", "POM_5V_IN"}
 GPU_NODES = {"gv11b", "gp10b", "ga10b", "gb10b", "gpu"}
@@ -33,6 +42,9 @@ class JetsonSource:
     gpu: Path | None  # devfreq node
     oc_counters: list[Path]
     name: str = "jetson"
+    traits: ClassVar[Traits] = Traits(
+        measures_power=True, platform="jetson", platform_rank=1, accelerator="cuda"
+    )
     interval_s: float = 0.1
 
     def read(self) -> list[Reading]:
@@ -132,3 +144,16 @@ def detect(roots: Roots) -> JetsonSource | None:
     if not rails:
         return None
     return JetsonSource(roots, rails, _gpu_devfreq(roots), counters)
+
+
+@register_power_state("jetson")
+def power_mode(roots: Roots) -> dict[str, Any]:
+    """The nvpmodel power mode and the active fan profile, as the tools report them."""
+    state: dict[str, Any] = {}
+    nvpmodel = roots.run("nvpmodel", "-q")
+    if nvpmodel:
+        state["nvpmodel"] = " ".join(nvpmodel.split())
+    fan_profile = roots.run("nvfancontrol", "-q")
+    if fan_profile:
+        state["fan_profile"] = " ".join(fan_profile.split())
+    return state

@@ -6,9 +6,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from edgebench.agent.sensors.base import UNITS, Reading, Roots, missing, register
+from edgebench.agent.sensors.base import (
+    UNITS,
+    Reading,
+    Roots,
+    Traits,
+    missing,
+    register,
+    register_power_state,
+)
 
 ARCH_VOLTA = 5
 CLOCK_SM, CLOCK_MEM = 1, 2
@@ -46,6 +54,7 @@ class NvmlSource:
     handles: list[Gpu]
     name: str = "nvml"
     interval_s: float = 0.1
+    traits: ClassVar[Traits] = Traits(measures_power=True, throttle="bitmask", accelerator="cuda")
 
     def read(self) -> list[Reading]:
         readings = []
@@ -122,6 +131,7 @@ class NvmlEnergySource:
     handles: list[Gpu]
     name: str = "nvml"
     interval_s: float = ENERGY_INTERVAL_S
+    traits: ClassVar[Traits] = Traits(measures_power=True, accelerator="cuda")
 
     def read(self) -> list[Reading]:
         readings = []
@@ -173,3 +183,18 @@ def _gpus(roots: Roots) -> tuple[Any, list[Gpu]] | None:
             has_energy = False
         handles.append((f"gpu{index}", handle, has_energy))
     return (nvml, handles) if handles else None
+
+
+@register_power_state("nvml")
+def power_limits(roots: Roots) -> dict[str, Any]:
+    """Each NVIDIA GPU's power limit in W."""
+    nvml = nvml_module(roots)
+    if nvml is None:
+        return {}
+    try:
+        nvml.nvmlInit()
+        handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+        limits = [nvml.nvmlDeviceGetPowerManagementLimit(h) / 1000.0 for h in handles]
+    except Exception:  # NVML raises its own error types; a limit is optional provenance
+        return {}
+    return {"gpu_power_limit_w": limits} if limits else {}

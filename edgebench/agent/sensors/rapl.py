@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from edgebench.agent.sensors.base import Reading, Roots, missing, reason_of, register
+from edgebench.agent.sensors.base import Reading, Roots, Traits, missing, reason_of, register
 
 SCOPES = {"core": "cpu_core", "uncore": "uncore", "dram": "dram", "psys": "platform"}
 PERMISSION_HINT = (
@@ -44,6 +45,7 @@ class RaplSource:
     roots: Roots
     zones: list[Zone]
     name: str = "rapl"
+    traits: ClassVar[Traits] = Traits(measures_power=True, platform="x86_rapl", platform_rank=2)
     interval_s: float = 0.1
     _denied: set[str] = field(default_factory=set)
 

@@ -11,8 +11,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from edgebench.agent.sensors.base import Reading, Roots, missing, register
+from edgebench.agent.sensors.base import (
+    Reading,
+    Roots,
+    Traits,
+    missing,
+    register,
+    register_power_state,
+)
 
 THROTTLE_BITS = {
     "under_voltage": 0,
@@ -54,6 +62,9 @@ class RaspberryPiSource:
     roots: Roots
     model: str
     name: str = "raspberrypi"
+    traits: ClassVar[Traits] = Traits(
+        measures_power=True, throttle="bitmask", platform="raspberrypi", platform_rank=0
+    )
     interval_s: float = 0.5
     _reads: int = 0
 
@@ -113,3 +124,16 @@ def detect(roots: Roots) -> RaspberryPiSource | None:
         return None
     model = model.strip("\x00")
     return RaspberryPiSource(roots, model) if "Raspberry Pi" in model else None
+
+
+PI_CONFIG = ("arm_freq", "over_voltage", "force_turbo", "temp_soft_limit")
+
+
+@register_power_state("raspberrypi")
+def clock_config(roots: Roots) -> dict[str, Any]:
+    """The firmware's clock and voltage settings that change performance."""
+    pi_config = roots.run("vcgencmd", "get_config", "int")
+    if not pi_config:
+        return {}
+    lines = (line.partition("=") for line in pi_config.splitlines())
+    return {"pi_config": {key: value for key, _, value in lines if key in PI_CONFIG}}

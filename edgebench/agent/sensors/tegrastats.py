@@ -12,8 +12,9 @@ import re
 import subprocess
 import threading
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from edgebench.agent.sensors.base import Reading, Roots, missing, register
+from edgebench.agent.sensors.base import Reading, Roots, Traits, missing, register
 
 RAIL = re.compile(r"\b([A-Z][A-Z0-9_]+) (\d+)(?:mW)?/(\d+)(?:mW)?(?:/(\d+)(?:mW)?)?\b")
 INPUT_RAILS = {"VDD_IN", "POM_5V_IN"}
@@ -35,6 +36,9 @@ def parse_rails(line: str) -> dict[str, float]:
 class TegrastatsSource:
     process: subprocess.Popen[str]
     name: str = "tegrastats"
+    traits: ClassVar[Traits] = Traits(
+        measures_power=True, platform="jetson", platform_rank=1, accelerator="cuda"
+    )
     interval_s: float = 0.1
     _latest: dict[str, float] = field(default_factory=dict)
     _fresh: bool = False

@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
-from edgebench.agent.sensors.base import Reading, Roots, missing, reason_of, register
+from edgebench.agent.sensors.base import (
+    Reading,
+    Roots,
+    Traits,
+    missing,
+    reason_of,
+    register,
+    register_power_state,
+)
 
 OFFLINE_C = -256.0
 SKIP_TYPES = {"pmic", "pmic-die"}  # constant placeholders on Jetson
@@ -20,6 +29,7 @@ class ThermalSource:
     roots: Roots
     sensors: list[tuple[str, str, Path]]  # (name, scope, temp file)
     name: str = "thermal"
+    traits: ClassVar[Traits] = Traits()
     interval_s: float = 0.1
 
     def read(self) -> list[Reading]:
@@ -74,3 +84,25 @@ def detect(roots: Roots) -> ThermalSource | None:
                 label = roots.read(label_file) if label_file.exists() else temp.name.split("_")[0]
                 sensors.append((_unique(f"{chip_name}/{label}", taken), chip_name, temp))
     return ThermalSource(roots, sensors) if sensors else None
+
+
+@register_power_state("fans")
+def fans(roots: Roots) -> dict[str, Any]:
+    """hwmon fans (Pi 5 `pwmfan`/`cooling_fan`, Jetson `pwm-fan`): speed and PWM duty."""
+    found: dict[str, dict[str, int]] = {}
+    for chip in sorted((roots.sysfs / "class" / "hwmon").glob("hwmon*")):
+        try:
+            name = roots.read(chip / "name")
+        except OSError:
+            continue
+        if "fan" not in name:
+            continue
+        values = {}
+        for key, file in (("rpm", "fan1_input"), ("pwm", "pwm1")):
+            try:
+                values[key] = int(roots.read(chip / file))
+            except (OSError, ValueError):
+                continue
+        if values:
+            found[name] = values
+    return {"fans": found} if found else {}
