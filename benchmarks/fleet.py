@@ -39,7 +39,8 @@ import grpc
 import psutil
 from sqlalchemy import create_engine, text
 
-from edgebench.agent.session import channel_options, metrics_message
+from edgebench.agent.session import channel_options
+from edgebench.agent.wire import metrics_message
 from edgebench.cli.client import CoordinatorClient
 from edgebench.coordinator.tables import RunState
 from edgebench.dashboard.models import JobCreate

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import threading
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from pydantic import ValidationError
 
 from edgebench import paths
 from edgebench.agent import hardware
@@ -26,9 +24,9 @@ from edgebench.agent.cache import ModelCache
 from edgebench.agent.credentials import Credential, NotEnrolled
 from edgebench.agent.isolation import measure_in_child
 from edgebench.agent.outbox import Outbox
-from edgebench.errors import EdgebenchError
+from edgebench.agent.wire import metrics_message, spec_from
 from edgebench.measure.record import BenchResult
-from edgebench.proto.convert import from_message, to_message
+from edgebench.proto.convert import to_message
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
 from edgebench.protocol import AGENT_ID_KEY, AGENT_SECRET_KEY, MAX_MESSAGE_BYTES
@@ -41,10 +39,6 @@ DEFAULT_OUTBOX_LIMIT = 1000  # unacknowledged results before the agent stops tak
 
 class RunCancelled(Exception):
     pass
-
-
-class WireError(EdgebenchError, ValueError):
-    """What the coordinator sent breaks the contract; the run fails with this message."""
 
 
 def channel_options() -> list[tuple[str, int]]:
@@ -63,35 +57,6 @@ def channel_options() -> list[tuple[str, int]]:
 
 def metadata(credential: Credential) -> tuple[tuple[str, str], ...]:
     return ((AGENT_ID_KEY, credential.agent_id), (AGENT_SECRET_KEY, credential.secret))
-
-
-def metrics_message(result: BenchResult) -> pb.Metrics:
-    # Unset optional fields say "unknown", which is not the same as zero.
-    fields = {name: value for name, value in result.fields().items() if value is not None}
-    extra: dict[str, Any] = {} if result.window_s is None else {"window_s": result.window_s}
-    return pb.Metrics(
-        **fields,
-        **extra,
-        engine_version=result.engine_version,
-        definitions_version=result.definitions_version,
-        source_sha256=result.source_sha256,
-        reps_mode=result.reps_mode,
-        windows_tps=result.windows_tps,
-        environment_json=json.dumps(result.environment, sort_keys=True, default=str),
-        sensors_json=json.dumps(result.sensors, default=str),
-        rep_timings=[
-            pb.RepTimings(prefill_ns=r.prefill_ns, token_ns=r.token_ns, start_ns=r.start_ns)
-            for r in result.rep_timings
-        ],
-    )
-
-
-def spec_from(assignment: pb.RunAssignment) -> RunSpec:
-    """The runner's spec for a run, checked like any input from the network."""
-    try:
-        return from_message(assignment.spec, RunSpec)
-    except ValidationError as exc:
-        raise WireError(f"the coordinator sent an invalid run spec: {exc}") from None
 
 
 @dataclass

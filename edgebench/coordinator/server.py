@@ -17,7 +17,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edgebench import paths
 from edgebench.coordinator.artifacts import ArtifactFiles
-from edgebench.coordinator.service import AgentService, Dispatcher
+from edgebench.coordinator.dispatch import Dispatcher
+from edgebench.coordinator.service import AgentService
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store
 from edgebench.dashboard.app import create_app

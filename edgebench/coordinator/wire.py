@@ -10,11 +10,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from edgebench.coordinator.scheduler import Claim
+from edgebench.coordinator.tables import Artifact, Run
+from edgebench.dashboard.models import JobCreate
 from edgebench.device import HardwareInfo
+from edgebench.measure.packing import pack_reps
 from edgebench.measure.record import FIELD_NAMES, NULLABLE_FIELDS, RepTiming
-from edgebench.proto.convert import from_message
+from edgebench.proto.convert import from_message, to_message
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.protocol import NAME_RE, TAG_RE
+from edgebench.workload import RunSpec, TestMatrix
 
 MAX_TEXT = 256
 MAX_TAGS = 32
@@ -118,3 +123,35 @@ def _json_object(text: str, what: str, limit: int = MAX_ENVIRONMENT) -> str:
     if not isinstance(data, dict):
         raise WireError(f"{what} must be a JSON object")
     return text or "{}"  # checked, and kept as sent (writing it again cost as much)
+
+
+def checked_result(metrics: pb.Metrics) -> tuple[dict[str, Any], bytes]:
+    values, timings = result_values(metrics)
+    return values, pack_reps(timings)
+
+
+def assignment_for(
+    claim: Claim, artifact: Artifact | None, spec: JobCreate, lease_seconds: int
+) -> pb.RunAssignment:
+    run = claim.run
+    return pb.RunAssignment(
+        run_id=run.id,
+        job_id=run.job_id,
+        lease_epoch=run.lease_epoch,
+        lease_seconds=lease_seconds,
+        request_id=run.lease_request_id or "",
+        model=pb.ModelRef(
+            sha256=run.model_sha256,
+            filename=artifact.filename if artifact else "",
+            size_bytes=artifact.size_bytes if artifact else 0,
+            format=artifact.format if artifact else "gguf",
+        ),
+        spec=to_message(run_spec(run, spec), pb.RunSpec()),
+    )
+
+
+def run_spec(run: Run, job: JobCreate) -> RunSpec:
+    """A run's spec: its job's workload with the one test this run measures."""
+    test = TestMatrix(n_prompt=[run.n_prompt], n_gen=[run.n_gen], n_depth=[run.n_depth])
+    workload = job.workload.model_copy(update={"tests": test})
+    return RunSpec(backend=run.backend, variant=run.variant, workload=workload)

@@ -12,13 +12,13 @@ import typer
 from pydantic.fields import FieldInfo
 from typer.testing import CliRunner
 
-from edgebench.agent.session import spec_from
+from edgebench.agent.wire import spec_from
 from edgebench.cli.main import app as main_app
 from edgebench.cli.options import FLAGS, workload_options
 from edgebench.coordinator.jobspec import plan_runs
-from edgebench.coordinator.service import assignment_for
 from edgebench.coordinator.store import Claim
 from edgebench.coordinator.tables import Artifact, Job, Run
+from edgebench.coordinator.wire import assignment_for
 from edgebench.dashboard.models import JobCreate
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.workload import FIELD_SECTIONS, SECTIONS, Workload

@@ -8,9 +8,9 @@ import json
 import shutil
 from pathlib import Path
 
-from edgebench.agent.session import spec_from
-from edgebench.coordinator.service import assignment_for
+from edgebench.agent.wire import spec_from
 from edgebench.coordinator.store import Store
+from edgebench.coordinator.wire import assignment_for
 from edgebench.dashboard.models import JobCreate
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.workload import FlashAttention
