@@ -47,6 +47,8 @@ from pathlib import Path
 
 from benchmarks.turns import Turns, paired_ratios, self_check
 from edgebench.agent.reference import (
+    _llama_bench_json,
+    _steady_ts,
     llama_bench_decode,
     llama_bench_tests,
     request_tps,
@@ -107,11 +109,18 @@ def main() -> None:
         "-r", "--reps", type=int, default=5, help="with --rounds: repetitions per run"
     )
     parser.add_argument(
+        "--own-defaults", action="store_true",
+        help="with --rounds: both tools at their own engine defaults, as a user runs them "
+        "(prefill against pp, decode against tg)",
+    )  # fmt: skip
+    parser.add_argument(
         "--self-check", action="store_true",
         help="llama-bench's tg taking turns with itself: the second side over the first, "
         "the edge that running both orders cancels",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.own_defaults and not args.rounds:
+        parser.error("--own-defaults alternates whole runs: give it --rounds N")
     if args.self_check and args.rounds:
         parser.error("--self-check takes turns: give it --turns, not --rounds")
     if args.rounds and args.rounds < 6:
@@ -136,7 +145,9 @@ def main() -> None:
     print("| variant | metric | edgebench (median) | llama-bench (median) "
           "| paired ratio (median) | 95% interval | target |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
-    metrics = [m for m in METRICS if m[0] == TG_SEQUENCE] if args.loop_only else list(METRICS)
+    metrics: list[tuple[str, float | None]] = (
+        [m for m in METRICS if m[0] == TG_SEQUENCE] if args.loop_only else list(METRICS)
+    )
     for variant in args.variants.split(","):
         spec = RunSpec.of(
             variant=variant, n_prompt=(args.n_prompt,), n_gen=(args.n_gen,), reps=args.reps,
@@ -145,7 +156,10 @@ def main() -> None:
         if args.self_check:
             _print_self_check(tool, source, spec, args.turns)
             continue
-        if args.rounds:
+        if args.own_defaults:
+            rows = _round_rows(*_alternate_defaults(tool, source, spec, args.rounds))
+            metrics = [("prefill", None), ("decode", None)]
+        elif args.rounds:
             alternate = _alternate_loops if args.loop_only else _alternate
             rows = _round_rows(*alternate(tool, source, spec, args.rounds))
         else:
@@ -226,6 +240,35 @@ def _alternate(
         ref["decode"].append(figures.decode_tps)
         ref[TG_SEQUENCE].append(figures.decode_tps)
         ref["request"].append(figures.request_tps)
+
+    _take_turns(rounds, run_ours, run_reference)
+    return ours, ref
+
+
+def _alternate_defaults(
+    tool: Path, source: Path, spec: RunSpec, rounds: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Both tools as a user runs them, each at its own defaults: our runner given only the
+    sizes, repetitions and threads (so n_batch 2048, n_ubatch 512, flash attention auto,
+    GPU layers by build), llama-bench given only the model, threads, sizes and
+    repetitions. Prefill against its pp, decode against its tg."""
+    first = run_benchmark(source, spec, cache_dir=DATA / "variants")[0]
+    model = _variant_path(first.source_sha256, spec.variant, source)
+    reps = spec.workload.repetitions.reps
+    common = ["-m", str(model), "-t", str(first.threads), "-r", str(reps + 1)]
+    tests = {"prefill": ["-p", str(first.n_prompt), "-n", "0"],
+             "decode": ["-p", "0", "-n", str(first.n_gen)]}  # fmt: skip
+    ours: dict[str, list[float]] = {metric: [] for metric in tests}
+    ref: dict[str, list[float]] = {metric: [] for metric in tests}
+
+    def run_ours() -> None:
+        result = run_benchmark(source, spec, cache_dir=DATA / "variants")[0]
+        ours["prefill"].append(result.prefill_tps)
+        ours["decode"].append(result.decode_tps)
+
+    def run_reference() -> None:
+        for metric, test in tests.items():
+            ref[metric].append(_steady_ts(_llama_bench_json(tool, [*common, *test]), reps))
 
     _take_turns(rounds, run_ours, run_reference)
     return ours, ref

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from edgebench.coordinator import scheduler
-from edgebench.coordinator.scheduler import Claim, ClaimRequest, LeaseTouch, ResultIn
+from edgebench.coordinator import lifecycle
+from edgebench.coordinator.lifecycle import Claim, ClaimRequest, LeaseTouch, ResultIn
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store, device_seen
 from edgebench.coordinator.tables import Agent, Artifact, Device, Job, utcnow
@@ -61,7 +61,7 @@ class Dispatcher:
         # failures and hellos; dispatch rounds; and housekeeping that no agent waits on
         # (lease touches, last-seen times, reaps: a flush of 2,000 touches took 0.1-0.3 s
         # and held results back, benchmarks/fleet.py).
-        self.writer = StoreWriter(store, vectors=[scheduler.store_results])
+        self.writer = StoreWriter(store, vectors=[lifecycle.store_results])
         self.rounds = StoreWriter(store)
         self.housekeeping = StoreWriter(store)
         # Touches waiting for the next flush: {run id: {(agent id, epoch): (session, touch)}}
@@ -74,7 +74,7 @@ class Dispatcher:
         self.seen: dict[str, tuple[str, datetime]] = {}
         self._specs: dict[str, JobCreate] = {}  # jobs never change once stored
         # Fair share's runs in flight, counted once a second (only the rounds writer uses it)
-        self._in_flight = scheduler.InFlightCounts()
+        self._in_flight = lifecycle.InFlightCounts()
 
     def start_writers(self) -> None:
         for writer in (self.writer, self.rounds, self.housekeeping):
@@ -88,7 +88,7 @@ class Dispatcher:
     async def flush_seen(self) -> None:
         seen, self.seen = self.seen, {}
         if seen:
-            await self.housekeeping.call(functools.partial(scheduler.heard_from, seen=seen))
+            await self.housekeeping.call(functools.partial(lifecycle.heard_from, seen=seen))
 
     def touch(self, session: AgentSession, touch: LeaseTouch) -> None:
         """Keeps the newest heartbeat or progress of a lease for the next flush (a
@@ -126,7 +126,7 @@ class Dispatcher:
             chunk = pending[start : start + TOUCH_CHUNK]
             alive = await self.housekeeping.call(
                 functools.partial(
-                    scheduler.touch_leases,
+                    lifecycle.touch_leases,
                     touches=[touch for _, touch in chunk],
                     lease_seconds=self.settings.lease_seconds,
                 )
@@ -140,7 +140,7 @@ class Dispatcher:
     async def reap(self) -> None:
         retry_base = self.settings.retry_base_seconds
         await self.housekeeping.call(
-            functools.partial(scheduler.reap_expired, retry_base_seconds=retry_base)
+            functools.partial(lifecycle.reap_expired, retry_base_seconds=retry_base)
         )
 
     def _spec_of(self, job: Job) -> JobCreate:
@@ -187,7 +187,7 @@ class Dispatcher:
                 for s in waiting
             ]  # fmt: skip
             claim_runs = functools.partial(
-                scheduler.claim_runs,
+                lifecycle.claim_runs,
                 requests=requests,
                 lease_seconds=self.settings.lease_seconds,
                 retry_base_seconds=self.settings.retry_base_seconds,
@@ -264,7 +264,7 @@ class Dispatcher:
         after it); the future settles after the commit."""
         self.forget_touches(item.run_id)
         session.finished.append(item.run_id)
-        stored: asyncio.Future[None] = self.writer.submit_item(scheduler.store_results, item)
+        stored: asyncio.Future[None] = self.writer.submit_item(lifecycle.store_results, item)
         self._track(session, stored, item.run_id)
         return stored
 
@@ -272,7 +272,7 @@ class Dispatcher:
         self.forget_touches(run_id)
         session.finished.append(run_id)
         failed = self.writer.submit(
-            functools.partial(scheduler.fail_run, agent_id=session.agent.id, run_id=run_id,
+            functools.partial(lifecycle.fail_run, agent_id=session.agent.id, run_id=run_id,
                               epoch=epoch, error=error)
         )  # fmt: skip
         self._track(session, failed, run_id)

@@ -14,7 +14,7 @@ import grpc
 from edgebench.coordinator.artifacts import CHUNK_BYTES, ArtifactError, ArtifactFiles, check_sha256
 from edgebench.coordinator.dispatch import AgentSession, Dispatcher
 from edgebench.coordinator.errors import Conflict, NotFound, StaleLease, StoreError
-from edgebench.coordinator.scheduler import LeaseTouch, ResultIn
+from edgebench.coordinator.lifecycle import LeaseTouch, ResultIn
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store
 from edgebench.coordinator.tables import Agent

@@ -1,7 +1,12 @@
-"""The coordinator's store: every read and write of the database goes through here.
+"""The coordinator's store: the database, its schema, and the reads and writes of
+everything but the run lifecycle (tokens, enrollment, artifacts, jobs, cancels, reads for
+the API).
 
-Writes that must not happen twice (a lease grant, a result) are compare-and-set
-updates checked by row count, so they are safe whichever database is underneath.
+The run lifecycle's writes (claims, lease touches, results, failures, expiry) are the
+functions of coordinator/lifecycle.py, each working inside a write transaction its caller
+opens: in production the writer threads (coordinator/writer.py) commit many at once; a
+script or a test opens one with `Store.writing()`. Every such write that must not happen
+twice (a grant, a result) is a compare-and-set checked by row count.
 """
 
 from __future__ import annotations
@@ -21,18 +26,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, update
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
-from edgebench.coordinator import scheduler, schema
+from edgebench.coordinator import schema
 from edgebench.coordinator.database import make_engine, writer_engine
 from edgebench.coordinator.errors import Ambiguous, Conflict, NotFound, StaleLease, StoreError
 from edgebench.coordinator.jobspec import MAX_RUNS_PER_JOB, PlannedRun
-from edgebench.coordinator.scheduler import (
+from edgebench.coordinator.lifecycle import (
     MAX_ATTEMPTS,
     Claim,
     ClaimRequest,
-    LeaseTouch,
-    ResultIn,
     retry_delay,
 )
 from edgebench.coordinator.selectors import (
@@ -239,16 +242,6 @@ class Store:
             return None
         return agent
 
-    def agent_seen(self, agent: Agent, hardware: HardwareInfo | None = None) -> Device:
-        with self.writing() as s:
-            return device_seen(s, agent, hardware)
-
-    def heard_from(self, seen: dict[str, tuple[str, datetime]]) -> None:
-        """Heartbeats: {agent id: (device id, when)} seen since the last call, written in
-        one transaction (per heartbeat it was most of the fleet's database writes)."""
-        with self.writing() as s:
-            scheduler.heard_from(s, seen)
-
     # ---- artifacts ---------------------------------------------------------------
 
     def get_artifact(self, sha256: str) -> Artifact | None:
@@ -443,10 +436,6 @@ class Store:
         with self.session() as s:
             return _device(s, key)
 
-    def job_id(self, key: str) -> str:
-        with self.session() as s:
-            return resolve_id(s, Job, key, "job")
-
     def list_results(
         self, *, job_id: str | None = None, device_id: str | None = None
     ) -> list[Result]:
@@ -458,11 +447,7 @@ class Store:
                 query = query.where(Result.device_id == _device(s, device_id).id)
             return list(s.exec(query))
 
-    def count(self, table: type[SQLModel]) -> int:
-        with self.session() as s:
-            return len(list(s.exec(select(table))))
-
-    # ---- scheduling (coordinator/scheduler.py; the writer thread batches these) -------
+    # ---- the run lifecycle's writes (coordinator/lifecycle.py) -----------------------
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
@@ -473,71 +458,6 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
-
-    def claim_run(
-        self, *, agent: Agent, device: Device, lease_seconds: int, request_id: str | None = None
-    ) -> Claim | None:
-        """Leases the next queued run this device may take, or returns None."""
-        return self.claim_runs([ClaimRequest(agent, device, request_id)], lease_seconds)[0]
-
-    def claim_runs(self, requests: list[ClaimRequest], lease_seconds: int) -> list[Claim | None]:
-        """One dispatch round in one transaction (see scheduler.claim_runs)."""
-        with self.writing() as s:
-            return scheduler.claim_runs(s, requests, lease_seconds, self.retry_base_seconds)
-
-    def answer_work_request(self, agent_id: str, request_id: str) -> tuple[Claim | None, int]:
-        """(the lease this request id already got, or None; how many other leases of the
-        agent were released, as it lost them). Dispatch rounds do this for every request."""
-        with self.writing() as s:
-            answers, released = scheduler.answer_requests(
-                s, [(agent_id, request_id)], self.retry_base_seconds
-            )
-            return scheduler.claims_of(s, answers)[0], released
-
-    def release_leases(self, agent_id: str) -> int:
-        with self.writing() as s:
-            return scheduler.release_leases(s, [agent_id], self.retry_base_seconds)
-
-    def extend_lease(
-        self,
-        *,
-        agent_id: str,
-        run_id: str,
-        epoch: int,
-        lease_seconds: int,
-        phase: str | None = None,
-        rep: int | None = None,
-    ) -> bool:
-        """Heartbeat or progress of a run: extends its lease if the lease is current."""
-        touch = LeaseTouch(agent_id, run_id, epoch, phase, rep)
-        with self.writing() as s:
-            return scheduler.touch_leases(s, [touch], lease_seconds)[0]
-
-    def store_result(
-        self,
-        *,
-        agent_id: str,
-        result_id: str,
-        run_id: str,
-        epoch: int,
-        values: dict[str, Any],
-        timings: bytes,
-    ) -> None:
-        """Stores a result and marks its run succeeded in one transaction.
-        The same result id twice is one result; raises StoreError when refused."""
-        item = ResultIn(agent_id, result_id, run_id, epoch, values, timings)
-        with self.writing() as s:
-            (refused,) = scheduler.store_results(s, [item])
-        if refused is not None:
-            raise refused
-
-    def fail_run(self, *, agent_id: str, run_id: str, epoch: int, error: str) -> bool:
-        with self.writing() as s:
-            return scheduler.fail_run(s, agent_id=agent_id, run_id=run_id, epoch=epoch, error=error)
-
-    def reap_expired(self) -> int:
-        with self.writing() as s:
-            return scheduler.reap_expired(s, self.retry_base_seconds)
 
 
 def device_seen(s: Session, agent: Agent, hardware: HardwareInfo | None = None) -> Device:

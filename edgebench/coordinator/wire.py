@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edgebench.coordinator.scheduler import Claim
+from edgebench.coordinator.lifecycle import Claim
 from edgebench.coordinator.tables import Artifact, Run
 from edgebench.dashboard.models import JobCreate
 from edgebench.device import HardwareInfo

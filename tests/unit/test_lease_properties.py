@@ -19,6 +19,7 @@ from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunSta
 from edgebench.device import HardwareInfo
 from edgebench.measure.packing import pack_reps
 from edgebench.measure.record import RepTiming, summarize
+from tests import lifecycle_ops as ops
 from tests.conftest import job_spec
 
 CAPABLE = HardwareInfo.from_flat({"engines": {"llama_cpp": "0.3.36"}})
@@ -71,7 +72,7 @@ class LeaseMachine(RuleBasedStateMachine):
     @rule(agent=st.integers(0, AGENTS - 1), expired=st.booleans())
     def claim(self, agent: int, expired: bool) -> None:
         holder, device = self.agents[agent]
-        claim = self.store.claim_run(agent=holder, device=device,
+        claim = ops.claim_run(self.store, agent=holder, device=device,
                                      lease_seconds=-1 if expired else 60)  # fmt: skip
         if claim is not None:
             assert claim.run.attempts <= MAX_ATTEMPTS
@@ -82,13 +83,13 @@ class LeaseMachine(RuleBasedStateMachine):
     def heartbeat(self, data: st.DataObject, lapse: bool) -> None:
         run_id, agent_id, epoch = data.draw(st.sampled_from(self.grants))
         current = self._is_current(run_id, agent_id, epoch)
-        accepted = self.store.extend_lease(agent_id=agent_id, run_id=run_id, epoch=epoch,
+        accepted = ops.extend_lease(self.store, agent_id=agent_id, run_id=run_id, epoch=epoch,
                                            lease_seconds=-1 if lapse else 60)  # fmt: skip
         assert accepted == current  # a superseded lease's heartbeat is always refused
 
     @rule()
     def reap(self) -> None:
-        self.store.reap_expired()
+        ops.reap_expired(self.store)
 
     @precondition(lambda self: self.grants)
     @rule(data=st.data(), conflicting=st.booleans())
@@ -99,7 +100,7 @@ class LeaseMachine(RuleBasedStateMachine):
         values, blob = _result(7 if conflicting else 5)
         current = self._is_current(run_id, agent_id, epoch)
         try:
-            self.store.store_result(agent_id=agent_id, result_id=result_id, run_id=run_id,
+            ops.store_result(self.store, agent_id=agent_id, result_id=result_id, run_id=run_id,
                                     epoch=epoch, values=values, timings=blob)  # fmt: skip
         except StoreError:
             assert not current or known is not None
@@ -113,7 +114,7 @@ class LeaseMachine(RuleBasedStateMachine):
     def fail(self, data: st.DataObject) -> None:
         run_id, agent_id, epoch = data.draw(st.sampled_from(self.grants))
         current = self._is_current(run_id, agent_id, epoch)
-        failed = self.store.fail_run(agent_id=agent_id, run_id=run_id, epoch=epoch, error="x")
+        failed = ops.fail_run(self.store, agent_id=agent_id, run_id=run_id, epoch=epoch, error="x")
         assert failed == current
 
     @rule()
@@ -131,7 +132,7 @@ class LeaseMachine(RuleBasedStateMachine):
             self.epochs[run.id] = run.lease_epoch
             live = [g for g in self.grants if g[0] == run.id and self._is_current(*g)]
             assert len(live) <= 1
-        assert self.store.count(Result) == len({r.id for r in results})
+        assert ops.count(self.store, Result) == len({r.id for r in results})
 
 
 LeaseMachine.TestCase.settings = settings(

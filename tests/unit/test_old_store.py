@@ -14,6 +14,7 @@ from edgebench.coordinator.wire import assignment_for
 from edgebench.dashboard.models import JobCreate
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.workload import FlashAttention
+from tests import lifecycle_ops as ops
 
 STORES = Path(__file__).resolve().parents[1] / "fixtures" / "stores"
 OLD_DB, OLD_CREDENTIAL = (
@@ -31,7 +32,7 @@ def test_a_queued_job_of_edgebench_0_1_is_dispatched_as_submitted(tmp_path: Path
     assert JobCreate.model_validate_json(job.spec_json).submitter == "carol"
     agent = store.authenticate_agent(saved["agent_id"], saved["secret"])
     assert agent is not None
-    claim = store.claim_run(agent=agent, device=store.get_device("old-box"), lease_seconds=60)
+    claim = ops.claim_run(store, agent=agent, device=store.get_device("old-box"), lease_seconds=60)
     assert claim is not None and claim.job.id == job.id
     spec = JobCreate.model_validate_json(claim.job.spec_json)
     artifact = store.get_artifact(claim.run.model_sha256)

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import bindparam, select, text
 from sqlmodel import col
 
-from edgebench.coordinator import scheduler
+from edgebench.coordinator import lifecycle
 from edgebench.coordinator.jobspec import PlannedRun, new_job, plan_runs
-from edgebench.coordinator.scheduler import Claim, LeaseTouch, ResultIn
+from edgebench.coordinator.lifecycle import Claim, LeaseTouch, ResultIn
 from edgebench.coordinator.store import (
     MAX_ATTEMPTS,
     Ambiguous,
@@ -27,6 +27,7 @@ from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunSta
 from edgebench.device import HardwareInfo
 from edgebench.measure.packing import pack_reps
 from edgebench.measure.record import RepTiming, summarize
+from tests import lifecycle_ops as ops
 from tests.conftest import job_spec
 
 SHA = "b" * 64
@@ -73,8 +74,8 @@ def _two_leases(store: Store) -> tuple[tuple[Agent, Claim], tuple[Agent, Claim]]
     _job(store, n_gen=3)
     _job(store, n_gen=4)
     (a, a_device), (b, b_device) = _agent(store, "dev0"), _agent(store, "dev1")
-    first = store.claim_run(agent=a, device=a_device, lease_seconds=60)
-    second = store.claim_run(agent=b, device=b_device, lease_seconds=60)
+    first = ops.claim_run(store, agent=a, device=a_device, lease_seconds=60)
+    second = ops.claim_run(store, agent=b, device=b_device, lease_seconds=60)
     assert first is not None and second is not None
     return (a, first), (b, second)
 
@@ -120,7 +121,7 @@ def test_concurrent_claims_lease_a_run_once(store: Store) -> None:
     with ThreadPoolExecutor(8) as pool:
         claims = list(
             pool.map(
-                lambda ad: store.claim_run(agent=ad[0], device=ad[1], lease_seconds=60), agents
+                lambda ad: ops.claim_run(store, agent=ad[0], device=ad[1], lease_seconds=60), agents
             )
         )
     assert sum(c is not None for c in claims) == 1
@@ -138,7 +139,7 @@ def test_a_run_locked_by_another_coordinator_is_passed_over(postgres_url: str) -
             locked = other.execute(
                 select(col(Run.id)).where(col(Run.id) == runs[0].id).with_for_update()
             ).scalar_one()
-            claim = store.claim_run(agent=asker[0], device=asker[1], lease_seconds=60)
+            claim = ops.claim_run(store, agent=asker[0], device=asker[1], lease_seconds=60)
             assert claim is not None and claim.run.id == runs[1].id != locked
     finally:
         other.close()
@@ -150,13 +151,13 @@ def test_named_device_only(store: Store) -> None:
     other, other_device = _agent(store, "dev0")
     named, named_device = _agent(store, "dev1")
     _job(store, device="dev1")
-    assert store.claim_run(agent=other, device=other_device, lease_seconds=60) is None
-    assert store.claim_run(agent=named, device=named_device, lease_seconds=60) is not None
+    assert ops.claim_run(store, agent=other, device=other_device, lease_seconds=60) is None
+    assert ops.claim_run(store, agent=named, device=named_device, lease_seconds=60) is not None
 
 
 def _claims(store: Store, agent: tuple[Agent, Device], request_id: str | None = None) -> Run | None:
-    claim = store.claim_run(
-        agent=agent[0], device=agent[1], lease_seconds=60, request_id=request_id
+    claim = ops.claim_run(
+        store, agent=agent[0], device=agent[1], lease_seconds=60, request_id=request_id
     )
     return None if claim is None else claim.run
 
@@ -197,7 +198,7 @@ def test_any_one_matching_device_takes_the_run(
         claimed = _claims(store, agent)
         assert (claimed is not None) == (name in takers), name
         if claimed is not None:  # give it back (no backoff here) for the next device to try
-            store.release_leases(agent[0].id)
+            ops.release_leases(store, agent[0].id)
 
 
 def test_every_matching_device_gets_its_own_copy(
@@ -242,7 +243,7 @@ def test_one_dispatch_round_shares_fairly_and_honours_selectors(store: Store) ->
     _job(store, submitter="cy", selector={"tags": {"room": "lab"}})
     agents = [_agent(store, f"dev{i}") for i in range(3)] + [_agent(store, "pi", {"room": "lab"})]
     requests = [ClaimRequest(agent, device, f"req-{i}") for i, (agent, device) in enumerate(agents)]
-    claims = store.claim_runs(requests, lease_seconds=60)
+    claims = ops.claim_runs(store, requests, lease_seconds=60)
     assert [c.run.submitter if c else None for c in claims] == ["alice", "bob", "alice", "cy"]
     assert [c.run.lease_request_id if c else None for c in claims] == [
         r.request_id for r in requests
@@ -260,7 +261,7 @@ def test_a_round_takes_priority_then_fair_share_then_age_across_levels(store: St
     bob_low = _job(store, submitter="bob")
     agents = [_agent(store, f"dev{i}") for i in range(5)]
     requests = [ClaimRequest(agent, device, f"req-{i}") for i, (agent, device) in enumerate(agents)]
-    claims = store.claim_runs(requests, lease_seconds=60)
+    claims = ops.claim_runs(store, requests, lease_seconds=60)
     jobs = [c.job.id if c else None for c in claims]
     assert jobs == [bob_high.id, alice_high.id, alice_high.id, bob_low.id, alice_low.id]
 
@@ -271,10 +272,10 @@ def test_a_retried_work_request_gets_the_same_lease(store: Store) -> None:
     agent = _agent(store, "dev0")
     first = _claims(store, agent, request_id="req-1")
     assert first is not None
-    again, released = store.answer_work_request(agent[0].id, "req-1")
+    again, released = ops.answer_work_request(store, agent[0].id, "req-1")
     assert again is not None and released == 0
     assert (again.run.id, again.run.lease_epoch) == (first.id, first.lease_epoch)
-    assert store.answer_work_request(_agent(store, "dev1")[0].id, "req-1") == (None, 0)
+    assert ops.answer_work_request(store, _agent(store, "dev1")[0].id, "req-1") == (None, 0)
 
 
 def test_new_work_request_releases_a_lease_the_agent_forgot(store: Store) -> None:
@@ -282,10 +283,10 @@ def test_new_work_request_releases_a_lease_the_agent_forgot(store: Store) -> Non
     agent = _agent(store, "dev0")
     held = _claims(store, agent, request_id="before-restart")
     assert held is not None
-    assert store.answer_work_request(agent[0].id, "after-restart") == (None, 1)
+    assert ops.answer_work_request(store, agent[0].id, "after-restart") == (None, 1)
     (run,) = store.runs_of(held.job_id)
     assert run.state == RunState.QUEUED and run.attempts == 1 and run.agent_id is None
-    assert store.answer_work_request(agent[0].id, "after-restart") == (None, 0)
+    assert ops.answer_work_request(store, agent[0].id, "after-restart") == (None, 0)
 
 
 def test_a_round_leaves_alone_a_run_whose_result_is_being_written(store: Store) -> None:
@@ -293,15 +294,15 @@ def test_a_round_leaves_alone_a_run_whose_result_is_being_written(store: Store) 
     while the result is still being written, and must not take that run back."""
     _job(store, n_prompt=[1, 2])
     agent, device = _agent(store, "dev0")
-    (first,) = store.claim_runs([ClaimRequest(agent, device, "req-1")], lease_seconds=60)
+    (first,) = ops.claim_runs(store, [ClaimRequest(agent, device, "req-1")], lease_seconds=60)
     assert first is not None
     finishing = frozenset({first.run.id})
-    (second,) = store.claim_runs(
-        [ClaimRequest(agent, device, "req-2", finishing=finishing)], lease_seconds=60
+    (second,) = ops.claim_runs(
+        store, [ClaimRequest(agent, device, "req-2", finishing=finishing)], lease_seconds=60
     )
     assert second is not None and second.run.id != first.run.id
     values, blob = _values()
-    store.store_result(agent_id=agent.id, result_id="r1", run_id=first.run.id,
+    ops.store_result(store, agent_id=agent.id, result_id="r1", run_id=first.run.id,
                        epoch=first.run.lease_epoch, values=values, timings=blob)  # fmt: skip
     states = {run.id: run.state for run in store.runs_of(first.job.id)}
     assert states == {first.run.id: RunState.SUCCEEDED, second.run.id: RunState.LEASED}
@@ -313,18 +314,19 @@ def test_create_job_refuses_unknown_model_or_device_and_stores_nothing(store: St
         store.create_job(Job(spec_json="{}"), [unknown])
     with pytest.raises(StoreError, match="no device"):
         _job(store, device="ghost")
-    assert store.count(Job) == 0 and store.count(Run) == 0
+    assert ops.count(store, Job) == 0 and ops.count(store, Run) == 0
 
 
 def test_result_is_idempotent_and_fenced(store: Store) -> None:
     _job(store)
     agent, device = _agent(store, "dev0")
-    claim = store.claim_run(agent=agent, device=device, lease_seconds=60)
+    claim = ops.claim_run(store, agent=agent, device=device, lease_seconds=60)
     assert claim is not None
     values, blob = _values()
     run_id, epoch = claim.run.id, claim.run.lease_epoch
     with pytest.raises(StoreError, match="no longer current"):
-        store.store_result(
+        ops.store_result(
+            store,
             agent_id=agent.id,
             result_id="r1",
             run_id=run_id,
@@ -332,16 +334,29 @@ def test_result_is_idempotent_and_fenced(store: Store) -> None:
             values=values,
             timings=blob,
         )
-    store.store_result(
-        agent_id=agent.id, result_id="r1", run_id=run_id, epoch=epoch, values=values, timings=blob
+    ops.store_result(
+        store,
+        agent_id=agent.id,
+        result_id="r1",
+        run_id=run_id,
+        epoch=epoch,
+        values=values,
+        timings=blob,
     )
-    store.store_result(
-        agent_id=agent.id, result_id="r1", run_id=run_id, epoch=epoch, values=values, timings=blob
+    ops.store_result(
+        store,
+        agent_id=agent.id,
+        result_id="r1",
+        run_id=run_id,
+        epoch=epoch,
+        values=values,
+        timings=blob,
     )  # a replay: accepted, still one row
-    assert store.count(Result) == 1
+    assert ops.count(store, Result) == 1
     changed = {**values, "decode_tps": 1.0}
     with pytest.raises(StoreError, match="other content"):
-        store.store_result(
+        ops.store_result(
+            store,
             agent_id=agent.id,
             result_id="r1",
             run_id=run_id,
@@ -355,11 +370,12 @@ def test_result_is_idempotent_and_fenced(store: Store) -> None:
 def test_implausible_result_is_refused_and_run_stays_open(store: Store) -> None:
     _job(store)
     agent, device = _agent(store, "dev0")
-    claim = store.claim_run(agent=agent, device=device, lease_seconds=60)
+    claim = ops.claim_run(store, agent=agent, device=device, lease_seconds=60)
     assert claim is not None
     values, blob = _values()
     with pytest.raises(StoreError, match="implausible"):
-        store.store_result(
+        ops.store_result(
+            store,
             agent_id=agent.id,
             result_id="r2",
             run_id=claim.run.id,
@@ -367,7 +383,7 @@ def test_implausible_result_is_refused_and_run_stays_open(store: Store) -> None:
             values={**values, "ttft_ms": -3.0},
             timings=blob,
         )
-    assert store.count(Result) == 0
+    assert ops.count(store, Result) == 0
     assert store.runs_of(claim.job.id)[0].state == RunState.LEASED
 
 
@@ -375,10 +391,13 @@ def test_expired_leases_are_requeued_then_failed(store: Store) -> None:
     job = _job(store)
     agent, device = _agent(store, "dev0")
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        claim = store.claim_run(agent=agent, device=device, lease_seconds=-1)  # already expired
+        claim = ops.claim_run(
+            store, agent=agent, device=device, lease_seconds=-1
+        )  # already expired
         assert claim is not None and claim.run.attempts == attempt
         assert (
-            store.extend_lease(
+            ops.extend_lease(
+                store,
                 agent_id=agent.id,
                 run_id=claim.run.id,
                 epoch=claim.run.lease_epoch - 1,
@@ -386,37 +405,37 @@ def test_expired_leases_are_requeued_then_failed(store: Store) -> None:
             )
             is False
         )
-        assert store.reap_expired() == 1
+        assert ops.reap_expired(store) == 1
     run = store.runs_of(job.id)[0]
     assert (
         run.state == RunState.DEAD and run.error == f"lease expired on attempt 3 of {MAX_ATTEMPTS}"
     )
-    assert store.claim_run(agent=agent, device=device, lease_seconds=60) is None
+    assert ops.claim_run(store, agent=agent, device=device, lease_seconds=60) is None
 
 
 def test_cancel_reports_held_runs(store: Store) -> None:
     job = _job(store)
     agent, device = _agent(store, "dev0")
-    claim = store.claim_run(agent=agent, device=device, lease_seconds=60)
+    claim = ops.claim_run(store, agent=agent, device=device, lease_seconds=60)
     assert claim is not None
     assert store.cancel_job(job.id).held == [(claim.run.id, agent.id)]
     assert store.runs_of(job.id)[0].state == RunState.CANCELLED
-    assert not store.extend_lease(
-        agent_id=agent.id, run_id=claim.run.id, epoch=claim.run.lease_epoch, lease_seconds=60
+    assert not ops.extend_lease(
+        store, agent_id=agent.id, run_id=claim.run.id, epoch=claim.run.lease_epoch, lease_seconds=60
     )
 
 
 def test_cancel_leaves_finished_runs_and_their_results_alone(store: Store) -> None:
     job = _job(store, n_prompt=[8, 16])  # two runs
     agent, device = _agent(store, "dev0")
-    claim = store.claim_run(agent=agent, device=device, lease_seconds=60)
+    claim = ops.claim_run(store, agent=agent, device=device, lease_seconds=60)
     assert claim is not None
     values, blob = _values()
-    store.store_result(agent_id=agent.id, result_id="r1", run_id=claim.run.id,
+    ops.store_result(store, agent_id=agent.id, result_id="r1", run_id=claim.run.id,
                        epoch=claim.run.lease_epoch, values=values, timings=blob)  # fmt: skip
     assert store.cancel_job(job.id[:8]).runs == 1  # by a prefix, as the CLI prints it
     states = {run.id: run.state for run in store.runs_of(job.id)}
-    assert states[claim.run.id] == RunState.SUCCEEDED and store.count(Result) == 1
+    assert states[claim.run.id] == RunState.SUCCEEDED and ops.count(store, Result) == 1
     assert sorted(states.values()) == [RunState.CANCELLED, RunState.SUCCEEDED]
     again = store.cancel_job(job.id)
     assert again.runs == 0 and again.held == []
@@ -448,15 +467,15 @@ def test_requeued_runs_wait_out_their_backoff(db_url: str) -> None:
     store = Store(db_url, retry_base_seconds=30.0)
     _job(store)
     agent, device = _agent(store, "dev0")
-    assert store.claim_run(agent=agent, device=device, lease_seconds=-1) is not None
+    assert ops.claim_run(store, agent=agent, device=device, lease_seconds=-1) is not None
     before_reap = utcnow()
-    assert store.reap_expired() == 1
+    assert ops.reap_expired(store) == 1
     run = store.list_jobs()[0]
     queued = store.runs_of(run.id)[0]
     assert queued.state == RunState.QUEUED and queued.not_before is not None
     waited = (queued.not_before - before_reap).total_seconds()
     assert 15 <= waited <= 46  # 30 s x [0.5, 1.5), from the moment of the reap
-    assert store.claim_run(agent=agent, device=device, lease_seconds=60) is None
+    assert ops.claim_run(store, agent=agent, device=device, lease_seconds=60) is None
 
 
 def test_fifty_concurrent_claimers_never_lease_a_run_twice(db_url: str) -> None:
@@ -470,7 +489,7 @@ def test_fifty_concurrent_claimers_never_lease_a_run_twice(db_url: str) -> None:
     def claim_all(agent_device: tuple[Agent, Device]) -> list[str]:
         store = Store(url)  # its own engine and connections, like another process
         won = []
-        while (claim := store.claim_run(agent=agent_device[0], device=agent_device[1],
+        while (claim := ops.claim_run(store, agent=agent_device[0], device=agent_device[1],
                                         lease_seconds=60)) is not None:  # fmt: skip
             won.append(claim.run.id)
         return won
@@ -558,8 +577,8 @@ def test_one_call_touches_many_leases_and_tells_the_stale_ones(store: Store) -> 
         LeaseTouch(b.id, second.run.id, second.run.lease_epoch, "loading"),
     ]
     with store.writing() as s:
-        assert scheduler.touch_leases(s, [], 60) == []
-        assert scheduler.touch_leases(s, touches, 60) == [True, True, False, False, True]
+        assert lifecycle.touch_leases(s, [], 60) == []
+        assert lifecycle.touch_leases(s, touches, 60) == [True, True, False, False, True]
     runs = {r.id: r for job in store.list_jobs() for r in store.runs_of(job.id)}
     assert (runs[run].state, runs[run].phase, runs[run].rep) == (RunState.RUNNING, "measuring", 2)
     assert (runs[second.run.id].phase, runs[second.run.id].rep) == ("loading", 0)
@@ -583,7 +602,7 @@ def test_one_call_stores_many_results_each_judged_alone(store: Store) -> None:
         result("r4", second, a),  # not this agent's lease
     ]
     with store.writing() as s:
-        outcomes = scheduler.store_results(s, items)
+        outcomes = lifecycle.store_results(s, items)
     assert [type(o).__name__ for o in outcomes] == [
         "NoneType", "NoneType", "StaleLease", "Conflict", "StoreError", "StaleLease",
     ]  # fmt: skip
@@ -612,12 +631,12 @@ def test_in_flight_counts_are_counted_again_after_their_refresh(store: Store) ->
     for submitter in ("alice", "bob"):
         spec = job_spec(models=[SHA], n_prompt=[1, 2, 3], submitter=submitter)
         store.create_job(new_job(spec), plan_runs(spec, {SHA: "gguf"}), spec.selector)
-    counts = scheduler.InFlightCounts(refresh_seconds=3600)
+    counts = lifecycle.InFlightCounts(refresh_seconds=3600)
 
     def claim(name: str) -> str:
         agent, device = _agent(store, name)
         with store.writing() as s:
-            (got,) = scheduler.claim_runs(s, [ClaimRequest(agent, device, name)], 60, 1.0,
+            (got,) = lifecycle.claim_runs(s, [ClaimRequest(agent, device, name)], 60, 1.0,
                                           in_flight=counts)  # fmt: skip
         assert got is not None
         return got.run.submitter
@@ -628,7 +647,7 @@ def test_in_flight_counts_are_counted_again_after_their_refresh(store: Store) ->
     # taken again: until then bob still looks one behind (counted afresh: a tie, alice's
     # older run would go)
     agent, device = _agent(store, "elsewhere")
-    (other,) = store.claim_runs([ClaimRequest(agent, device, "other")], lease_seconds=60)
+    (other,) = ops.claim_runs(store, [ClaimRequest(agent, device, "other")], lease_seconds=60)
     assert other is not None and other.run.submitter == "bob"
     assert claim("dev3") == "bob" and counts.counts == {"alice": 2, "bob": 2}
     counts.counted_at -= 3600
@@ -668,7 +687,7 @@ def test_a_touch_waits_for_its_runs_in_id_order_as_results_do(postgres_url: str)
 
 def _touch(store: Store, touches: list[LeaseTouch]) -> list[bool]:
     with store.writing() as s:
-        return scheduler.touch_leases(s, touches, 60)
+        return lifecycle.touch_leases(s, touches, 60)
 
 
 def _wait_for_a_lock_wait(connection: Any) -> None:
@@ -692,7 +711,7 @@ def test_runs_go_only_to_devices_that_have_their_engine(store: Store) -> None:
     assert store.waiting(job.id) == (
         "every device matching any device that can run llama_cpp is offline"
     )
-    store.agent_seen(able[0])
+    ops.agent_seen(store, able[0])
     assert store.waiting(job.id) == "waiting for one of 1 matching device(s) to be idle"
     taken = _claims(store, able)
     assert taken is not None and taken.device_id == able[1].id

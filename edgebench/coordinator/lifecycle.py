@@ -18,10 +18,10 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     DateTime,
@@ -44,6 +44,7 @@ from sqlalchemy.types import TypeEngine
 from sqlmodel import Session, col, select
 
 from edgebench.coordinator.errors import Conflict, StaleLease, StoreError
+from edgebench.coordinator.fairshare import Pools, Queued, take
 from edgebench.coordinator.selectors import can_run, matches
 from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunState, utcnow
 from edgebench.dashboard.models import DeviceSelector
@@ -209,7 +210,7 @@ _NEXT_SUBMITTER = select(func.min(Run.submitter)).where(
 )
 _out_of_backoff = or_(col(Run.not_before).is_(None), col(Run.not_before) <= bindparam("now"))
 _best_first = (col(Run.priority).desc(), col(Run.created_at))  # the order of ix_run_queue
-# what a claim reads of a queued run: the fields of _Queued, in order
+# what a claim reads of a queued run: the fields of fairshare.Queued, in order
 _QUEUED_COLUMNS = (col(Run.priority), col(Run.id), col(Run.created_at), col(Run.device_name),
                    col(Run.selector_json), col(Run.backend))  # fmt: skip
 _POOL = (
@@ -345,19 +346,23 @@ def _connection(s: Session) -> Connection:
 
 def touch_leases(s: Session, touches: Sequence[LeaseTouch], lease_seconds: int) -> list[bool]:
     """Heartbeats and progress: each extends its lease if the lease is still current.
-    Returns, per touch, whether it was (a stale one means: tell the agent to stop).
-
-    One compare-and-set statement per kind (heartbeat, progress), however many touches.
-    SQLite: an executemany, and only when some matched no row are the leases read, to
-    tell which. PostgreSQL: one statement over arrays that returns the leases it
-    extended, after one that locks the touched runs in id order (_touch_in_arrays)."""
+    Returns, per touch, whether it was (a stale one means: tell the agent to stop). One
+    compare-and-set statement per kind (heartbeat, progress), however many touches: how,
+    is the dialect's (`_Sqlite.touch`, `_Postgres.touch`)."""
     if not touches:
         return []
     connection = _connection(s)
     now = utcnow()
-    until = now + timedelta(seconds=lease_seconds)
-    if connection.dialect.name == "postgresql":
-        return _touch_in_arrays(connection, touches, now, until)
+    return _dialect(connection).touch(
+        connection, touches, now, now + timedelta(seconds=lease_seconds)
+    )
+
+
+def _touch_rows(
+    connection: Connection, touches: Sequence[LeaseTouch], now: datetime, until: datetime
+) -> list[bool]:
+    """touch_leases on SQLite: an executemany per kind, and only when some matched no row
+    are the leases read, to tell which."""
     ordered = sorted(touches, key=lambda t: t.run_id)
     leases = [{"run": t.run_id, "agent": t.agent_id, "epoch": t.epoch, "until": until,
                "new_phase": t.phase, "new_rep": t.rep, "now": now} for t in ordered]  # fmt: skip
@@ -547,24 +552,17 @@ def heard_from(s: Session, seen: dict[str, tuple[str, datetime]]) -> None:
 # ---- claims ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Queued:
-    """A queued run as a claim sees it (columns only: ORM rows cost most of a claim)."""
+def _fits(device: Device) -> Callable[[Queued], bool]:
+    """Whether a queued run may go to this device: its pin, its engine, its selector."""
 
-    priority: int
-    run_id: str
-    created_at: datetime
-    device_name: str | None
-    selector_json: str
-    backend: str
+    def fits(run: Queued) -> bool:
+        if run.device_name is not None and run.device_name != device.name:
+            return False
+        if not can_run(device, run.backend):
+            return False
+        return run.selector_json == "{}" or matches(_selector(run.selector_json), device)
 
-    def fits(self, device: Device) -> bool:
-        """The device is one the job allows, and it has the run's engine installed."""
-        if self.device_name is not None and self.device_name != device.name:
-            return False
-        if not can_run(device, self.backend):
-            return False
-        return self.selector_json == "{}" or matches(_selector(self.selector_json), device)
+    return fits
 
 
 @functools.lru_cache(maxsize=1024)
@@ -639,7 +637,7 @@ def _lease_all(
     connection: Connection,
     requests: Sequence[ClaimRequest],
     asking: list[int],
-    pools: dict[str, list[_Queued]],
+    pools: Pools,
     in_flight: dict[str, int],
     granted: list[str | None],
     until: datetime,
@@ -648,17 +646,15 @@ def _lease_all(
     in one write; a run another coordinator took meanwhile sends its request to its next
     best. Returns the requests no pooled run fits."""
     unfit: list[int] = []
+    submitter_of = {row.run_id: name for name, pool in pools.items() for row in pool}
     while asking:
         planned: dict[str, tuple[int, str]] = {}  # run id: (request index, submitter)
         for index in asking:
-            best = next(iter(_ranked(pools, in_flight, requests[index].device)), None)
-            if best is None:
+            row = take(pools, in_flight, _fits(requests[index].device))
+            if row is None:
                 unfit.append(index)
                 continue
-            submitter, row = best
-            pools[submitter].remove(row)
-            in_flight[submitter] = in_flight.get(submitter, 0) + 1
-            planned[row.run_id] = (index, submitter)
+            planned[row.run_id] = (index, submitter_of[row.run_id])
         won = _grant_all(connection, {run: requests[i] for run, (i, _) in planned.items()}, until)
         asking = []
         for run_id, (index, submitter) in planned.items():
@@ -701,14 +697,20 @@ def answer_requests(
 def _grant_all(connection: Connection, plan: dict[str, ClaimRequest], until: datetime) -> set[str]:
     """Leases each planned run to its request if it is still queued (and, on PostgreSQL,
     not locked by another coordinator); returns the runs granted."""
-    if not plan:
-        return set()
-    if connection.dialect.name == "postgresql":
-        ordered = sorted(plan)
-        arrays = {"runs": ordered, "agents": [plan[r].agent.id for r in ordered],
-                  "devices": [plan[r].device.id for r in ordered],
-                  "requests": [plan[r].request_id for r in ordered], "until": until}  # fmt: skip
-        return set(connection.execute(_GRANT_MANY, arrays).scalars())
+    return _dialect(connection).grant(connection, plan, until) if plan else set()
+
+
+def _grant_in_arrays(
+    connection: Connection, plan: dict[str, ClaimRequest], until: datetime
+) -> set[str]:
+    ordered = sorted(plan)
+    arrays = {"runs": ordered, "agents": [plan[r].agent.id for r in ordered],
+              "devices": [plan[r].device.id for r in ordered],
+              "requests": [plan[r].request_id for r in ordered], "until": until}  # fmt: skip
+    return set(connection.execute(_GRANT_MANY, arrays).scalars())
+
+
+def _grant_rows(connection: Connection, plan: dict[str, ClaimRequest], until: datetime) -> set[str]:
     return {
         run_id for run_id, request in plan.items() if _grant(connection, run_id, request, until)
     }
@@ -720,32 +722,25 @@ def _grant(connection: Connection, run_id: str, request: ClaimRequest, until: da
     return bool(connection.execute(_GRANT, grant).rowcount == 1)
 
 
-def _ranked(
-    pools: dict[str, list[_Queued]], in_flight: dict[str, int], device: Device
-) -> list[tuple[str, _Queued]]:
-    """Per submitter, the first pooled run this device may take; best first."""
-    firsts: list[tuple[int, int, datetime, str, _Queued]] = []
-    for submitter, pool in pools.items():
-        row = next((r for r in pool if r.fits(device)), None)
-        if row is not None:
-            rank = (-row.priority, in_flight.get(submitter, 0), row.created_at)
-            firsts.append((*rank, submitter, row))
-    firsts.sort(key=lambda entry: entry[:3])
-    return [(entry[3], entry[4]) for entry in firsts]
-
-
-def _pools(connection: Connection, now: datetime, size: int) -> dict[str, list[_Queued]]:
+def _pools(connection: Connection, now: datetime, size: int) -> Pools:
     """Up to `size` queued runs out of backoff per submitter, best first (highest
     priority, then oldest). Reading the index in its order, the cost does not grow with
     the length of the queue (benchmarks/fleet.py)."""
-    pools: dict[str, list[_Queued]] = {}
-    if connection.dialect.name == "postgresql":
-        for name, *row in connection.execute(_POOLS, {"now": now, "size": size}):
-            pools.setdefault(name, []).append(_Queued(*row))
-        return pools
+    return _dialect(connection).pools(connection, now, size)
+
+
+def _pools_in_one_read(connection: Connection, now: datetime, size: int) -> Pools:
+    pools: Pools = {}
+    for name, *row in connection.execute(_POOLS, {"now": now, "size": size}):
+        pools.setdefault(name, []).append(Queued(*row))
+    return pools
+
+
+def _pools_by_submitter(connection: Connection, now: datetime, size: int) -> Pools:
+    pools: Pools = {}
     for submitter in _queued_submitters(connection):
         query = {"submitter": submitter, "now": now, "size": size}
-        pools[submitter] = [_Queued(*row) for row in connection.execute(_POOL, query)]
+        pools[submitter] = [Queued(*row) for row in connection.execute(_POOL, query)]
     return pools
 
 
@@ -766,3 +761,47 @@ def claims_of(s: Session, granted: list[str | None]) -> list[Claim | None]:
         return [None] * len(granted)
     claims = {run.id: Claim(run, job) for run, job in s.exec(_CLAIMED, params={"ids": ids})}
     return [None if run_id is None else claims[run_id] for run_id in granted]
+
+
+class _Statements(Protocol):
+    """What differs between databases: how touches, grants and pools are written."""
+
+    def touch(
+        self, connection: Connection, touches: Sequence[LeaseTouch], now: datetime,
+        until: datetime,
+    ) -> list[bool]: ...  # fmt: skip
+
+    def grant(
+        self, connection: Connection, plan: dict[str, ClaimRequest], until: datetime
+    ) -> set[str]: ...
+
+    def pools(self, connection: Connection, now: datetime, size: int) -> Pools: ...
+
+
+class _Sqlite:
+    """One writer at a time, in process: a statement per row or step costs little."""
+
+    touch = staticmethod(_touch_rows)
+    grant = staticmethod(_grant_rows)
+    pools = staticmethod(_pools_by_submitter)
+
+
+class _Postgres:
+    """A network round trip per statement, several coordinators at once: statements over
+    arrays, rows locked in id order, grants that skip rows another coordinator holds."""
+
+    touch = staticmethod(_touch_in_arrays)
+    grant = staticmethod(_grant_in_arrays)
+    pools = staticmethod(_pools_in_one_read)
+
+
+_DIALECTS: dict[str, _Statements] = {"sqlite": _Sqlite(), "postgresql": _Postgres()}
+
+
+def _dialect(connection: Connection) -> _Statements:
+    try:
+        return _DIALECTS[connection.dialect.name]
+    except KeyError:
+        raise StoreError(
+            f"edgebench stores runs in SQLite or PostgreSQL, not {connection.dialect.name}"
+        ) from None
