@@ -124,11 +124,7 @@ async def _session(
     call: Any, args: argparse.Namespace, stats: Stats, payloads: dict[int, pb.Metrics],
     measuring: Any, stop: asyncio.Event, first: bool,
 ) -> None:  # fmt: skip
-    identity = pb.DeviceIdentity(hostname="sim", cpu_model="Cortex-A76", cpu_cores_logical=4,
-                                 ram_bytes=8 << 30, arch="aarch64", os="Linux")  # fmt: skip
-    engines = pb.DeviceCapabilities(engines={"llama_cpp": "0.3.36"})
-    hardware = pb.HardwareInfo(identity=identity, capabilities=engines)
-    await call.write(pb.AgentMessage(hello=pb.Hello(hardware=hardware)))
+    await call.write(pb.AgentMessage(hello=pb.Hello(hardware=HARDWARE)))
     if not (await call.read()).HasField("welcome"):
         return
     if first:
@@ -265,10 +261,19 @@ async def enroll_all(address: str, tokens: list[str]) -> list[dict[str, str]]:
 
         async def one(index: int, token: str) -> dict[str, str]:
             async with limit:
-                reply = await stub.Enroll(pb.EnrollRequest(token=token, name=f"sim-{index:05d}"))
+                request = pb.EnrollRequest(token=token, name=f"sim-{index:05d}", hardware=HARDWARE)
+                reply = await stub.Enroll(request)
             return {"agent_id": reply.agent_id, "secret": reply.secret}
 
         return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens))))
+
+
+# What every simulated agent says it is and can run, at enrollment and on every hello.
+HARDWARE = pb.HardwareInfo(
+    identity=pb.DeviceIdentity(hostname="sim", cpu_model="Cortex-A76", cpu_cores_logical=4,
+                               ram_bytes=8 << 30, arch="aarch64", os="Linux"),
+    capabilities=pb.DeviceCapabilities(engines={"llama_cpp": "0.3.36"}),
+)  # fmt: skip
 
 
 def job_body(sha: str, runs: int) -> JobCreate:

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Group
@@ -18,26 +19,22 @@ FORMATS = ("md", "csv", "json", "jsonl")
 Row = dict[str, Any]
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return "" if value is None else str(value)
-
-
 def _columns(rows: Sequence[Row]) -> list[str]:
     return [key for key in rows[0] if key != "rep_timings"] if rows else []
 
 
 def to_markdown(rows: Sequence[Row]) -> str:
-    """The compact table (llama-bench's shape): two lines per result, prefill and decode."""
-    table = compact(rows)
-    if not table:
-        return ""
-    header, *body = table
-    lines = ["| " + " | ".join(header) + " |"]
-    lines.append("|" + "|".join("--:" if h in _RIGHT else "---" for h in header) + "|")
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines) + "\n"
+    """The compact view (llama-bench's columns): per device, model, variant and thread
+    count a line naming them, then its tests, two lines each (prefill, decode); every
+    line fits 80 columns. csv, json and jsonl carry every field."""
+    out = []
+    for block in grouped(rows):
+        out.append(f"**{block.title}**\n")
+        out.append("| " + " | ".join(block.header) + " |")
+        out.append("|" + "|".join("--:" if h in _RIGHT else "---" for h in block.header) + "|")
+        out += ["| " + " | ".join(cells) + " |" for cells in block.lines]
+        out.append("")
+    return "\n".join(out)
 
 
 def to_csv(rows: Sequence[Row]) -> str:
@@ -71,48 +68,70 @@ def render(rows: Sequence[Row], fmt: str) -> str:
     return PRINTERS[fmt](rows)
 
 
-MODEL_WIDTH = 20  # longer names are cut in the compact table (csv/json keep them whole)
-_RIGHT = {"size", "th", "t/s", "TTFT ms", "J/tok"}
+TITLE_WIDTH = 80  # a block's title line; longer names are cut (csv/json keep them)
+MODEL_ROOM = 24
+_RIGHT = {"t/s", "TTFT ms", "J/tok"}
 
 
-def compact(rows: Sequence[Row]) -> list[list[str]]:
-    """Header and cells of the compact view: model, size, backend, variant, threads, test,
-    t/s with its 95% interval, TTFT, J/token and a `noisy` mark; the device first when the
-    rows come from a coordinator. Unknown values (no sensor) are '-', never 0."""
-    if not rows:
-        return []
-    with_device = "device" in rows[0]
-    with_mark = any(row.get("noisy") for row in rows)  # the column only when it says something
-    header = ["device"] if with_device else []
-    header += ["model", "size", "backend", "variant", "th", "test", "t/s", "TTFT ms", "J/tok"]
-    header += ["noisy"] if with_mark else []
-    body = []
+@dataclass(frozen=True)
+class Block:
+    """The results of one device, model, variant and thread count."""
+
+    title: str  # device · model (size) · backend variant · N threads
+    header: list[str]
+    lines: list[list[str]] = field(default_factory=list)
+
+
+def grouped(rows: Sequence[Row]) -> list[Block]:
+    """The compact view: blocks of two lines per result (the prefill `pp` with TTFT, the
+    decode `tg`), each with tok/s and its 95% interval, joules per token and, where any
+    result was disturbed, a `noisy` mark. Unknown values (no sensor) are '-', never 0."""
+    with_mark = any(row.get("noisy") for row in rows)
+    header = ["test", "t/s", "TTFT ms", "J/tok"] + (["noisy"] if with_mark else [])
+    blocks: dict[str, Block] = {}
     for row in rows:
-        common = ([str(row["device"])] if with_device else []) + [
-            _short(str(row.get("model") or row.get("model_sha256", "")[:12])),
-            _size(row.get("model_size_mb")),
-            str(row.get("backend", "")),
-            str(row.get("variant", "")),
-            str(row.get("threads", "")),
-        ]
-        mark = "yes" if row.get("noisy") else ""
-        depth = f" @ d{row['n_depth']}" if row.get("n_depth") else ""
-        for phase, count, tps, joules, ttft in (
-            ("pp", "n_prompt", "prefill_tps", "prefill_j_per_token", _num(row.get("ttft_ms"), 1)),
-            ("tg", "n_gen", "decode_tps", "decode_j_per_token", ""),
-        ):
-            speed = _num(row.get(tps), 1)
-            if row.get(f"{tps}_ci95") is not None and row.get(tps) is not None:
-                speed += f"±{row[f'{tps}_ci95']:.1f}"
-            test = f"{phase}{row.get(count, '')}{depth}"
-            cells = [*common, test, speed, ttft, _num(row.get(joules), 4)]
-            body.append([*cells, mark] if with_mark else cells)
-    return [header, *body]
+        title = _title(row)
+        block = blocks.setdefault(title, Block(title, header))
+        block.lines.extend(_phase_lines(row, with_mark))
+    return list(blocks.values())
 
 
-def _short(name: str) -> str:
-    name = name.removesuffix(".gguf")
-    return name if len(name) <= MODEL_WIDTH else name[: MODEL_WIDTH - 1] + "…"
+def _phase_lines(row: Row, with_mark: bool) -> list[list[str]]:
+    depth = f" @ d{row['n_depth']}" if row.get("n_depth") else ""
+    mark = ["yes" if row.get("noisy") else ""] if with_mark else []
+    lines = []
+    for phase, count, tps, joules, ttft in (
+        ("pp", "n_prompt", "prefill_tps", "prefill_j_per_token", _num(row.get("ttft_ms"), 1)),
+        ("tg", "n_gen", "decode_tps", "decode_j_per_token", ""),
+    ):
+        speed = _num(row.get(tps), 1)
+        if row.get(f"{tps}_ci95") is not None and row.get(tps) is not None:
+            speed += f"±{row[f'{tps}_ci95']:.1f}"
+        test = f"{phase}{row.get(count, '')}{depth}"
+        lines.append([test, speed, ttft, _num(row.get(joules), 4), *mark])
+    return lines
+
+
+def _title(row: Row) -> str:
+    """device · model (size) · backend variant · N threads, cut to TITLE_WIDTH: the model
+    keeps at least MODEL_ROOM characters, the device what is left."""
+    rest = (
+        f" ({_size(row.get('model_size_mb'))}) · {row.get('backend', '')} "
+        f"{row.get('variant', '')} · {row.get('threads', '')} threads"
+    )
+    model = str(row.get("model") or str(row.get("model_sha256", ""))[:12]).removesuffix(".gguf")
+    device = str(row.get("device") or "")
+    budget = TITLE_WIDTH - 4 - len(rest)  # 4: the ** around it in markdown
+    if device:
+        budget -= 3  # " · "
+    if len(device) + len(model) > budget:
+        model = _cut(model, max(MODEL_ROOM, budget - len(device)))
+        device = _cut(device, max(8, budget - len(model)))
+    return (f"{device} · " if device else "") + model + rest
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _size(mib: Any) -> str:
@@ -125,38 +144,16 @@ def _num(value: Any, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-IDENTITY = ("device", "model", "size", "backend", "variant", "th")
-
-
 def summary_table(rows: Sequence[Row], title: str = "Results") -> Group:
-    """The human table: the compact view, one small table per device, model, variant and
-    thread count (named above it), so that it stays whole at 80 columns."""
-    cells = compact(rows)
-    if not cells:
-        return Group()
-    header, *body = cells
-    shown = [i for i, name in enumerate(header) if name not in IDENTITY]
-    groups: dict[tuple[str, ...], list[list[str]]] = {}
-    for line in body:
-        key = tuple(line[i] for i, name in enumerate(header) if name in IDENTITY)
-        groups.setdefault(key, []).append([line[i] for i in shown])
-    parts: list[Text | Table] = [Text(title, style="bold")]
-    for key, lines in groups.items():
-        names = IDENTITY if len(key) == len(IDENTITY) else IDENTITY[1:]
-        parts.append(Text(_identity(dict(zip(names, key, strict=True))), style="cyan"))
+    """The human table: the compact view, a small table per block under its title, so
+    that it stays whole at 80 columns."""
+    parts: list[Text | Table] = [Text(title, style="bold")] if rows else []
+    for block in grouped(rows):
+        parts.append(Text(block.title, style="cyan"))
         table = Table()
-        for i in shown:
-            table.add_column(header[i], justify="right" if header[i] in _RIGHT else "left",
-                             no_wrap=True)  # fmt: skip
-        for line in lines:
+        for name in block.header:
+            table.add_column(name, justify="right" if name in _RIGHT else "left", no_wrap=True)
+        for line in block.lines:
             table.add_row(*line)
         parts.append(table)
     return Group(*parts)
-
-
-def _identity(values: dict[str, str]) -> str:
-    device = f"{values['device']} · " if "device" in values else ""
-    return (
-        f"{device}{values['model']} ({values['size']}) · {values['backend']} "
-        f"{values['variant']} · {values['th']} threads"
-    )

@@ -20,17 +20,9 @@ from edgebench.report import FORMATS, render
 app = typer.Typer(help="Export stored results.", no_args_is_help=True)
 
 
-PROVENANCE = (
-    "engine_version",
-    "definitions_version",
-    "source_sha256",
-    "reps_mode",
-    "window_s",
-    "windows_tps",
-    "environment",
-    "sensors",
-    "rep_timings",
-)
+# Everything a result carries beyond who, what and the stable fields (json, jsonl).
+IDENTITY = ("id", "run_id", "job_id", "device_id", "device_name", "model", "created_at")
+PROVENANCE = tuple(name for name in ResultPublic.model_fields if name not in (*IDENTITY, "fields"))
 
 
 def result_rows(results: list[ResultPublic], *, timings: bool) -> list[dict[str, Any]]:

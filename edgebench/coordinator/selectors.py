@@ -44,21 +44,31 @@ def device_tags(device: Device) -> dict[str, str]:
 
 
 def fit_warnings(selector: DeviceSelector, backends: set[str], devices: list[Device]) -> list[str]:
-    """What a job with these engines meets among the enrolled devices: a warning when the
-    selector allows none of them now (the runs wait for one), a refusal (ValueError) when
-    it allows only devices that cannot run one of the engines."""
-    matched = [d for d in devices if matches(selector, d)]
+    """What a job with these engines meets among the enrolled devices now. A selector
+    that allows no device, or an open one ("any device") when no device has an engine,
+    is a warning: the runs wait for a device that can take them. A selector that names
+    devices or constraints and allows only devices without an engine is refused
+    (ValueError): that choice cannot run."""
+    matched = devices if selector.is_open() else [d for d in devices if matches(selector, d)]
     if not matched:
         return [f"no enrolled device matches {selector.describe()} now: its runs wait for one"]
+    warnings = []
     for backend in sorted(backends):
-        if not any(can_run(d, backend) for d in matched):
-            names = ", ".join(d.name for d in matched[:5]) + (" ..." if len(matched) > 5 else "")
-            raise ValueError(
-                f"no device that matches {selector.describe()} can run {backend}: {names} "
-                f"reported no {backend} installed (pip install "
-                f"'edgebench[{ENGINES[backend].extra}]' there, then restart its agent)"
+        if any(can_run(d, backend) for d in matched):
+            continue
+        install = f"pip install 'edgebench[{ENGINES[backend].extra}]'"
+        if selector.is_open():
+            warnings.append(
+                f"no enrolled device has {backend} installed now ({install} on one, then "
+                "restart its agent): its runs wait for one that has"
             )
-    return []
+            continue
+        names = ", ".join(d.name for d in matched[:5]) + (" ..." if len(matched) > 5 else "")
+        raise ValueError(
+            f"no device that matches {selector.describe()} can run {backend}: {names} "
+            f"reported no {backend} installed ({install} there, then restart its agent)"
+        )
+    return warnings
 
 
 def why_waiting(

@@ -16,9 +16,11 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -134,7 +136,9 @@ class Enrollment:
 
 
 class Store:
-    def __init__(self, url: str, *, retry_base_seconds: float = 1.0) -> None:
+    def __init__(
+        self, url: str, *, retry_base_seconds: float = 1.0, fleet_read_seconds: float = 2.0
+    ) -> None:
         self.url = url
         self.retry_base_seconds = retry_base_seconds
         self.engine = make_engine(url)
@@ -143,6 +147,9 @@ class Store:
         # and polls (1 to 100 ms steps). Writers of this process queue on a lock of ours
         # instead and start the moment the previous one commits (benchmarks/fleet.py:
         # dispatch latency fell from seconds). Other processes still meet SQLite's lock.
+        self.fleet_read_seconds = fleet_read_seconds
+        self._fleet_cache: list[Device] = []
+        self._fleet_read_at = -math.inf
         sqlite = self.engine.dialect.name == "sqlite"
         self._writer: threading.Lock | contextlib.nullcontext[None] = (
             threading.Lock() if sqlite else contextlib.nullcontext()
@@ -233,7 +240,8 @@ class Store:
                 s.rollback()
                 raise StoreError("enrollment token is unknown or already used")
             s.commit()
-            return Enrollment(agent.id, secret, device.id, device.name)
+        self._fleet_read_at = -math.inf  # a new device: the next check reads the fleet
+        return Enrollment(agent.id, secret, device.id, device.name)
 
     def authenticate_agent(self, agent_id: str, secret: str) -> Agent | None:
         with self.session() as s:
@@ -315,8 +323,11 @@ class Store:
             for sha in {p.model_sha256 for p in planned}:
                 if s.get(Artifact, sha) is None:
                     raise StoreError(f"model {sha} was never uploaded")
-            devices = list(s.exec(select(Device).order_by(col(Device.name))))
+        devices = self._fleet(fresh=selector.every)
         known = {d.name for d in devices}
+        if not set(selector.devices) <= known:  # enrolled since the last read?
+            devices = self._fleet(fresh=True)
+            known = {d.name for d in devices}
         for name in selector.devices:
             if name not in known:
                 raise StoreError(f"no device named {name!r} is enrolled")
@@ -347,10 +358,25 @@ class Store:
             if not matched:
                 raise StoreError(f"no enrolled device matches: {selector.describe()}")
             able = [(d.name, {b for b in backends if can_run(d, b)}) for d in matched]
-            return [(name, runs) for name, runs in able if runs]
+            pins: list[tuple[str | None, set[str] | None]] = [(n, r) for n, r in able if r]
+            if not pins:
+                engines = ", ".join(sorted(backends))
+                raise StoreError(f"no device that matches {selector.describe()} can run {engines}")
+            return pins
         if len(selector.devices) == 1:
             return [(selector.devices[0], None)]
         return [(None, None)]
+
+    def _fleet(self, *, fresh: bool = False) -> list[Device]:
+        """The enrolled devices, read at most every `fleet_read_seconds`: job checks and
+        "why runs wait" look at the whole fleet, and 1,000 rows read on every job held the
+        event loop's GIL long enough to double dispatch latency (benchmarks/fleet.py)."""
+        now = time.monotonic()
+        if fresh or now - self._fleet_read_at > self.fleet_read_seconds:
+            with self.session() as s:
+                self._fleet_cache = list(s.exec(select(Device).order_by(col(Device.name))))
+            self._fleet_read_at = now
+        return self._fleet_cache
 
     def waiting(self, job_id: str) -> str | None:
         """Why the job's queued runs have not gone out, or None when none waits."""
@@ -363,7 +389,7 @@ class Store:
             if not queued:
                 return None
             job = s.get(Job, job_id)
-            devices = list(s.exec(select(Device)))
+        devices = self._fleet()
         online = {d.id for d in devices if is_online(d)}
         selector = DeviceSelector.model_validate_json(job.selector_json if job else "{}")
         reasons = {

@@ -133,9 +133,13 @@ def jobs(store: Store, limit: int = 100) -> list[JobPublic]:
     ]
 
 
-def job(store: Store, job_id: str) -> JobPublic:
+def job(store: Store, job_id: str, *, why_waiting: bool = True) -> JobPublic:
+    """A job with its runs and, unless told not to (a job just queued, whose submitter
+    already heard the warnings), why its queued runs wait."""
     found = store.get_job(job_id)
     public = job_public(found, store.runs_of(found.id), store.device_names(), store.artifacts())
+    if not why_waiting:
+        return public
     return public.model_copy(update={"waiting": store.waiting(found.id)})
 
 

@@ -111,8 +111,9 @@ def _results_export(coordinator: Coordinator, finished_job: str, models: list[st
         ("llama_cpp", "F32"), ("llama_cpp", "Q8_0"),
     ]  # fmt: skip
     markdown = export("-o", "md").splitlines()
-    assert markdown[0].startswith("| device | model | size | backend | variant | th | test |")
-    assert len(markdown) == 2 + 2 * 3
+    titles = [line for line in markdown if line.startswith("**bench-box · ")]
+    assert len(titles) == 3 and all(len(line) <= 80 for line in markdown)
+    assert sum(line.startswith(("| pp8 ", "| tg4 ")) for line in markdown) == 2 * 3
     for fmt in ("json", "jsonl"):
         text = export("-o", fmt)
         data = json.loads(text) if fmt == "json" else [json.loads(x) for x in text.splitlines()]

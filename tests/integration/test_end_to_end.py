@@ -77,7 +77,7 @@ def test_job_runs_end_to_end(coordinator: Coordinator, agent: Path, tiny_model: 
     as_json = json.loads(coordinator.cli("results", "export", "-o", "json").stdout)
     assert len(as_json[0]["rep_timings"]) == 3
     markdown = coordinator.cli("results", "export", "-o", "md").stdout
-    assert markdown.startswith("| device | model | size | backend | variant |")
+    assert markdown.startswith("**bench-box · ") and "| test | t/s | TTFT ms | J/tok |" in markdown
 
     page = httpx.get(f"{coordinator.http}/devices/{devices[0]['id']}", timeout=10)
     assert page.status_code == 200

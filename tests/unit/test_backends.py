@@ -378,3 +378,21 @@ def test_gpu_settings_are_clear_errors_where_the_engine_has_no_gpu(
     with pytest.raises(BackendError, match="cpu or cuda, not 'tensorrt'"):
         spec = RunSpec.of(backend="transformers", provider="tensorrt")
         run_benchmark(tiny_hf, spec, cache_dir=tmp_path)
+
+
+def test_what_flash_attention_auto_chose_is_recorded(tiny_model: Path, tmp_path: Path) -> None:
+    """llama.cpp's own default (`auto`) is ours; the result says what it became."""
+    from edgebench.agent.backends.llama_cpp import flash_attention_from_log
+
+    assert flash_attention_from_log(["llama_context: Flash Attention enabled\n"]) == "on"
+    assert flash_attention_from_log(
+        ["resolve: Flash Attention not supported, set to disabled\n"]
+    ) == "off"  # fmt: skip
+    assert flash_attention_from_log(["llama_context: n_ctx = 256\n"]) is None
+    for asked, expected in (("auto", {"on", "off"}), ("off", {"off"}), ("on", {"on"})):
+        spec = RunSpec.of(n_prompt=(8,), n_gen=(4,), reps=1, warmup=0, flash_attn=asked)
+        [result] = run_benchmark(tiny_model, spec, cache_dir=tmp_path)
+        settings = result.environment["settings"]
+        assert settings["flash_attn"] == asked and settings["n_batch"] == 2048
+        assert settings["in_force"]["flash_attn"] in expected, settings
+        assert settings["in_force"]["n_gpu_layers"] == 0  # a CPU-only build: none by default

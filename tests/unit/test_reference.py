@@ -143,7 +143,7 @@ def test_bench_reference_prints_three_ratios_from_llama_bench_on_path(
         "--reference", PATH=f"{tool.parent}:/usr/bin:/bin",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "| llama_cpp |" in done.stdout  # the results themselves, as without --reference
+    assert "· llama_cpp F32 · " in done.stdout  # the results, as without --reference
     assert "edgebench vs llama-bench" in done.stderr  # the comparison goes with the progress
     for header in ("llama-bench pp", "llama-bench tg", "llama-bench pg"):
         assert header in done.stderr

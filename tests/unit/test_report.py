@@ -30,26 +30,31 @@ RESULT = {
 }  # fmt: skip
 
 
-def test_markdown_is_compact_two_lines_per_result() -> None:
-    lines = render([RESULT, {**RESULT, "noisy": False}], "md").splitlines()
+def test_markdown_is_compact_two_lines_per_result_within_80_columns() -> None:
+    kitchen = {"device": "raspberrypi-5-kitchen", **RESULT}
+    text = render([kitchen, {**kitchen, "noisy": False}], "md")
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines), [len(line) for line in lines]
     assert (
         lines[0]
-        == "| model | size | backend | variant | th | test | t/s | TTFT ms | J/tok | noisy |"
+        == "**raspberr… · qwen2.5-0.5b-instruct-q… (379.4M) · llama_cpp Q4_K_M · 4 threads**"
     )
-    assert len(lines) == 2 + 4
-    pp, tg = lines[2], lines[3]
-    assert pp == (
-        "| qwen2.5-0.5b-instru… | 379.4M | llama_cpp | Q4_K_M | 4 | pp64 @ d512 | 517.5±12.3 "
-        "| 123.5 | 0.0123 | yes |"
-    )
-    assert "| tg128 @ d512 | 21.1±0.4 |  | - | yes |" in tg  # no sensor: '-', never 0
-    assert lines[4].endswith("|  |")  # a quiet result carries no mark
+    assert lines[2] == "| test | t/s | TTFT ms | J/tok | noisy |"
+    assert lines[4] == "| pp64 @ d512 | 517.5±12.3 | 123.5 | 0.0123 | yes |"
+    assert lines[5] == "| tg128 @ d512 | 21.1±0.4 |  | - | yes |"  # no sensor: '-', never 0
+    assert lines[7].endswith("|  |")  # a quiet result carries no mark
+
+
+def test_a_long_model_name_is_cut_to_keep_the_title_within_80_columns() -> None:
+    long = {**RESULT, "device": "d" * 30, "model": "m" * 90 + ".gguf"}
+    title = render([long], "md").splitlines()[0]
+    assert len(title) <= 80 and "…" in title and title.endswith("4 threads**")
 
 
 def test_the_mark_column_appears_only_when_a_result_is_noisy() -> None:
     quiet = {**RESULT, "model": "tinyllama-q4_0.gguf", "n_depth": 0, "noisy": False}
     lines = render([quiet], "md").splitlines()
-    assert "noisy" not in lines[0] and lines[3].endswith("| 21.1±0.4 |  | - |")
+    assert "noisy" not in lines[2] and lines[5] == "| tg128 | 21.1±0.4 |  | - |"
 
 
 def test_summary_table_is_the_compact_view_with_the_device() -> None:
@@ -61,7 +66,8 @@ def test_summary_table_is_the_compact_view_with_the_device() -> None:
     console.print(summary_table([{"device": "pi", **RESULT}]))
     text = console.export_text()
     assert (
-        text.splitlines()[1] == "pi · qwen2.5-0.5b-instru… (379.4M) · llama_cpp Q4_K_M · 4 threads"
+        text.splitlines()[1]
+        == "pi · qwen2.5-0.5b-instruct-q4_k_m (379.4M) · llama_cpp Q4_K_M · 4 threads"
     )
     assert "517.5±12.3" in text and "noisy" in text
     line = next(line for line in text.splitlines() if "tg128" in line)

@@ -44,7 +44,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(db_url: str) -> Store:
-    return Store(db_url, retry_base_seconds=0.0)
+    return Store(db_url, retry_base_seconds=0.0, fleet_read_seconds=0.0)
 
 
 def _agent(
@@ -732,7 +732,14 @@ def test_submit_refuses_a_selector_of_incapable_devices_and_warns_of_none(store:
         "no enrolled device matches arch aarch64 now: its runs wait for one"
     ]
     assert store.waiting(job.id) == "no enrolled device matches arch aarch64"
-    _agent(store, "able")
+    anyone = job_spec(models=[SHA], n_prompt=[8])
+    _, runs, warnings = store.create_job(
+        new_job(anyone), plan_runs(anyone, {SHA: "gguf"}), anyone.selector
+    )
+    assert len(runs) == 1 and warnings[0].startswith("no enrolled device has llama_cpp installed")
     every = job_spec(models=[SHA], n_prompt=[8], selector={"every": True})
+    with pytest.raises(StoreError, match="no device that matches any device can run llama_cpp"):
+        store.create_job(new_job(every), plan_runs(every, {SHA: "gguf"}), every.selector)
+    _agent(store, "able")
     job, runs, _ = store.create_job(new_job(every), plan_runs(every, {SHA: "gguf"}), every.selector)
     assert [run.device_name for run in store.runs_of(job.id)] == ["able"]  # not "bare"

@@ -94,3 +94,20 @@ def test_hardware_survives_the_wire_and_bad_values_are_named() -> None:
     bad.capabilities.engines.update({f"e{i}": "1" for i in range(40)})
     with pytest.raises(WireError, match="at most 32 engines"):
         hardware_of(bad)
+
+
+def test_public_models_that_mirror_a_table_name_only_its_columns() -> None:
+    """The API's run and artifact models copy table columns (models.py must not import
+    the ORM): a column renamed or dropped fails here, not at the first request."""
+    from edgebench.coordinator.tables import Artifact, Run
+    from edgebench.dashboard.models import ArtifactPublic, RunPublic
+
+    run_internal = {"selector_json", "priority", "submitter", "lease_request_id", "agent_id",
+                    "lease_expires_at"}  # fmt: skip
+    pairs: list[tuple[Any, Any, set[str]]] = [
+        (RunPublic, Run, run_internal),
+        (ArtifactPublic, Artifact, {"created_at"}),
+    ]
+    for public, table, internal in pairs:
+        columns = set(table.model_fields)
+        assert set(public.model_fields) == columns - internal, public.__name__

@@ -100,7 +100,8 @@ def create_job(body: JobCreate, context: ContextDep) -> JobPublic:
     except (JobSpecError, StoreError) as exc:
         raise _unprocessable(str(exc)) from exc
     context.hooks.jobs_changed()
-    return queries.job(store, created.id).model_copy(update={"warnings": warnings})
+    created_job = queries.job(store, created.id, why_waiting=False)
+    return created_job.model_copy(update={"warnings": warnings})
 
 
 @router.post("/jobs/{job_id}/cancel")
