@@ -48,6 +48,7 @@ from edgebench.measure.record import RepTiming, summarize
 from edgebench.modelgen import TinyLlamaSpec, cached_tiny_llama
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
+from edgebench.protocol import AGENT_ID_KEY, AGENT_SECRET_KEY
 from edgebench.workload import Workload
 
 HERE = Path(__file__).resolve().parent
@@ -102,8 +103,7 @@ async def simulated_agent(
     address: str, credential: dict[str, str], args: argparse.Namespace, stats: Stats,
     payloads: dict[int, pb.Metrics], window: tuple[float, float], stop: asyncio.Event,
 ) -> None:  # fmt: skip
-    meta = (("x-edgebench-agent-id", credential["agent_id"]),
-            ("x-edgebench-agent-secret", credential["secret"]))  # fmt: skip
+    meta = ((AGENT_ID_KEY, credential["agent_id"]), (AGENT_SECRET_KEY, credential["secret"]))
     measuring = lambda: window[0] <= time.time() <= window[1]  # noqa: E731
     first = True
     while not stop.is_set():
