@@ -17,7 +17,7 @@ import typer
 from edgebench import paths
 from edgebench.cli.client import CoordinatorClient
 from edgebench.cli.common import err, require_extras
-from edgebench.cli.jobs import print_job_results, wait_for_job
+from edgebench.cli.jobs import print_job_results, user_name, wait_for_job
 from edgebench.dashboard.models import JobCreate
 from edgebench.errors import EdgebenchError
 from edgebench.workload import Workload
@@ -173,7 +173,12 @@ def demo(
         artifact = api.upload_model(model, "gguf")
         workload = Workload.from_flat({"n_prompt": [n_prompt], "n_gen": [n_gen], "reps": reps})
         job = api.submit_job(
-            JobCreate(models=[artifact.sha256], workload=workload, device=DEMO_DEVICE)
+            JobCreate(
+                models=[artifact.sha256],
+                workload=workload,
+                device=DEMO_DEVICE,
+                submitter=user_name(),
+            )
         )
         err.print(f"[green]✓[/] job {job.id} queued")
         finished = wait_for_job(api, job.id, timeout=600)

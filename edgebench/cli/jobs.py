@@ -166,7 +166,7 @@ def submit(
             devices=device or [], tags=parse_tags(tag), arch=arch, accelerator=accelerator,
             min_memory_gb=min_memory, every=every,
         )  # fmt: skip
-        who = submitter or _user_name()
+        who = submitter or user_name()
         JobCreate(models=["0" * 64], submitter=who)  # checks the name before any upload
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -184,7 +184,8 @@ def submit(
         print_job_results(api, wait_for_job(api, job.id, timeout))
 
 
-def _user_name() -> str:
+def user_name() -> str:
+    """Who submits, by default: the login name, made a valid submitter name."""
     try:
         name = getpass.getuser()
     except (KeyError, OSError):
