@@ -42,7 +42,14 @@ def metrics_message(result: BenchResult) -> pb.Metrics:
 
 
 def spec_from(assignment: pb.RunAssignment) -> RunSpec:
-    """The runner's spec for a run, checked like any input from the network."""
+    """The runner's spec for a run, checked like any input from the network. A missing
+    spec or test is refused, never filled with defaults: that run would measure
+    something nobody asked for (an older coordinator sends its workload elsewhere)."""
+    if not assignment.HasField("spec") or not assignment.spec.workload.HasField("tests"):
+        raise WireError(
+            "the assignment carries no run spec or no test: is the coordinator another "
+            "edgebench version than this agent?"
+        )
     try:
         return from_message(assignment.spec, RunSpec)
     except ValidationError as exc:

@@ -28,6 +28,7 @@ from edgebench.cli.results import result_rows
 from edgebench.dashboard.models import DeviceSelector, JobCreate, JobPublic
 from edgebench.engines import ENGINE_NAMES, check_matrix, detect_format
 from edgebench.errors import EdgebenchError
+from edgebench.protocol import NAME_RE
 from edgebench.report import summary_table
 from edgebench.workload import Workload
 
@@ -166,10 +167,14 @@ def submit(
             devices=device or [], tags=parse_tags(tag), arch=arch, accelerator=accelerator,
             min_memory_gb=min_memory, every=every,
         )  # fmt: skip
-        who = submitter or user_name()
-        JobCreate(models=["0" * 64], submitter=who)  # checks the name before any upload
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from None
+    who = submitter or user_name()
+    if not NAME_RE.match(who):  # refused before any upload, not after
+        raise typer.BadParameter(
+            "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            param_hint="--submitter",
+        )
     api = client(url, token)
     shas = [_upload(api, path, fmt) for path, fmt in zip(model, formats, strict=True)]
     request = JobCreate(

@@ -83,3 +83,11 @@ def test_commands_name_the_missing_extra(tmp_path: Path) -> None:
         assert (
             "pip install 'edgebench[coordinator" in done.stderr and "Traceback" not in done.stderr
         )
+
+
+def test_a_bad_submitter_is_refused_before_any_upload(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(60))
+    code, text = _run("jobs", "submit", "--model", str(model), "--submitter", "a b",
+                      "--url", CLOSED)  # fmt: skip
+    assert code == 2 and "--submitter" in text and "not reachable" not in text

@@ -111,3 +111,19 @@ def test_public_models_that_mirror_a_table_name_only_its_columns() -> None:
     for public, table, internal in pairs:
         columns = set(table.model_fields)
         assert set(public.model_fields) == columns - internal, public.__name__
+
+
+def test_the_agent_refuses_an_assignment_without_a_spec_or_with_a_bad_one() -> None:
+    from edgebench.agent.wire import WireError, spec_from
+
+    with pytest.raises(WireError, match="no run spec or no test"):
+        spec_from(pb.RunAssignment(run_id="r"))  # what an older coordinator sends
+    no_test = to_message(RunSpec(), pb.RunSpec())
+    no_test.workload.ClearField("tests")
+    with pytest.raises(WireError, match="no run spec or no test"):
+        spec_from(pb.RunAssignment(spec=no_test))
+    bad = to_message(RunSpec(), pb.RunSpec())
+    bad.workload.repetitions.reps = -3
+    with pytest.raises(WireError, match="invalid run spec"):
+        spec_from(pb.RunAssignment(spec=bad))
+    assert spec_from(pb.RunAssignment(spec=to_message(RunSpec(), pb.RunSpec()))) == RunSpec()
