@@ -9,6 +9,7 @@ JSON, the API returns them as they are, and selectors and the scheduler read the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,3 +82,17 @@ class HardwareInfo(_Shape):
             else:
                 raise ValueError(f"unknown hardware field {name!r}")
         return cls.model_validate(parts)
+
+
+def hardware_class(identity: DeviceIdentity) -> str:
+    """The class of machines a device belongs to: its accelerator's or CPU's name, its
+    core count and its memory rounded to a power of two. Devices of one class are
+    expected to measure alike: the leaderboard filters by it and trust rules compare
+    within it. Defined here only."""
+    name = identity.cpu_model.strip() or "unknown CPU"
+    if identity.accelerator not in ("", "none"):
+        name = f"{name} + {identity.accelerator}"
+    cores = identity.cpu_cores_physical or identity.cpu_cores_logical
+    gib = identity.ram_bytes / 1024**3
+    memory = f"{2 ** round(math.log2(gib))} GiB" if gib >= 0.5 else "<0.5 GiB"
+    return f"{name} · {cores} cores · {memory}"

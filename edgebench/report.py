@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,13 +37,52 @@ def to_markdown(rows: Sequence[Row]) -> str:
     return "\n".join(out)
 
 
-def to_csv(rows: Sequence[Row]) -> str:
-    columns = _columns(rows)
+# A spreadsheet runs a cell that begins with one of these as a formula; names, tags and
+# file names are user text, so such a text cell gets a leading apostrophe.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_chunks(rows: Iterable[Row], columns: Sequence[str] | None = None) -> Iterator[str]:
+    """CSV text a few rows at a time (exports stream it); the columns are the first
+    row's unless given."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
+    writer: csv.DictWriter[str] | None = None
+    for row in rows:
+        if writer is None:
+            names = list(columns) if columns else [k for k in row if k != "rep_timings"]
+            writer = csv.DictWriter(out, names, extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+        writer.writerow({key: csv_cell(value) for key, value in row.items()})
+        if out.tell() > 64 * 1024:
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+    if writer is None and columns:
+        yield ",".join(columns) + "\n"
+    yield out.getvalue()
+
+
+def json_chunks(rows: Iterable[Row]) -> Iterator[str]:
+    """A JSON array, one row per line, a row at a time."""
+    yield "["
+    for index, row in enumerate(rows):
+        yield ("\n" if index == 0 else ",\n") + json.dumps(row, default=str)
+    yield "\n]\n"
+
+
+def jsonl_chunks(rows: Iterable[Row]) -> Iterator[str]:
+    for row in rows:
+        yield json.dumps(row, default=str) + "\n"
+
+
+def to_csv(rows: Sequence[Row]) -> str:
+    return "".join(csv_chunks(rows))
 
 
 def to_json(rows: Sequence[Row]) -> str:
@@ -51,7 +90,7 @@ def to_json(rows: Sequence[Row]) -> str:
 
 
 def to_jsonl(rows: Sequence[Row]) -> str:
-    return "".join(json.dumps(row) + "\n" for row in rows)
+    return "".join(jsonl_chunks(rows))
 
 
 PRINTERS: dict[str, Callable[[Sequence[Row]], str]] = {

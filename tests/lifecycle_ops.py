@@ -7,10 +7,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlmodel import col, select
+
 from edgebench.coordinator import lifecycle
 from edgebench.coordinator.lifecycle import Claim, ClaimRequest, LeaseTouch, ResultIn
 from edgebench.coordinator.store import Store, device_seen
-from edgebench.coordinator.tables import Agent, Device
+from edgebench.coordinator.tables import Agent, Device, Result
 from edgebench.device import HardwareInfo
 
 
@@ -85,3 +87,9 @@ def count(store: Store, table: Any) -> int:
 
     with store.session() as s:
         return int(s.exec(select(func.count()).select_from(table)).one())
+
+
+def results_of(store: Store, job_id: str) -> list[Any]:
+    """The stored result rows of one job (the tables as they are, for invariants)."""
+    with store.session() as s:
+        return list(s.exec(select(Result).where(col(Result.job_id) == job_id)))

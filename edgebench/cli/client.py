@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,7 +20,6 @@ from edgebench.dashboard.models import (
     JobCancelled,
     JobCreate,
     JobPublic,
-    ResultPublic,
     TokenCreate,
     TokenCreated,
 )
@@ -77,26 +77,51 @@ class CoordinatorClient:
     # ---- reads -------------------------------------------------------------------
 
     def devices(self) -> list[DevicePublic]:
-        return _list(DevicePublic, self._request("GET", "/api/v1/devices"))
+        return self._every(DevicePublic, "/api/v1/devices", 1000)
+
+    def _every(self, model: type[Model], path: str, limit: int) -> list[Model]:
+        """Every item of a paged list, a page at a time."""
+        items: list[Model] = []
+        while True:
+            page = self._request("GET", path, params={"offset": len(items), "limit": limit})
+            if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+                raise EdgebenchError(f"the coordinator answered {path} with no page of items")
+            items += _list(model, page["items"])
+            if not page["items"] or len(items) >= int(page.get("total", 0)):
+                return items
 
     def device(self, key: str) -> DevicePublic:
         return _one(DevicePublic, self._request("GET", f"/api/v1/devices/{_part(key)}"))
 
-    def jobs(self) -> list[JobPublic]:
-        return _list(JobPublic, self._request("GET", "/api/v1/jobs"))
+    def jobs(self, limit: int = 100) -> list[JobPublic]:
+        """The newest jobs (one page)."""
+        page = self._request("GET", "/api/v1/jobs", params={"limit": limit})
+        items = page.get("items") if isinstance(page, dict) else None
+        return _list(JobPublic, items)
 
     def job(self, job_id: str) -> JobPublic:
         return _one(JobPublic, self._request("GET", f"/api/v1/jobs/{_part(job_id)}"))
 
-    def results(
-        self, job_id: str | None = None, device: str | None = None, timings: bool = False
-    ) -> list[ResultPublic]:
-        params: dict[str, Any] = {"timings": timings}
+    def result_rows(
+        self, *, job_id: str | None = None, device: str | None = None, detail: bool = False
+    ) -> list[dict[str, Any]]:
+        """Every matching result as an export row (the server's export, streamed in as
+        JSON lines); `detail` adds provenance, sensors and the raw token timings."""
+        params: dict[str, Any] = {"format": "jsonl", "detail": detail, "order": "asc"}
         if job_id:
-            params["job_id"] = job_id
+            params["job"] = job_id
         if device:
-            params["device_id"] = device
-        return _list(ResultPublic, self._request("GET", "/api/v1/results", params=params))
+            params["device"] = device
+        rows = []
+        try:
+            with self._http.stream("GET", "/api/v1/results/export", params=params) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ClientError(_detail(response))
+                rows = [_row(line) for line in response.iter_lines() if line.strip()]
+        except httpx.TransportError:
+            raise ClientError(f"coordinator not reachable at {self.url}") from None
+        return rows
 
     # ---- admin -------------------------------------------------------------------
 
@@ -151,6 +176,16 @@ def _one(model: type[Model], data: Any) -> Model:
         raise ClientError(
             f"the coordinator's answer is not a valid {model.__name__}: {exc}"
         ) from None
+
+
+def _row(line: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        row = None
+    if not isinstance(row, dict):
+        raise EdgebenchError("the coordinator sent an export line that is not a JSON object")
+    return row
 
 
 def _list(model: type[Model], data: Any) -> list[Model]:

@@ -23,6 +23,7 @@ from edgebench.errors import EdgebenchError
 from edgebench.workload import Workload
 
 DEMO_DEVICE = "demo-agent"
+DEMO_VARIANTS = ["", "Q8_0"]  # the generated F32 model as it is, and quantized
 
 
 class EmbeddedCoordinator:
@@ -144,7 +145,10 @@ def demo(
     grpc_port: Annotated[
         int, typer.Option(help="Port the agent connects to (0 = any free port).")
     ] = 50051,
-    n_prompt: Annotated[int, typer.Option("--n-prompt", "-p", min=1)] = 64,
+    n_prompt: Annotated[
+        int,
+        typer.Option("--n-prompt", "-p", min=1, help="Prompt length; the demo also runs 4x it."),
+    ] = 64,
     n_gen: Annotated[int, typer.Option("--n-gen", "-n", min=2)] = 64,
     reps: Annotated[int, typer.Option("--reps", "-r", min=1)] = 3,
 ) -> None:
@@ -171,10 +175,15 @@ def demo(
             _wait_online(api, agent, agent_home / "agent.log")
         err.print(f"[green]✓[/] agent {DEMO_DEVICE} online")
         artifact = api.upload_model(model, "gguf")
-        workload = Workload.from_flat({"n_prompt": [n_prompt], "n_gen": [n_gen], "reps": reps})
+        # Two variants x two prompt lengths: the leaderboard, its scatter and compare
+        # have something to show on first start.
+        workload = Workload.from_flat(
+            {"n_prompt": [n_prompt, 4 * n_prompt], "n_gen": [n_gen], "reps": reps}
+        )
         job = api.submit_job(
             JobCreate(
                 models=[artifact.sha256],
+                variants=DEMO_VARIANTS,
                 workload=workload,
                 device=DEMO_DEVICE,
                 submitter=user_name(),
@@ -183,7 +192,8 @@ def demo(
         err.print(f"[green]✓[/] job {job.id} queued")
         finished = wait_for_job(api, job.id, timeout=600)
         print_job_results(api, finished)
-        err.print(f"dashboard: {coordinator.http_url}/jobs/{job.id}")
+        err.print(f"leaderboard: {coordinator.http_url}/leaderboard")
+        err.print(f"this job: {coordinator.http_url}/jobs/{job.id}")
         _print_next_steps(coordinator, model, still_running=not exit_after)
         if not exit_after:
             err.print(f"dashboard at {coordinator.http_url} — press Ctrl-C to stop")

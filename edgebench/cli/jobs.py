@@ -24,7 +24,6 @@ from edgebench.cli.common import (
     print_json,
 )
 from edgebench.cli.options import workload_options
-from edgebench.cli.results import result_rows
 from edgebench.dashboard.models import DeviceSelector, JobCreate, JobPublic
 from edgebench.engines import ENGINE_NAMES, check_matrix, detect_format
 from edgebench.errors import EdgebenchError
@@ -65,7 +64,7 @@ def wait_for_job(api: CoordinatorClient, job_id: str, timeout: float | None = No
 
 
 def print_job_results(api: CoordinatorClient, job: JobPublic) -> None:
-    rows = result_rows(api.results(job_id=job.id), timings=False)
+    rows = api.result_rows(job_id=job.id)
     if rows:
         out.print(summary_table(rows, title=f"Job {job.id[:8]}"))
     for run in job.runs:
@@ -293,7 +292,7 @@ def show(
             run.error or "",
         )
     out.print(table)
-    rows = result_rows(api.results(job_id=job.id), timings=False)
+    rows = api.result_rows(job_id=job.id)
     if rows:
         out.print(summary_table(rows))
 

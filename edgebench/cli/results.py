@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -14,33 +14,9 @@ from edgebench.cli.common import (
     client,
     write_output,
 )
-from edgebench.dashboard.models import ResultPublic
 from edgebench.report import FORMATS, render
 
 app = typer.Typer(help="Export stored results.", no_args_is_help=True)
-
-
-# Everything a result carries beyond who, what and the stable fields (json, jsonl).
-IDENTITY = ("id", "run_id", "job_id", "device_id", "device_name", "model", "created_at")
-PROVENANCE = tuple(name for name in ResultPublic.model_fields if name not in (*IDENTITY, "fields"))
-
-
-def result_rows(results: list[ResultPublic], *, timings: bool) -> list[dict[str, Any]]:
-    """Flat rows: identity columns, then the stable fields; with `timings` (json, jsonl)
-    also the provenance, the sustained curve and the raw per-token timestamps."""
-    rows = []
-    for r in results:
-        row = {
-            "result_id": r.id,
-            "job_id": r.job_id,
-            "device": r.device_name,
-            "model": r.model,
-        }
-        row.update(r.fields)
-        if timings:
-            row.update(r.model_dump(mode="json", include=set(PROVENANCE)))
-        rows.append(row)
-    return rows
 
 
 @app.command("export")
@@ -63,6 +39,6 @@ def export(
     field, provenance and the raw token timings)."""
     output = format_alias or output
     check_output_format(output)
-    timings = output in ("json", "jsonl")
-    results = client(url, token).results(job_id=job, device=device, timings=timings)
-    write_output(render(result_rows(results, timings=timings), output), out_file)
+    detail = output in ("json", "jsonl")
+    rows = client(url, token).result_rows(job_id=job, device=device, detail=detail)
+    write_output(render(rows, output), out_file)

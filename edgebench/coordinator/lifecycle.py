@@ -43,6 +43,7 @@ from sqlalchemy.sql.selectable import TableValuedAlias
 from sqlalchemy.types import TypeEngine
 from sqlmodel import Session, col, select
 
+from edgebench.coordinator import leaderboard
 from edgebench.coordinator.errors import Conflict, StaleLease, StoreError
 from edgebench.coordinator.fairshare import Pools, Queued, take
 from edgebench.coordinator.selectors import can_run, matches
@@ -440,6 +441,7 @@ def store_results(s: Session, items: Sequence[ResultIn]) -> list[StoreError | No
             leases[item.run_id] = None  # finished: another result for it is stale
     if rows:
         connection.execute(_INSERT_RESULT, rows)
+        leaderboard.record(connection, rows)
         finished = [{"run": r["run_id"], "reps": int(r["reps"]), "at": now} for r in rows]
         connection.execute(_SUCCEED, finished)
     return outcomes

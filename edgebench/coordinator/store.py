@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, func, insert, update
 from sqlmodel import Session, col, select
 
-from edgebench.coordinator import schema
+from edgebench.coordinator import leaderboard, schema
 from edgebench.coordinator.database import make_engine, writer_engine
 from edgebench.coordinator.errors import Ambiguous, Conflict, NotFound, StaleLease, StoreError
 from edgebench.coordinator.jobspec import MAX_RUNS_PER_JOB, PlannedRun
@@ -52,6 +52,7 @@ from edgebench.coordinator.tables import (
     Device,
     EnrollmentToken,
     Job,
+    LeaderboardEntry,
     Result,
     Run,
     RunState,
@@ -92,7 +93,9 @@ ID_PREFIX = re.compile(r"^[0-9a-f][0-9a-f-]{3,35}$")
 SHOWN_MATCHES = 5
 
 
-def resolve_id(s: Session, table: type[Job] | type[Device], key: str, what: str) -> str:
+def resolve_id(
+    s: Session, table: type[Job] | type[Device] | type[Result], key: str, what: str
+) -> str:
     """The one id `key` names: the whole id, or a unique prefix of it."""
     if s.get(table, key) is not None:
         return key
@@ -154,6 +157,15 @@ class Store:
         self._writer: threading.Lock | contextlib.nullcontext[None] = (
             threading.Lock() if sqlite else contextlib.nullcontext()
         )
+        self._fill_leaderboard()
+
+    def _fill_leaderboard(self) -> None:
+        """A store from before the leaderboard table: its groups, from its results."""
+        with self.session(immediate=True) as s:
+            connection = s.connection()
+            if leaderboard.needs_rebuild(connection):
+                leaderboard.rebuild(connection)
+                s.commit()
 
     @contextmanager
     def session(self, *, immediate: bool = False) -> Iterator[Session]:
@@ -260,12 +272,26 @@ class Store:
         with self.session() as s:
             return {a.sha256: a for a in s.exec(select(Artifact))}
 
-    def add_artifact(self, *, sha256: str, filename: str, size_bytes: int, fmt: str) -> Artifact:
+    def add_artifact(
+        self,
+        *,
+        sha256: str,
+        filename: str,
+        size_bytes: int,
+        fmt: str,
+        parameters: int | None = None,
+    ) -> Artifact:
         with self.session(immediate=True) as s:
             existing = s.get(Artifact, sha256)
             if existing is not None:
                 return existing
-            artifact = Artifact(sha256=sha256, filename=filename, size_bytes=size_bytes, format=fmt)
+            artifact = Artifact(
+                sha256=sha256,
+                filename=filename,
+                size_bytes=size_bytes,
+                format=fmt,
+                parameters=parameters,
+            )
             s.add(artifact)
             s.commit()
             return artifact
@@ -323,10 +349,10 @@ class Store:
             for sha in {p.model_sha256 for p in planned}:
                 if s.get(Artifact, sha) is None:
                     raise StoreError(f"model {sha} was never uploaded")
-        devices = self._fleet(fresh=selector.every)
+        devices = self.fleet(fresh=selector.every)
         known = {d.name for d in devices}
         if not set(selector.devices) <= known:  # enrolled since the last read?
-            devices = self._fleet(fresh=True)
+            devices = self.fleet(fresh=True)
             known = {d.name for d in devices}
         for name in selector.devices:
             if name not in known:
@@ -367,7 +393,7 @@ class Store:
             return [(selector.devices[0], None)]
         return [(None, None)]
 
-    def _fleet(self, *, fresh: bool = False) -> list[Device]:
+    def fleet(self, *, fresh: bool = False) -> list[Device]:
         """The enrolled devices, read at most every `fleet_read_seconds`: job checks and
         "why runs wait" look at the whole fleet, and 1,000 rows read on every job held the
         event loop's GIL long enough to double dispatch latency (benchmarks/fleet.py)."""
@@ -389,7 +415,7 @@ class Store:
             if not queued:
                 return None
             job = s.get(Job, job_id)
-        devices = self._fleet()
+        devices = self.fleet()
         online = {d.id for d in devices if is_online(d)}
         selector = DeviceSelector.model_validate_json(job.selector_json if job else "{}")
         reasons = {
@@ -397,10 +423,55 @@ class Store:
         }
         return "; ".join(sorted(reasons))
 
-    def list_jobs(self, limit: int = 100) -> list[Job]:
+    def jobs_with_runs(
+        self, offset: int = 0, limit: int = 100
+    ) -> tuple[list[Job], dict[str, list[Run]], int]:
+        """A page of jobs, newest first, their runs by job id, and how many jobs there are
+        (three queries, whatever the page size)."""
         with self.session() as s:
-            query = select(Job).order_by(col(Job.created_at).desc()).limit(limit)
-            return list(s.exec(query))
+            total = s.exec(select(func.count()).select_from(Job)).one()
+            query = select(Job).order_by(col(Job.created_at).desc(), col(Job.id))
+            jobs = list(s.exec(query.offset(offset).limit(limit)))
+            runs: dict[str, list[Run]] = {job.id: [] for job in jobs}
+            if jobs:
+                in_page = select(Run).where(col(Run.job_id).in_(list(runs)))
+                for run in s.exec(in_page.order_by(col(Run.created_at))):
+                    runs[run.job_id].append(run)
+        return jobs, runs, int(total)
+
+    def queue_depth(self) -> int:
+        """Runs waiting for a device."""
+        with self.session() as s:
+            queued = select(func.count()).where(col(Run.state) == RunState.QUEUED)
+            return int(s.exec(queued).one())
+
+    def result_values(self, *names: str) -> dict[str, list[str]]:
+        """The distinct values of result columns among the leaderboard's groups (their
+        newest results: one row per group, not a scan of every result)."""
+        out = {}
+        with self.session() as s:
+            for name in names:
+                column = getattr(Result, name)
+                query = (
+                    select(column)
+                    .join(LeaderboardEntry, col(LeaderboardEntry.latest_id) == col(Result.id))
+                    .distinct()
+                )
+                out[name] = sorted(str(v) for v in s.exec(query))
+        return out
+
+    def live_runs(self) -> list[Run]:
+        """Runs an agent holds now (leased or running)."""
+        with self.session() as s:
+            live = col(Run.state).in_([RunState.LEASED, RunState.RUNNING])
+            return list(s.exec(select(Run).where(live)))
+
+    def get_result(self, key: str) -> Result:
+        """A result by id or by a unique id prefix."""
+        with self.session() as s:
+            result = s.get(Result, resolve_id(s, Result, key, "result"))
+        assert result is not None  # results are never deleted
+        return result
 
     def get_job(self, key: str) -> Job:
         """A job by id or by a unique id prefix."""
@@ -461,17 +532,6 @@ class Store:
         """A device by id, by name or by a unique id prefix."""
         with self.session() as s:
             return _device(s, key)
-
-    def list_results(
-        self, *, job_id: str | None = None, device_id: str | None = None
-    ) -> list[Result]:
-        with self.session() as s:
-            query = select(Result).order_by(col(Result.created_at))
-            if job_id:
-                query = query.where(Result.job_id == resolve_id(s, Job, job_id, "job"))
-            if device_id:
-                query = query.where(Result.device_id == _device(s, device_id).id)
-            return list(s.exec(query))
 
     # ---- the run lifecycle's writes (coordinator/lifecycle.py) -----------------------
 

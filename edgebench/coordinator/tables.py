@@ -75,6 +75,8 @@ class Artifact(SQLModel, table=True):
     filename: str
     size_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
     format: str
+    # counted from the file's headers when it is stored; None: not counted or unreadable
+    parameters: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -128,7 +130,7 @@ class Result(SQLModel, table=True):
     job_id: str = Field(foreign_key="job.id", index=True)
     device_id: str = Field(foreign_key="device.id", index=True)
     payload_sha256: str
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
     backend: str
     variant: str
     model_sha256: str
@@ -178,6 +180,33 @@ class Result(SQLModel, table=True):
     timings: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
+class LeaderboardEntry(SQLModel, table=True):
+    """One leaderboard row: the results of one model x variant x backend x device x test
+    x threads x engine settings in force (so unlike runs are never averaged), kept up to
+    date as results are stored (coordinator/leaderboard.py) so that reading the
+    leaderboard costs one row per group, not a scan of every result."""
+
+    __tablename__ = "leaderboard"
+
+    key: str = Field(primary_key=True)  # sha256 of the group's values
+    model_sha256: str = Field(index=True)
+    variant: str
+    backend: str
+    device_id: str = Field(foreign_key="device.id", index=True)
+    n_depth: int
+    n_prompt: int
+    n_gen: int
+    threads: int
+    settings_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    results: int = 0
+    latest_id: str  # the newest result
+    latest_at: datetime
+    clean_id: str | None = None  # the newest result not marked noisy
+    clean_at: datetime | None = None
+    best_id: str | None = None  # the fastest decode among results not marked noisy
+    best_decode_tps: float | None = None
+
+
 # The claim reads this index in its order: per submitter, highest priority first, then
 # oldest (priority descending, so one index scan serves the claim's ORDER BY).
 Index(
@@ -213,3 +242,9 @@ ONLINE_WITHIN = timedelta(seconds=30)  # a device heard from within this is onli
 
 def is_online(device: Device) -> bool:
     return device.last_seen_at is not None and utcnow() - device.last_seen_at < ONLINE_WITHIN
+
+
+def trust_tier(device: Device) -> str:
+    """How far the fleet trusts a device's results: "operator" for devices enrolled with
+    an operator's token, "contributor" for donated runners."""
+    return "contributor" if device.contributor else "operator"

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -44,6 +50,20 @@ def create_app(context: ApiContext) -> FastAPI:
     async def not_found(request: Request, exc: NotFound) -> Response:
         return _error(request, exc, 404, "Not found")
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_query(request: Request, exc: RequestValidationError) -> Response:
+        """422 with what was wrong: JSON for the API (FastAPI's shape), a page for pages."""
+        if request.url.path.startswith("/api/"):
+            return await request_validation_exception_handler(request, exc)
+        problems = "; ".join(_problem(e) for e in exc.errors())
+        return _error(request, ValueError(problems), 422, "Bad address")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if request.url.path.startswith("/api/") or exc.status_code == 401:
+            return await http_exception_handler(request, exc)
+        return _error(request, ValueError(str(exc.detail)), exc.status_code, "Cannot show this")
+
     @app.exception_handler(Ambiguous)
     async def ambiguous(request: Request, exc: Ambiguous) -> Response:
         return _error(request, exc, 400, "Ambiguous id")
@@ -51,8 +71,18 @@ def create_app(context: ApiContext) -> FastAPI:
     return app
 
 
+def _problem(error: Any) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ())[1:])
+    return f"{where}: {error.get('msg')}" if where else str(error.get("msg"))
+
+
 def _error(request: Request, exc: Exception, status_code: int, title: str) -> Response:
     if request.url.path.startswith("/api/"):
         return JSONResponse({"detail": str(exc)}, status_code=status_code)
-    body = f"<h1>{title}</h1><p>{html.escape(str(exc))}</p>"
+    body = (
+        '<!doctype html><meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="stylesheet" href="/static/style.css"><script src="/static/theme.js"></script>'
+        f'<main><h1>{title}</h1><p>{html.escape(str(exc))}</p><p><a href="/leaderboard">'
+        'Leaderboard</a> · <a href="/">Fleet</a></p></main>'
+    )
     return HTMLResponse(body, status_code=status_code)

@@ -6,12 +6,14 @@ the public models from its tables in `queries.py`."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+import re
+from datetime import date, datetime
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgebench.device import DeviceCapabilities, DeviceIdentity
+from edgebench.measure.record import FIELD_NAMES
 from edgebench.protocol import NAME_RE, TAG_RE
 from edgebench.workload import FIELD_SECTIONS, SECTIONS, Workload
 
@@ -132,17 +134,22 @@ class ArtifactPublic(BaseModel):
     filename: str
     size_bytes: int
     format: str
+    parameters: int | None  # counted from the file's headers; None when unknown
 
 
 class DevicePublic(BaseModel):
     id: str
     name: str
     online: bool
+    status: str  # offline, idle (online, no run), busy (holds a run)
     last_seen_at: datetime | None
     identity: DeviceIdentity  # what the device is
     capabilities: DeviceCapabilities  # what it had installed when it last connected
+    hardware_class: str  # edgebench.device.hardware_class
+    trust_tier: str  # operator or contributor
     tags: dict[str, str]
     contributor: bool
+    current_run: RunPublic | None = None  # the run it holds now
 
 
 class RunPublic(BaseModel):
@@ -195,17 +202,29 @@ class JobCancelled(BaseModel):
     job: JobPublic
 
 
-class ResultPublic(BaseModel):
+class ResultSummary(BaseModel):
+    """A result as lists carry it: who, what, the stable fields; no sensor samples, raw
+    timestamps or environment (the result's own endpoint has those)."""
+
     id: str
     run_id: str
     job_id: str
     device_id: str
     device_name: str
+    hardware_class: str  # edgebench.device.hardware_class of the device
+    trust_tier: str  # operator or contributor
     model: str  # the file or folder name it was uploaded as
+    parameters: int | None  # counted from the model file; None when unknown
+    size_bucket: str  # the parameter-size bucket (modelparams.SIZE_BUCKETS), or unknown
     created_at: datetime
     fields: dict[str, Any]
     engine_version: str
     definitions_version: str
+
+
+class ResultPublic(ResultSummary):
+    """One result with everything it carries."""
+
     source_sha256: str
     reps_mode: str
     window_s: float | None
@@ -213,3 +232,98 @@ class ResultPublic(BaseModel):
     environment: dict[str, Any]
     sensors: dict[str, Any]
     rep_timings: list[dict[str, Any]] | None = None
+
+
+class LeaderboardRow(BaseModel):
+    """One group of comparable results (same model, variant, backend, device, test,
+    threads and engine settings in force) and the result it is shown by."""
+
+    key: str
+    results: int  # results in the group
+    settings: dict[str, Any]  # the engine settings in force
+    result: ResultSummary  # the newest clean one, or the best, as asked
+
+
+Item = TypeVar("Item")
+
+
+class Page(BaseModel, Generic[Item]):
+    items: list[Item]
+    total: int  # rows matching the filters, over all pages
+    offset: int
+    limit: int
+
+
+class LeaderboardPage(Page[LeaderboardRow]):
+    test: str  # the test shown ("all", or as TEST_RE writes it)
+    tests: list[str]  # every test with results, the most common first
+
+
+# ---- list queries (query strings of the API and the pages alike) ------------------
+
+TEST_RE = r"^p(\d{1,7})-g(\d{1,7})(?:-d(\d{1,7}))?$"  # prompt, generated, depth
+IDENTITY_COLUMNS = ("created_at", "device", "model", "hardware_class")
+SORTABLE = (*IDENTITY_COLUMNS, *(name for name in FIELD_NAMES if name != "model_sha256"))
+_TEXT = Field(default=None, max_length=200)
+
+
+def test_label(n_prompt: int, n_gen: int, n_depth: int) -> str:
+    return f"p{n_prompt}-g{n_gen}" + (f"-d{n_depth}" if n_depth else "")
+
+
+class ResultQuery(BaseModel):
+    """Filters, sort and page of a result list; every view keeps these in its URL."""
+
+    q: str | None = Field(
+        default=None, max_length=200, description="text in model, device, variant, backend"
+    )
+    model: str | None = Field(default=None, max_length=255, description="model file name")
+    size: Literal["<0.5B", "0.5-1.5B", "1.5-4B", ">4B", "unknown"] | None = None
+    variant: str | None = _TEXT
+    backend: str | None = _TEXT
+    engine_version: str | None = _TEXT
+    arch: str | None = _TEXT
+    accelerator: str | None = _TEXT
+    device: str | None = _TEXT
+    hardware_class: str | None = _TEXT
+    tier: Literal["operator", "contributor"] | None = None
+    job: str | None = Field(default=None, max_length=64, description="job id or prefix")
+    test: str | None = Field(
+        default=None, max_length=40, description='"all", or a test such as p512-g128 (-d depth)'
+    )
+    since: date | None = None
+    until: date | None = None
+    hide_noisy: bool = False
+    sort: str = Field(default="created_at", description=f"one of: {', '.join(SORTABLE)}")
+    order: Literal["asc", "desc"] = "desc"
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+    limit: int = Field(default=50, ge=1, le=500)
+
+    @field_validator("sort")
+    @classmethod
+    def _sortable(cls, sort: str) -> str:
+        if sort not in SORTABLE:
+            raise ValueError(f"cannot sort by {sort!r}; one of: {', '.join(SORTABLE)}")
+        return sort
+
+    @field_validator("test")
+    @classmethod
+    def _test(cls, test: str | None) -> str | None:
+        if test not in (None, "", "all") and not re.match(TEST_RE, test or ""):
+            raise ValueError(f"{test!r} is not a test; write it as p512-g128 or p512-g128-d1024")
+        return test or None
+
+    def test_sizes(self) -> tuple[int, int, int] | None:
+        """(n_prompt, n_gen, n_depth) of the test filter, None for all tests."""
+        found = re.match(TEST_RE, self.test or "")
+        if not found:
+            return None
+        return int(found[1]), int(found[2]), int(found[3] or 0)
+
+
+class LeaderboardQuery(ResultQuery):
+    show: Literal["newest", "best"] = "newest"  # per group: the newest clean or fastest
+    sort: str = "decode_tps"
+
+
+DevicePublic.model_rebuild()

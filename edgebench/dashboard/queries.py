@@ -10,35 +10,43 @@ from edgebench.coordinator.tables import (
     Artifact,
     Device,
     Job,
-    Result,
     Run,
     RunState,
     capabilities_of,
     identity_of,
     is_online,
+    trust_tier,
 )
+from edgebench.dashboard.listing import Lookup, summary
 from edgebench.dashboard.models import (
     ArtifactPublic,
     DevicePublic,
     JobPublic,
     ModelRefPublic,
+    Page,
     ResultPublic,
     RunPublic,
 )
+from edgebench.device import hardware_class
 from edgebench.measure.packing import unpack_reps
-from edgebench.measure.record import FIELD_NAMES
 
 
-def device_public(device: Device) -> DevicePublic:
+def device_public(device: Device, current: RunPublic | None = None) -> DevicePublic:
+    online = is_online(device)
+    identity = identity_of(device)
     return DevicePublic(
         id=device.id,
         name=device.name,
-        online=is_online(device),
+        online=online,
+        status="offline" if not online else "busy" if current else "idle",
         last_seen_at=device.last_seen_at,
-        identity=identity_of(device),
+        identity=identity,
         capabilities=capabilities_of(device),
+        hardware_class=hardware_class(identity),
+        trust_tier=trust_tier(device),
         tags=json.loads(device.tags_json),
         contributor=device.contributor,
+        current_run=current,
     )
 
 
@@ -90,7 +98,10 @@ def job_public(
     )
 
 
-def result_public(result: Result, device_name: str, model: str, *, timings: bool) -> ResultPublic:
+def result_public(store: Store, key: str, *, timings: bool = True) -> ResultPublic:
+    """One result with everything it carries (by id or a unique id prefix)."""
+    result = store.get_result(key)
+    lookup = Lookup.read(store)
     reps = None
     if timings:
         reps = [
@@ -98,16 +109,7 @@ def result_public(result: Result, device_name: str, model: str, *, timings: bool
             for r in unpack_reps(result.timings)
         ]
     return ResultPublic(
-        id=result.id,
-        run_id=result.run_id,
-        job_id=result.job_id,
-        device_id=result.device_id,
-        device_name=device_name,
-        model=model,
-        created_at=result.created_at,
-        fields={name: getattr(result, name) for name in FIELD_NAMES},
-        engine_version=result.engine_version,
-        definitions_version=result.definitions_version,
+        **summary(result, lookup).model_dump(),
         source_sha256=result.source_sha256,
         reps_mode=result.reps_mode,
         window_s=result.window_s,
@@ -118,19 +120,43 @@ def result_public(result: Result, device_name: str, model: str, *, timings: bool
     )
 
 
-def devices(store: Store) -> list[DevicePublic]:
-    return [device_public(device) for device in store.list_devices()]
+def _live_runs(store: Store) -> dict[str, RunPublic]:
+    """{device id: the run it holds}."""
+    names = store.device_names()
+    return {
+        run.device_id: run_public(run, names)
+        for run in store.live_runs()
+        if run.device_id is not None
+    }
+
+
+def devices(store: Store, offset: int = 0, limit: int = 1000) -> Page[DevicePublic]:
+    fleet = store.fleet()
+    live = _live_runs(store)
+    shown = fleet[offset : offset + limit]
+    return Page[DevicePublic](
+        items=[device_public(d, live.get(d.id)) for d in shown],
+        total=len(fleet),
+        offset=offset,
+        limit=limit,
+    )
 
 
 def device(store: Store, key: str) -> DevicePublic:
-    return device_public(store.get_device(key))
+    found = store.get_device(key)
+    return device_public(found, _live_runs(store).get(found.id))
 
 
-def jobs(store: Store, limit: int = 100) -> list[JobPublic]:
+def jobs(store: Store, offset: int = 0, limit: int = 100) -> Page[JobPublic]:
+    """The newest jobs first, each with its runs (two queries, whatever the page size)."""
     names, artifacts = store.device_names(), store.artifacts()
-    return [
-        job_public(job, store.runs_of(job.id), names, artifacts) for job in store.list_jobs(limit)
-    ]
+    listed, runs, total = store.jobs_with_runs(offset, limit)
+    return Page[JobPublic](
+        items=[job_public(job, runs.get(job.id, []), names, artifacts) for job in listed],
+        total=total,
+        offset=offset,
+        limit=limit,
+    )
 
 
 def job(store: Store, job_id: str, *, why_waiting: bool = True) -> JobPublic:
@@ -141,27 +167,3 @@ def job(store: Store, job_id: str, *, why_waiting: bool = True) -> JobPublic:
     if not why_waiting:
         return public
     return public.model_copy(update={"waiting": store.waiting(found.id)})
-
-
-def results(
-    store: Store,
-    *,
-    job_id: str | None = None,
-    device_id: str | None = None,
-    timings: bool = False,
-) -> list[ResultPublic]:
-    names, artifacts = store.device_names(), store.artifacts()
-    return [
-        result_public(
-            result,
-            names.get(result.device_id, "?"),
-            _model_name(artifacts, result.source_sha256 or result.model_sha256),
-            timings=timings,
-        )
-        for result in store.list_results(job_id=job_id, device_id=device_id)
-    ]
-
-
-def _model_name(artifacts: dict[str, Artifact], sha256: str) -> str:
-    artifact = artifacts.get(sha256)
-    return artifact.filename if artifact else sha256[:12]

@@ -121,9 +121,9 @@ def _results_export(coordinator: Coordinator, finished_job: str, models: list[st
     assert export("--device", "bench-box") and export("--format", "csv")  # hidden alias
     nope = coordinator.cli("results", "export", "--job", "nope")
     assert nope.returncode == 1 and "no job 'nope'" in nope.stderr
-    by_name = httpx.get(f"{coordinator.http}/api/v1/results", params={"device_id": "bench-box"})
-    assert len(by_name.json()) == 3
-    ghost = httpx.get(f"{coordinator.http}/api/v1/results", params={"device_id": "ghost"})
+    by_name = httpx.get(f"{coordinator.http}/api/v1/results", params={"device": "bench-box"})
+    assert by_name.json()["total"] == 3
+    ghost = httpx.get(f"{coordinator.http}/api/v1/results", params={"device": "ghost"})
     assert ghost.status_code == 404 and "no device 'ghost'" in ghost.text
 
 

@@ -52,15 +52,17 @@ def test_job_runs_end_to_end(coordinator: Coordinator, agent: Path, tiny_model: 
     assert len(job_id) == 36  # only the id on the first line, then the table
     assert "t/s" in submitted.stdout and "tg16" in submitted.stdout
 
-    results = coordinator.api("/api/v1/results", job_id=job_id, timings="true")
+    results = coordinator.api("/api/v1/results", job=job_id)
     assert len(results) == 1
-    fields = results[0]["fields"]
+    assert "rep_timings" not in results[0] and "sensors" not in results[0]  # a summary
+    detail = coordinator.api(f"/api/v1/results/{results[0]['id']}")
+    fields = detail["fields"]
     assert fields["n_gen"] == 16 and fields["reps"] == 3 and fields["n_prompt"] == 32
     assert fields["variant"] == "F32" and fields["backend"] == "llama_cpp"
     assert fields["decode_tps"] > 0 and fields["ttft_ms"] > 0 and fields["peak_rss_mb"] > 0
     assert fields["gpu_mem_mb"] is None  # a CPU run holds no GPU memory figure
     assert fields["itl_p50_ms"] <= fields["itl_p99_ms"] <= fields["itl_max_ms"]
-    assert [len(rep["token_ns"]) for rep in results[0]["rep_timings"]] == [16, 16, 16]
+    assert [len(rep["token_ns"]) for rep in detail["rep_timings"]] == [16, 16, 16]
 
     job = json.loads(coordinator.cli("jobs", "show", job_id, "--json").stdout)
     assert job["state"] == "succeeded" and job["runs"][0]["device_name"] == "bench-box"
@@ -181,7 +183,7 @@ def test_one_job_compares_three_engines_and_their_variants(
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.splitlines()[0]
-    results = coordinator.api("/api/v1/results", job_id=job_id)
+    results = coordinator.api("/api/v1/results", job=job_id)
     ran = sorted(
         (
             r["fields"]["backend"],

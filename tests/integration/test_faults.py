@@ -86,7 +86,7 @@ def test_killed_agent_run_is_requeued_and_finished_once(
                    timeout=10, what="the killed agent's run process to end too")  # fmt: skip
         run = finished(fast_leases, job_id)["runs"][0]
         assert run["attempts"] == 2 and run["device_name"] != holder
-        results = fast_leases.api("/api/v1/results", job_id=job_id)
+        results = fast_leases.api("/api/v1/results", job=job_id)
         assert len(results) == 1 and results[0]["device_name"] != holder
     finally:
         for process in agents.values():
@@ -110,7 +110,7 @@ def test_frozen_agent_late_writes_are_refused(
         told = ("FAILED_PRECONDITION", "abandoned: no heartbeat acknowledged")
         wait_until(lambda: any(word in log.read_text() for word in told), timeout=60,
                    what="the resumed agent to stop its stale run")  # fmt: skip
-        results = fast_leases.api("/api/v1/results", job_id=job_id)
+        results = fast_leases.api("/api/v1/results", job=job_id)
         assert len(results) == 1 and results[0]["device_name"] != holder
     finally:
         for process in agents.values():
@@ -153,7 +153,7 @@ def test_results_wait_in_the_outbox_while_the_coordinator_is_down(
         coord = start_coordinator(home, *ports, "--lease-seconds", "60")
         run = finished(coord, job_id)["runs"][0]
         assert run["attempts"] == 1
-        results = coord.api("/api/v1/results", job_id=job_id)
+        results = coord.api("/api/v1/results", job=job_id)
         assert len(results) == 1
         wait_until(lambda: len(Outbox(agent_home / "data" / "outbox.sqlite")) == 0,
                    what="the outbox to drain")  # fmt: skip

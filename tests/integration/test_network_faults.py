@@ -29,7 +29,7 @@ RUNS = 12
 
 
 def _stored(coord: Coordinator, job_id: str) -> int:
-    return len(coord.api("/api/v1/results", job_id=job_id))
+    return len(coord.api("/api/v1/results", job=job_id))
 
 
 def _after_more_results(coord: Coordinator, job_id: str, fault: Callable[[], None]) -> None:
@@ -69,7 +69,7 @@ def test_agents_ride_out_resets_stalls_and_drops(
 
         wait_until(lambda: coordinator.api(f"/api/v1/jobs/{job_id}")["state"] == "succeeded",
                    timeout=180, what="every run to succeed")  # fmt: skip
-        results = coordinator.api("/api/v1/results", job_id=job_id)
+        results = coordinator.api("/api/v1/results", job=job_id)
         assert len(results) == RUNS and len({r["run_id"] for r in results}) == RUNS
         runs = coordinator.api(f"/api/v1/jobs/{job_id}")["runs"]
         assert all(run["attempts"] == 1 for run in runs)  # no lease lapsed: no run redone
@@ -114,7 +114,7 @@ def test_a_stalled_link_makes_the_agent_abandon_its_run(tmp_path: Path, tiny_mod
                    timeout=120, what="the run to succeed on its next lease")  # fmt: skip
         (run,) = coord.api(f"/api/v1/jobs/{job_id}")["runs"]
         assert run["attempts"] == 2 and run["lease_epoch"] == 2
-        assert len(coord.api("/api/v1/results", job_id=job_id)) == 1
+        assert len(coord.api("/api/v1/results", job=job_id)) == 1
     finally:
         stop(agent)
         stop(coord.process)

@@ -123,7 +123,7 @@ class LeaseMachine(RuleBasedStateMachine):
 
     @invariant()
     def one_outcome_per_run(self) -> None:
-        results = self.store.list_results(job_id=self.job.id)
+        results = ops.results_of(self.store, self.job.id)
         for run in self.store.runs_of(self.job.id):
             stored = [r for r in results if r.run_id == run.id]
             assert len(stored) == (1 if run.state == RunState.SUCCEEDED else 0)

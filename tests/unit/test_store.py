@@ -24,6 +24,8 @@ from edgebench.coordinator.store import (
     StoreError,
 )
 from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunState, utcnow
+from edgebench.dashboard import listing
+from edgebench.dashboard.models import ResultQuery
 from edgebench.device import HardwareInfo
 from edgebench.measure.packing import pack_reps
 from edgebench.measure.record import RepTiming, summarize
@@ -213,7 +215,7 @@ def test_every_matching_device_gets_its_own_copy(
         assert _claims(store, fleet[name]) is None  # the other copy is not its to take
     with pytest.raises(StoreError, match="no enrolled device matches: arch riscv64"):
         _job(store, selector={"arch": "riscv64", "every": True})
-    assert len(store.list_jobs()) == 1
+    assert len(store.jobs_with_runs()[0]) == 1
 
 
 def test_higher_priority_goes_first(store: Store) -> None:
@@ -456,11 +458,11 @@ def test_ids_are_taken_by_a_unique_prefix_and_names_work_where_ids_do(store: Sto
             store.get_job(unknown)
     _, device = _agent(store, "dev0")
     assert store.get_device("dev0").id == device.id == store.get_device(device.id[:6]).id
-    assert store.list_results(device_id="dev0") == []
+    assert listing.results_page(store, ResultQuery(device="dev0")).total == 0
     with pytest.raises(NotFound, match="no device 'ghost'"):
-        store.list_results(device_id="ghost")
+        listing.results_page(store, ResultQuery(device="ghost"))
     with pytest.raises(NotFound, match="no job 'nope'"):
-        store.list_results(job_id="nope")
+        listing.results_page(store, ResultQuery(job="nope"))
 
 
 def test_requeued_runs_wait_out_their_backoff(db_url: str) -> None:
@@ -470,7 +472,7 @@ def test_requeued_runs_wait_out_their_backoff(db_url: str) -> None:
     assert ops.claim_run(store, agent=agent, device=device, lease_seconds=-1) is not None
     before_reap = utcnow()
     assert ops.reap_expired(store) == 1
-    run = store.list_jobs()[0]
+    run = store.jobs_with_runs()[0][0]
     queued = store.runs_of(run.id)[0]
     assert queued.state == RunState.QUEUED and queued.not_before is not None
     waited = (queued.not_before - before_reap).total_seconds()
@@ -579,7 +581,7 @@ def test_one_call_touches_many_leases_and_tells_the_stale_ones(store: Store) -> 
     with store.writing() as s:
         assert lifecycle.touch_leases(s, [], 60) == []
         assert lifecycle.touch_leases(s, touches, 60) == [True, True, False, False, True]
-    runs = {r.id: r for job in store.list_jobs() for r in store.runs_of(job.id)}
+    runs = {r.id: r for job in store.jobs_with_runs()[0] for r in store.runs_of(job.id)}
     assert (runs[run].state, runs[run].phase, runs[run].rep) == (RunState.RUNNING, "measuring", 2)
     assert (runs[second.run.id].phase, runs[second.run.id].rep) == ("loading", 0)
     assert runs[run].started_at is not None
@@ -606,8 +608,8 @@ def test_one_call_stores_many_results_each_judged_alone(store: Store) -> None:
     assert [type(o).__name__ for o in outcomes] == [
         "NoneType", "NoneType", "StaleLease", "Conflict", "StoreError", "StaleLease",
     ]  # fmt: skip
-    assert [r.id for r in store.list_results()] == ["r1"]
-    states = {r.id: r.state for job in store.list_jobs() for r in store.runs_of(job.id)}
+    assert [r.id for r in listing.results_page(store, ResultQuery()).items] == ["r1"]
+    states = {r.id: r.state for job in store.jobs_with_runs()[0] for r in store.runs_of(job.id)}
     assert states[first.run.id] == RunState.SUCCEEDED and states[second.run.id] == RunState.LEASED
 
 

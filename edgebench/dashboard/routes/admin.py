@@ -24,6 +24,7 @@ from edgebench.dashboard.models import (
     TokenCreated,
 )
 from edgebench.engines import MODEL_FORMATS
+from edgebench.modelparams import parameter_count
 
 router = APIRouter(prefix="/api/v1", tags=["admin"], dependencies=[Depends(require_admin)])
 _FORMAT = f"^({'|'.join(MODEL_FORMATS)})$"
@@ -73,12 +74,14 @@ async def upload_artifact(
         size = await files.receive(sha256, request.stream(), context.max_artifact_bytes, format)
     except ArtifactError as exc:
         raise _unprocessable(str(exc)) from exc
+    parameters = await asyncio.to_thread(parameter_count, files.path_for(sha256), format)
     artifact = await asyncio.to_thread(
         store.add_artifact,
         sha256=sha256,
         filename=filename.rsplit("/", 1)[-1],
         size_bytes=size,
         fmt=format,
+        parameters=parameters,
     )
     return queries.artifact_public(artifact)
 

@@ -1,22 +1,41 @@
-"""The read-only JSON API under /api/v1."""
+"""The read-only JSON API under /api/v1: paged lists with a total count, one object per
+id, and streamed exports of every row a list's filters match."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 
-from edgebench.dashboard import queries
+from edgebench.dashboard import listing, queries
 from edgebench.dashboard.deps import StoreDep
-from edgebench.dashboard.models import DevicePublic, JobPublic, ResultPublic
+from edgebench.dashboard.models import (
+    DevicePublic,
+    JobPublic,
+    LeaderboardPage,
+    LeaderboardQuery,
+    Page,
+    ResultPublic,
+    ResultQuery,
+    ResultSummary,
+)
+from edgebench.report import csv_chunks, json_chunks, jsonl_chunks
 
 router = APIRouter(prefix="/api/v1", tags=["read"])
 
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+ExportFormat = Literal["csv", "json", "jsonl"]
+_MEDIA = {"csv": "text/csv", "json": "application/json", "jsonl": "application/x-ndjson"}
+
 
 @router.get("/devices")
-def list_devices(store: StoreDep) -> list[DevicePublic]:
-    """Every enrolled device, with whether it is online."""
-    return queries.devices(store)
+def list_devices(
+    store: StoreDep, offset: Offset = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 1000
+) -> Page[DevicePublic]:
+    """Enrolled devices by name: status (offline, idle, busy), the run each holds."""
+    return queries.devices(store, offset, limit)
 
 
 @router.get("/devices/{key}")
@@ -27,10 +46,10 @@ def get_device(key: str, store: StoreDep) -> DevicePublic:
 
 @router.get("/jobs")
 def list_jobs(
-    store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-) -> list[JobPublic]:
+    store: StoreDep, offset: Offset = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> Page[JobPublic]:
     """The newest jobs first, each with its runs."""
-    return queries.jobs(store, limit)
+    return queries.jobs(store, offset, limit)
 
 
 @router.get("/jobs/{job_id}")
@@ -40,12 +59,51 @@ def get_job(job_id: str, store: StoreDep) -> JobPublic:
 
 
 @router.get("/results")
-def list_results(
+def list_results(store: StoreDep, query: Annotated[ResultQuery, Query()]) -> Page[ResultSummary]:
+    """Results matching the filters, a page at a time, as summaries (the stable fields;
+    `GET /results/{id}` has the environment, sensors and raw timestamps)."""
+    return listing.results_page(store, query)
+
+
+@router.get("/results/export")
+def export_results(
     store: StoreDep,
-    job_id: str | None = None,
-    device_id: str | None = None,
-    timings: bool = False,
-) -> list[ResultPublic]:
-    """Results, optionally of one job (id or prefix) or one device (name, id or prefix);
-    `timings=true` adds the raw per-token timestamps of every repetition."""
-    return queries.results(store, job_id=job_id, device_id=device_id, timings=timings)
+    query: Annotated[ResultQuery, Query()],
+    format: ExportFormat = "csv",
+    detail: bool = False,
+) -> StreamingResponse:
+    """Every result the filters match (paging ignored), streamed; `detail` (json and
+    jsonl) adds provenance, sensors and the raw per-token timestamps."""
+    rows = listing.results_stream(store, query, detail=detail and format != "csv")
+    return _download(rows, format, "results")
+
+
+@router.get("/results/{key}")
+def get_result(key: str, store: StoreDep, timings: bool = True) -> ResultPublic:
+    """One result by id or a unique id prefix, with everything it carries."""
+    return queries.result_public(store, key, timings=timings)
+
+
+@router.get("/leaderboard")
+def leaderboard(store: StoreDep, query: Annotated[LeaderboardQuery, Query()]) -> LeaderboardPage:
+    """One row per model x variant x backend x device x test x threads x engine
+    settings in force, shown by its newest clean result (or its best). Without a test
+    filter the most common test is shown; `test=all` shows every test."""
+    return listing.leaderboard_page(store, query)
+
+
+@router.get("/leaderboard/export")
+def export_leaderboard(
+    store: StoreDep, query: Annotated[LeaderboardQuery, Query()], format: ExportFormat = "csv"
+) -> StreamingResponse:
+    """Every leaderboard row the filters match (paging ignored), streamed."""
+    return _download(listing.leaderboard_stream(store, query), format, "leaderboard")
+
+
+def _download(rows: Iterator[dict[str, Any]], fmt: str, name: str) -> StreamingResponse:
+    chunks = {"csv": csv_chunks, "json": json_chunks, "jsonl": jsonl_chunks}[fmt](rows)
+    return StreamingResponse(
+        chunks,
+        media_type=_MEDIA[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'},
+    )

@@ -1,0 +1,405 @@
+"""Result lists and the leaderboard: filters, sort and paging in SQL, and the same query
+streamed for exports. Lists read only the columns a summary shows (never the sensor,
+environment or timing columns), and what they say about devices and models (names,
+hardware class, trust tier, parameter counts) comes from the fleet and the artifacts,
+read once per request, not from a join per row."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, false, func, or_, select
+
+from edgebench.coordinator.store import NotFound, Store
+from edgebench.coordinator.tables import (
+    Artifact,
+    Device,
+    LeaderboardEntry,
+    Result,
+    identity_of,
+    trust_tier,
+)
+from edgebench.dashboard.models import (
+    LeaderboardPage,
+    LeaderboardQuery,
+    LeaderboardRow,
+    Page,
+    ResultQuery,
+    ResultSummary,
+    test_label,
+)
+from edgebench.device import hardware_class
+from edgebench.measure.packing import unpack_reps
+from edgebench.measure.record import FIELD_NAMES
+from edgebench.modelparams import size_bucket
+
+EXPORT_BATCH = 1000  # rows fetched at a time while an export streams
+
+# Core table columns (typed Any: the ORM attributes' types do not compose in mypy).
+R: Any = Result.__table__.c  # type: ignore[attr-defined]
+E: Any = LeaderboardEntry.__table__.c  # type: ignore[attr-defined]
+_SUMMARY_COLUMNS = [
+    R.id, R.run_id, R.job_id, R.device_id, R.created_at, R.source_sha256, R.engine_version,
+    R.definitions_version, *(R[name] for name in FIELD_NAMES),
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _DeviceFacts:
+    name: str
+    hardware_class: str
+    trust_tier: str
+    arch: str
+    accelerator: str
+    cpu_model: str
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The fleet and the models as one request sees them."""
+
+    devices: dict[str, _DeviceFacts]
+    artifacts: dict[str, Artifact]
+
+    @classmethod
+    def read(cls, store: Store) -> Lookup:
+        return cls(
+            {device.id: _facts(device) for device in store.fleet()},
+            store.artifacts(),
+        )
+
+    def model_name(self, source_sha256: str, model_sha256: str) -> str:
+        artifact = self.artifacts.get(source_sha256 or model_sha256)
+        return artifact.filename if artifact else (source_sha256 or model_sha256)[:12]
+
+    def parameters(self, source_sha256: str, model_sha256: str) -> int | None:
+        artifact = self.artifacts.get(source_sha256 or model_sha256)
+        return artifact.parameters if artifact else None
+
+
+def _facts(device: Device) -> _DeviceFacts:
+    identity = identity_of(device)
+    return _DeviceFacts(
+        name=device.name,
+        hardware_class=hardware_class(identity),
+        trust_tier=trust_tier(device),
+        arch=identity.arch,
+        accelerator=identity.accelerator,
+        cpu_model=identity.cpu_model,
+    )
+
+
+# ---- filters -------------------------------------------------------------------------
+
+
+def _device_ids(query: ResultQuery, lookup: Lookup) -> set[str] | None:
+    """The devices the device filters allow; None when no device filter is set."""
+    wanted = {
+        "arch": query.arch,
+        "accelerator": query.accelerator,
+        "hardware_class": query.hardware_class,
+        "trust_tier": query.tier,
+    }
+    if query.device is None and not any(wanted.values()):
+        return None
+    named = [i for i, facts in lookup.devices.items() if query.device in (facts.name, i)]
+    if query.device is not None and not named:
+        raise NotFound(f"no device {query.device!r}")
+    return {
+        device_id
+        for device_id, facts in lookup.devices.items()
+        if query.device in (None, facts.name, device_id)
+        and all(value is None or getattr(facts, name) == value for name, value in wanted.items())
+    }
+
+
+def _model_shas(query: ResultQuery, lookup: Lookup) -> set[str] | None:
+    if query.model is None and query.size is None:
+        return None
+    return {
+        sha
+        for sha, artifact in lookup.artifacts.items()
+        if query.model in (None, artifact.filename, sha)
+        and query.size in (None, size_bucket(artifact.parameters))
+    }
+
+
+def _text_matches(text: str, lookup: Lookup) -> ColumnElement[bool]:
+    needle = text.lower()
+    devices = [
+        device_id
+        for device_id, facts in lookup.devices.items()
+        if needle in f"{facts.name} {facts.hardware_class} {facts.arch}".lower()
+    ]
+    models = [sha for sha, a in lookup.artifacts.items() if needle in a.filename.lower()]
+    literal = needle.replace("\\", "").replace("%", "").replace("_", "")
+    pattern = f"%{literal}%"
+    return or_(
+        R.device_id.in_(devices),
+        R.source_sha256.in_(models),
+        func.lower(R.variant).like(pattern),
+        func.lower(R.backend).like(pattern),
+    )
+
+
+def _in(column: Any, values: set[str]) -> ColumnElement[bool]:
+    return column.in_(sorted(values)) if values else false()
+
+
+def conditions(query: ResultQuery, lookup: Lookup, job_id: str | None) -> list[Any]:
+    """The WHERE clause of a result list (tests are filtered by the caller: a leaderboard
+    filters its groups' test columns)."""
+    where: list[Any] = []
+    devices, models = _device_ids(query, lookup), _model_shas(query, lookup)
+    if devices is not None:
+        where.append(_in(R.device_id, devices))
+    if models is not None:
+        where.append(or_(_in(R.source_sha256, models), _in(R.model_sha256, models)))
+    for name in ("variant", "backend", "engine_version"):
+        value = getattr(query, name)
+        if value is not None:
+            where.append(R[name] == value)
+    if job_id is not None:
+        where.append(R.job_id == job_id)
+    if query.since is not None:
+        where.append(R.created_at >= _day_start(query.since))
+    if query.until is not None:
+        until = _day_start(query.until) + timedelta(days=1)
+        where.append(R.created_at < until)
+    if query.hide_noisy:
+        where.append(R.noisy == false())
+    if query.q:
+        where.append(_text_matches(query.q, lookup))
+    return where
+
+
+def _day_start(day: Any) -> datetime:
+    return datetime.combine(day, time(), tzinfo=timezone.utc)
+
+
+def _order(query: ResultQuery, lookup: Lookup) -> list[Any]:
+    column: Any
+    if query.sort == "created_at":
+        column = R.created_at
+    elif query.sort in ("device", "hardware_class"):
+        attribute = "name" if query.sort == "device" else "hardware_class"
+        names = {i: getattr(facts, attribute) for i, facts in lookup.devices.items()}
+        column = case(names, value=R.device_id, else_="") if names else R.device_id
+    elif query.sort == "model":
+        names = {sha: a.filename for sha, a in lookup.artifacts.items()}
+        column = case(names, value=R.source_sha256, else_="") if names else R.id
+    else:
+        column = R[query.sort]
+    ordered = column.desc() if query.order == "desc" else column.asc()
+    # nulls (unknown) last either way; the id breaks ties so that pages never overlap
+    return [column.is_(None), ordered, R.id]
+
+
+# ---- rows -> summaries ---------------------------------------------------------------
+
+
+def summary(row: Any, lookup: Lookup) -> ResultSummary:
+    facts = lookup.devices.get(row.device_id)
+    parameters = lookup.parameters(row.source_sha256, row.model_sha256)
+    return ResultSummary.model_construct(
+        id=row.id,
+        run_id=row.run_id,
+        job_id=row.job_id,
+        device_id=row.device_id,
+        device_name=facts.name if facts else "?",
+        hardware_class=facts.hardware_class if facts else "",
+        trust_tier=facts.trust_tier if facts else "",
+        model=lookup.model_name(row.source_sha256, row.model_sha256),
+        parameters=parameters,
+        size_bucket=size_bucket(parameters),
+        created_at=row.created_at,
+        fields={name: getattr(row, name) for name in FIELD_NAMES},
+        engine_version=row.engine_version,
+        definitions_version=row.definitions_version,
+    )
+
+
+def flat(item: ResultSummary) -> dict[str, Any]:
+    """One export row: identity columns, then the stable fields."""
+    return {
+        "result_id": item.id,
+        "job_id": item.job_id,
+        "device": item.device_name,
+        "hardware_class": item.hardware_class,
+        "trust_tier": item.trust_tier,
+        "model": item.model,
+        "parameters": item.parameters,
+        "created_at": item.created_at.isoformat() if item.created_at else None,
+        "engine_version": item.engine_version,
+        "definitions_version": item.definitions_version,
+        **item.fields,
+    }
+
+
+# ---- result lists ----------------------------------------------------------------------
+
+
+def _result_select(query: ResultQuery, lookup: Lookup, job_id: str | None) -> Any:
+    statement = select(*_SUMMARY_COLUMNS).where(*conditions(query, lookup, job_id))
+    sizes = query.test_sizes()
+    if sizes is not None:
+        statement = statement.where(
+            R.n_prompt == sizes[0], R.n_gen == sizes[1], R.n_depth == sizes[2]
+        )
+    return statement
+
+
+def _job_id(store: Store, query: ResultQuery) -> str | None:
+    return store.get_job(query.job).id if query.job else None
+
+
+def results_page(store: Store, query: ResultQuery) -> Page[ResultSummary]:
+    lookup = Lookup.read(store)
+    statement = _result_select(query, lookup, _job_id(store, query))
+    with store.engine.connect() as s:
+        total = s.execute(select(func.count()).select_from(statement.subquery())).scalar_one()
+        rows = s.execute(
+            statement.order_by(*_order(query, lookup)).offset(query.offset).limit(query.limit)
+        ).all()
+    return Page[ResultSummary](
+        items=[summary(row, lookup) for row in rows],
+        total=int(total),
+        offset=query.offset,
+        limit=query.limit,
+    )
+
+
+_DETAIL_COLUMNS = [R.source_sha256, R.reps_mode, R.window_s, R.windows_json, R.environment_json,
+                   R.sensors_json, R.timings]  # fmt: skip
+
+
+def _detail(row: Any) -> dict[str, Any]:
+    """What a result carries beyond the summary (exports with `detail`)."""
+    return {
+        "source_sha256": row.source_sha256,
+        "reps_mode": row.reps_mode,
+        "window_s": row.window_s,
+        "windows_tps": json.loads(row.windows_json),
+        "environment": json.loads(row.environment_json),
+        "sensors": json.loads(row.sensors_json),
+        "rep_timings": [
+            {"start_ns": r.start_ns, "prefill_ns": r.prefill_ns, "token_ns": list(r.token_ns)}
+            for r in unpack_reps(row.timings)
+        ],
+    }
+
+
+def results_stream(
+    store: Store, query: ResultQuery, *, detail: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Every result the filters match, in the query's order, as export rows, fetched a
+    batch at a time (constant memory however many match); `detail` adds provenance,
+    sensors and raw timings (json and jsonl)."""
+    lookup = Lookup.read(store)
+    statement = _result_select(query, lookup, _job_id(store, query))
+    statement = statement.order_by(*_order(query, lookup))
+    if not detail:
+        yield from _stream(store, statement, lambda row: flat(summary(row, lookup)))
+        return
+    statement = statement.add_columns(*_DETAIL_COLUMNS[1:])
+    yield from _stream(store, statement, lambda row: {**flat(summary(row, lookup)), **_detail(row)})
+
+
+def _stream(store: Store, statement: Any, convert: Any) -> Iterator[dict[str, Any]]:
+    with store.engine.connect() as connection:
+        rows = connection.execution_options(stream_results=True, yield_per=EXPORT_BATCH)
+        for chunk in rows.execute(statement).partitions(EXPORT_BATCH):
+            for row in chunk:
+                yield convert(row)
+
+
+# ---- the leaderboard -----------------------------------------------------------------
+
+_ENTRY_COLUMNS = [E.key, E.results, E.settings_json]
+
+
+def tests(store: Store) -> list[str]:
+    """Every test with results, the most common (most groups) first."""
+    count = func.count().label("groups")
+    with store.engine.connect() as s:
+        rows = s.execute(
+            select(E.n_prompt, E.n_gen, E.n_depth, count)
+            .group_by(E.n_prompt, E.n_gen, E.n_depth)
+            .order_by(count.desc(), E.n_prompt, E.n_gen, E.n_depth)
+        ).all()
+    return [test_label(p, g, d) for p, g, d, _ in rows]
+
+
+def _shown(query: LeaderboardQuery) -> Any:
+    chosen = E.best_id if query.show == "best" else E.clean_id
+    return func.coalesce(chosen, E.latest_id)
+
+
+def _leaderboard_select(query: LeaderboardQuery, lookup: Lookup, test: str) -> Any:
+    statement = (
+        select(*_ENTRY_COLUMNS, *_SUMMARY_COLUMNS)
+        .select_from(LeaderboardEntry.__table__)  # type: ignore[attr-defined]
+        .join(Result.__table__, R.id == _shown(query))  # type: ignore[attr-defined]
+        .where(*conditions(query, lookup, None))
+    )
+    sizes = query.model_copy(update={"test": test}).test_sizes()
+    if sizes is not None:
+        statement = statement.where(
+            and_(E.n_prompt == sizes[0], E.n_gen == sizes[1], E.n_depth == sizes[2])
+        )
+    return statement
+
+
+def _chosen_test(store: Store, query: ResultQuery) -> tuple[str, list[str]]:
+    """The test a leaderboard shows: the one asked for, else the most common."""
+    known = tests(store)
+    if query.test:
+        return query.test, known
+    return (known[0] if known else "all"), known
+
+
+def _row(row: Any, lookup: Lookup) -> LeaderboardRow:
+    return LeaderboardRow.model_construct(
+        key=row.key,
+        results=row.results,
+        settings=json.loads(row.settings_json),
+        result=summary(row, lookup),
+    )
+
+
+def leaderboard_page(store: Store, query: LeaderboardQuery) -> LeaderboardPage:
+    lookup = Lookup.read(store)
+    test, known = _chosen_test(store, query)
+    statement = _leaderboard_select(query, lookup, test)
+    with store.engine.connect() as s:
+        total = s.execute(select(func.count()).select_from(statement.subquery())).scalar_one()
+        rows = s.execute(
+            statement.order_by(*_order(query, lookup), E.key)
+            .offset(query.offset)
+            .limit(query.limit)
+        ).all()
+    return LeaderboardPage(
+        items=[_row(row, lookup) for row in rows],
+        total=int(total),
+        offset=query.offset,
+        limit=query.limit,
+        test=test,
+        tests=known,
+    )
+
+
+def leaderboard_stream(store: Store, query: LeaderboardQuery) -> Iterator[dict[str, Any]]:
+    lookup = Lookup.read(store)
+    test, _ = _chosen_test(store, query)
+    statement = _leaderboard_select(query, lookup, test).order_by(*_order(query, lookup))
+
+    def convert(row: Any) -> dict[str, Any]:
+        entry = _row(row, lookup)
+        return {"group": entry.key, "group_results": entry.results, **flat(entry.result),
+                "settings": json.dumps(entry.settings, sort_keys=True)}  # fmt: skip
+
+    yield from _stream(store, statement, convert)
