@@ -55,6 +55,7 @@ CLASSES: tuple[tuple[str, dict[str, Any], float, float], ...] = (
 )  # fmt: skip
 TESTS = ((64, 32), (512, 128))  # (prompt, generated)
 ENGINES = {"llama_cpp": "0.3.36"}
+OLD_ENGINE = "0.3.20"
 
 
 @dataclass
@@ -87,8 +88,11 @@ def fill(
         for _ in range(jobs_each):
             _queue(store, device.name)
     speed = {d.id: _speed_of(d) for d in filled.devices}
+    # a third of the fleet still runs an older engine (a regression to look for)
+    versions = {d.id: OLD_ENGINE if i % 3 == 2 else ENGINES["llama_cpp"]
+                for i, d in enumerate(filled.devices)}  # fmt: skip
     while filled.results < results:
-        stored = _round(store, agents, speed, rng, samples, filled)
+        stored = _round(store, agents, (speed, versions), rng, samples)
         if not stored:
             break
         filled.results += stored
@@ -155,10 +159,9 @@ def _speed_of(device: Device) -> float:
 def _round(
     store: Store,
     agents: list[tuple[Agent, Device]],
-    speed: dict[str, float],
+    devices: tuple[dict[str, float], dict[str, str]],
     rng: random.Random,
     samples: int,
-    filled: Filled,
 ) -> int:
     """One dispatch round for every agent, then one batch of their results."""
     requests = [ClaimRequest(agent, device) for agent, device in agents]
@@ -168,7 +171,8 @@ def _round(
     for (agent, device), claim in zip(agents, claims, strict=True):
         if claim is None:
             continue
-        values, timings = _result(claim.run, speed[device.id], rng, samples)
+        speed, version = devices[0][device.id], devices[1][device.id]
+        values, timings = _result(claim.run, speed, version, rng, samples)
         items.append(ResultIn(agent.id, str(uuid.uuid4()), claim.run.id,
                               claim.run.lease_epoch, values, timings))  # fmt: skip
     with store.writing() as s:
@@ -178,7 +182,7 @@ def _round(
 
 
 def _result(
-    run: Any, speed: float, rng: random.Random, samples: int
+    run: Any, speed: float, version: str, rng: random.Random, samples: int
 ) -> tuple[dict[str, Any], bytes]:
     decode = (
         _BASE_TPS[run.model_sha256] * speed * VARIANTS.get(run.variant, 1.0) * rng.uniform(0.9, 1.1)
@@ -196,7 +200,7 @@ def _result(
     result = summarize(reps, backend=run.backend, variant=run.variant,
                        model_sha256=run.model_sha256, threads=4, n_prompt=run.n_prompt,
                        load_ms=rng.uniform(300, 3000), peak_rss_mb=rng.uniform(200, 4000),
-                       engine_version=ENGINES["llama_cpp"], model_size_mb=500.0)  # fmt: skip
+                       engine_version=version, model_size_mb=500.0)  # fmt: skip
     values = result.fields()
     watts = 7.5 * speed**0.5
     values.update(
@@ -206,7 +210,7 @@ def _result(
         temp_max_c=rng.uniform(45, 85),
         throttled=rng.random() < 0.1,
         noisy=rng.random() < 0.05,
-        engine_version=ENGINES["llama_cpp"],
+        engine_version=version,
         definitions_version=DEFINITIONS_VERSION,
         source_sha256=run.model_sha256,
         environment_json=json.dumps(_environment(run)),

@@ -136,13 +136,11 @@ def _text_matches(text: str, lookup: Lookup) -> ColumnElement[bool]:
         if needle in f"{facts.name} {facts.hardware_class} {facts.arch}".lower()
     ]
     models = [sha for sha, a in lookup.artifacts.items() if needle in a.filename.lower()]
-    literal = needle.replace("\\", "").replace("%", "").replace("_", "")
-    pattern = f"%{literal}%"
     return or_(
         R.device_id.in_(devices),
         R.source_sha256.in_(models),
-        func.lower(R.variant).like(pattern),
-        func.lower(R.backend).like(pattern),
+        func.lower(R.variant).contains(needle, autoescape=True),
+        func.lower(R.backend).contains(needle, autoescape=True),
     )
 
 
