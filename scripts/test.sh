@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs the whole test suite on a fresh Debian or Ubuntu machine:
-# PostgreSQL's server binaries (the tests start a private server on 127.0.0.1), a virtual
-# environment with every extra, then pytest (arguments are passed on).
+# PostgreSQL's server binaries (the tests start a private server on 127.0.0.1), Chromium
+# (the dashboard's browser tests), a virtual environment with every extra, then pytest
+# (arguments are passed on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,8 @@ if [ -z "${EDGEBENCH_TEST_POSTGRES_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/i
 fi
 # Debian and Ubuntu ship venv (ensurepip) apart from python3.
 python3 -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
+# The dashboard's browser tests drive Debian's Chromium (Playwright downloads nothing).
+[ -n "${EDGEBENCH_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   as_root=""
   [ "$(id -u)" -eq 0 ] || as_root="sudo"

@@ -299,6 +299,14 @@ class ResultQuery(BaseModel):
     offset: int = Field(default=0, ge=0, le=10_000_000)
     limit: int = Field(default=50, ge=1, le=500)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, data: Any) -> Any:
+        """An HTML form sends an untouched select or date as an empty value."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value != ""}
+        return data
+
     @field_validator("sort")
     @classmethod
     def _sortable(cls, sort: str) -> str:
