@@ -4,6 +4,7 @@ and the API's docs. The coordinator's server builds the `ApiContext` and serves 
 from __future__ import annotations
 
 import html
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgebench import __version__
 from edgebench.coordinator.store import Ambiguous, NotFound
@@ -29,6 +31,7 @@ SWAGGER_UI_VERSION = "5.35.0"  # static/swagger-ui/README.md says where it comes
 
 def create_app(context: ApiContext) -> FastAPI:
     app = FastAPI(title="edgebench", version=__version__, docs_url=None, redoc_url=None)
+    app.add_middleware(ServerTiming)
     app.state.context = context
     app.include_router(read.router)
     app.include_router(admin.router)
@@ -69,6 +72,32 @@ def create_app(context: ApiContext) -> FastAPI:
         return _error(request, exc, 400, "Ambiguous id")
 
     return app
+
+
+class ServerTiming:
+    """Says how long the server took to start answering, in the standard Server-Timing
+    header (browsers' developer tools show it; benchmarks/dashboard.py reads it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                took = (time.perf_counter() - started) * 1000
+                headers = [
+                    *message.get("headers", []),
+                    (b"server-timing", f"app;dur={took:.2f}".encode()),
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, timed)
 
 
 def _problem(error: Any) -> str:

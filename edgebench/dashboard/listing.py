@@ -391,6 +391,7 @@ def leaderboard_page(store: Store, query: LeaderboardQuery) -> LeaderboardPage:
 
 
 def leaderboard_stream(store: Store, query: LeaderboardQuery) -> Iterator[dict[str, Any]]:
+    """As results_stream, for leaderboard rows."""
     lookup = Lookup.read(store)
     test, _ = _chosen_test(store, query)
     statement = _leaderboard_select(query, lookup, test).order_by(*_order(query, lookup))
@@ -400,4 +401,4 @@ def leaderboard_stream(store: Store, query: LeaderboardQuery) -> Iterator[dict[s
         return {"group": entry.key, "group_results": entry.results, **flat(entry.result),
                 "settings": json.dumps(entry.settings, sort_keys=True)}  # fmt: skip
 
-    yield from _stream(store, statement, convert)
+    return _stream(store, statement, convert)

@@ -229,6 +229,7 @@ def test_pages_answer_bad_query_values_with_a_page_not_a_500(
 
 def test_unknown_ids_and_names_are_404s_not_500s(api: TestClient) -> None:
     for path in ("/api/v1/results?device=ghost", "/api/v1/results?job=nope", "/results/zzzz",
+                 "/api/v1/results/export?job=nope", "/api/v1/leaderboard/export?device=ghost",
                  "/devices/ghost", "/compare?r=zzzz", "/jobs/zzzz"):  # fmt: skip
         assert api.get(path).status_code == 404, path
     assert api.get("/compare", params=[("r", "a")] * 5).status_code == 422
