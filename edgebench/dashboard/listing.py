@@ -296,15 +296,15 @@ def results_stream(
 ) -> Iterator[dict[str, Any]]:
     """Every result the filters match, in the query's order, as export rows, fetched a
     batch at a time (constant memory however many match); `detail` adds provenance,
-    sensors and raw timings (json and jsonl)."""
+    sensors and raw timings (json and jsonl). Filters are checked now (an unknown job
+    or device raises here, before a response starts); rows are read as they are sent."""
     lookup = Lookup.read(store)
     statement = _result_select(query, lookup, _job_id(store, query))
     statement = statement.order_by(*_order(query, lookup))
     if not detail:
-        yield from _stream(store, statement, lambda row: flat(summary(row, lookup)))
-        return
+        return _stream(store, statement, lambda row: flat(summary(row, lookup)))
     statement = statement.add_columns(*_DETAIL_COLUMNS[1:])
-    yield from _stream(store, statement, lambda row: {**flat(summary(row, lookup)), **_detail(row)})
+    return _stream(store, statement, lambda row: {**flat(summary(row, lookup)), **_detail(row)})
 
 
 def _stream(store: Store, statement: Any, convert: Any) -> Iterator[dict[str, Any]]:
