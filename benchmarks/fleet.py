@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import psutil
 from sqlalchemy import create_engine, text
 
@@ -386,6 +388,9 @@ def report(
         ))  # fmt: skip
     print(f"{args.agents} agents in {args.processes} processes; warm-up {args.warmup:.0f} s, "
           f"measuring {args.duration:.0f} s", flush=True)  # fmt: skip
+    reader = PageReader(coordinators[0][2], start_at + args.duration) if args.read_pages else None
+    if reader:
+        reader.start()
     watched = [psutil.Process(process.pid) for process, _, _ in coordinators]
     simulated = [psutil.Process(p.pid) for p in simulators]
     engine = create_engine(db_url)
@@ -433,6 +438,11 @@ def report(
         ("whole machine busy, % of all cores",
          _pct(cpu, "machine_busy", args.duration * (psutil.cpu_count() or 1))),
     ]  # fmt: skip
+    if reader:
+        reader.join()
+        rows.append(("dashboard reader: pages read; p50 / p95 ms",
+                     f"{len(reader.times)}; {percentile(reader.times, 0.5):.0f} / "
+                     f"{percentile(reader.times, 0.95):.0f}"))  # fmt: skip
     print(f"\n{backend}, {args.agents} agents, {args.duration:.0f} s, heartbeat every "
           f"{args.heartbeat:g} s, runs of {args.run_seconds:g} s\n")  # fmt: skip
     print("| measure | value |\n|---|---|")
@@ -440,6 +450,30 @@ def report(
         print(f"| {name} | {value} |")
     if dispatch:
         print(f"\n(dispatch mean {statistics.fmean(dispatch):.1f} ms over {len(dispatch)})")
+
+
+# Every page and list call a dashboard reader loads (issue 17: reading the dashboard at its
+# heaviest must not stall the agents).
+READER_PATHS = ("/", "/leaderboard", "/leaderboard?test=all&sort=model&order=asc", "/jobs",
+                "/devices/sim-00000", "/api/v1/devices", "/api/v1/jobs", "/api/v1/results",
+                "/api/v1/results?sort=ttft_ms&q=sim", "/api/v1/leaderboard?test=all")  # fmt: skip
+
+
+class PageReader(threading.Thread):
+    """One client reading every dashboard page in a loop until `until`."""
+
+    def __init__(self, http: str, until: float) -> None:
+        super().__init__(daemon=True)
+        self.http, self.until = http, until
+        self.times: list[float] = []
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.http, timeout=60) as client:
+            while time.time() < self.until:
+                for path in READER_PATHS:
+                    started = time.perf_counter()
+                    client.get(path)
+                    self.times.append((time.perf_counter() - started) * 1000)
 
 
 def main() -> None:
@@ -457,6 +491,8 @@ def main() -> None:
     parser.add_argument("--job-runs", type=int, choices=(100, 1000), default=100,
                         help="runs per submitted job (storing a 1000-run job and answering "
                         "with its view holds the coordinator's CPU for a moment)")  # fmt: skip
+    parser.add_argument("--read-pages", action="store_true",
+                        help="a client reads every dashboard page in a loop meanwhile")  # fmt: skip
     parser.add_argument("--simulate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--credentials", help=argparse.SUPPRESS)

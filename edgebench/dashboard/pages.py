@@ -156,9 +156,11 @@ def _device_charts(store: Any, device_id: str, rows: list[Any]) -> dict[str, Any
         ResultQuery(device=device_id, test=test, variant=first["variant"],
                     backend=first["backend"], model=same_test[0].result.model, limit=500),
     )  # fmt: skip
+    power = detail.environment.get("power_state")
     return {
         "test": test,
         "newest": newest,
+        "power_state": power if isinstance(power, dict) else {},
         "charts": [
             views.throughput_bars(same_test),
             views.itl_histogram(detail),

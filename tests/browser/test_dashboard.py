@@ -93,7 +93,9 @@ def _rows(page: Any) -> list[str]:
 
 
 def _api_rows(dashboard: Dashboard, page_url: str) -> list[str]:
-    query = [(k, v) for k, v in parse_qsl(urlsplit(page_url).query) if k not in ("x", "y")]
+    query: list[tuple[str, Any]] = [
+        (k, v) for k, v in parse_qsl(urlsplit(page_url).query) if k not in ("x", "y")
+    ]
     board = httpx.get(f"{dashboard.url}/api/v1/leaderboard", params=query, timeout=10).json()
     return [item["result"]["id"] for item in board["items"]]
 

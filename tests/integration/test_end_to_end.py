@@ -183,7 +183,8 @@ def test_one_job_compares_three_engines_and_their_variants(
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.splitlines()[0]
-    results = coordinator.api("/api/v1/results", job=job_id)
+    listed = coordinator.api("/api/v1/results", job=job_id)
+    results = [coordinator.api(f"/api/v1/results/{r['id']}") for r in listed]
     ran = sorted(
         (
             r["fields"]["backend"],
