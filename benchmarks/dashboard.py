@@ -51,7 +51,7 @@ def filled_store(args: argparse.Namespace) -> str:
             print(f"reusing {path}")
             return url
         path.parent.mkdir(parents=True, exist_ok=True)
-    store = Store(url, fleet_read_seconds=0.0)
+    store = Store(url)
     started = time.monotonic()
 
     def progress(done: int) -> None:
@@ -60,7 +60,7 @@ def filled_store(args: argparse.Namespace) -> str:
             print(f"  {done:,} results stored ({rate:,.0f}/s)", flush=True)
 
     print(f"filling: {args.devices:,} devices, {args.results:,} results", flush=True)
-    fill(store, devices=args.devices, results=args.results, progress=progress)
+    fill(store, devices=args.devices, results=args.results, samples=120, progress=progress)
     store.close()
     return url
 

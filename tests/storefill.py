@@ -15,13 +15,17 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
+
+from sqlalchemy import bindparam, update
+from sqlmodel import col, select
 
 from edgebench.coordinator import lifecycle
 from edgebench.coordinator.jobspec import new_job, plan_runs
 from edgebench.coordinator.lifecycle import ClaimRequest, ResultIn
 from edgebench.coordinator.store import Store
-from edgebench.coordinator.tables import Agent, Device
+from edgebench.coordinator.tables import Agent, Device, Run, RunState, utcnow
 from edgebench.device import HardwareInfo
 from edgebench.measure.packing import pack_reps
 from edgebench.measure.record import DEFINITIONS_VERSION, RepTiming, summarize
@@ -87,6 +91,7 @@ def fill(
     for device in filled.devices:
         for _ in range(jobs_each):
             _queue(store, device.name)
+    _interleave(store)
     speed = {d.id: _speed_of(d) for d in filled.devices}
     # a third of the fleet still runs an older engine (a regression to look for)
     versions = {d.id: OLD_ENGINE if i % 3 == 2 else ENGINES["llama_cpp"]
@@ -146,9 +151,32 @@ def _queue(store: Store, device: str) -> None:
     shas = [f"{i + 1:x}" * 64 for i in range(len(MODELS))]
     spec = job_spec(models=shas, backends=["llama_cpp"], variants=list(VARIANTS),
                     n_prompt=[p for p, _ in TESTS], n_gen=[TESTS[0][1]], reps=3,
-                    device=device, submitter=f"fill-{device}")  # fmt: skip
+                    device=device, submitter="fill")  # fmt: skip
     formats = dict.fromkeys(shas, "gguf")
     store.create_job(new_job(spec), plan_runs(spec, formats), spec.selector)
+
+
+def _interleave(store: Store) -> None:
+    """Orders the queue device by device (run k of every device before run k+1 of any),
+    as agents asking together would find it; queued device after device, a dispatch
+    round's look at the oldest runs would find work for a few devices only."""
+    with store.writing() as s:
+        runs = s.exec(select(Run.id, Run.device_name).where(Run.state == RunState.QUEUED)
+                      .order_by(col(Run.created_at))).all()  # fmt: skip
+        seen: dict[str | None, int] = {}
+        start, updates = utcnow(), []
+        for run_id, device in runs:
+            rank = seen[device] = seen.get(device, -1) + 1
+            updates.append(
+                {"run": run_id, "at": start + timedelta(microseconds=rank * 10_000 + len(seen))}
+            )
+        if updates:
+            s.connection().execute(
+                update(Run)
+                .where(col(Run.id) == bindparam("run"))
+                .values(created_at=bindparam("at")),
+                updates,
+            )
 
 
 def _speed_of(device: Device) -> float:

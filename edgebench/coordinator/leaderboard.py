@@ -16,12 +16,13 @@ from typing import Any
 from sqlalchemy import Connection, case, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from edgebench.coordinator.tables import LeaderboardEntry, Result
+from edgebench.coordinator.tables import LeaderboardEntry, Result, ResultPayload
 
 GROUP_COLUMNS = ("model_sha256", "variant", "backend", "device_id", "n_depth", "n_prompt",
                  "n_gen", "threads")  # fmt: skip
 _TABLE: Any = LeaderboardEntry.__table__  # type: ignore[attr-defined]
 _RESULT: Any = Result.__table__  # type: ignore[attr-defined]
+_PAYLOAD: Any = ResultPayload.__table__  # type: ignore[attr-defined]
 
 
 def settings_in_force(environment_json: str) -> str:
@@ -102,7 +103,7 @@ def record(connection: Connection, results: Iterable[Mapping[str, Any]]) -> None
         connection.execute(_upsert(connection.dialect.name), list(merged.values()))
 
 
-_REBUILD_COLUMNS = (*GROUP_COLUMNS, "id", "created_at", "noisy", "decode_tps", "environment_json")
+_REBUILD_COLUMNS = (*GROUP_COLUMNS, "id", "created_at", "noisy", "decode_tps")
 
 
 def rebuild(connection: Connection, batch: int = 2000) -> None:
@@ -110,7 +111,9 @@ def rebuild(connection: Connection, batch: int = 2000) -> None:
     connection.execute(delete(_TABLE))
     columns = [_RESULT.c[name] for name in _REBUILD_COLUMNS]
     rows = connection.execution_options(yield_per=batch).execute(
-        select(*columns).order_by(_RESULT.c.created_at)
+        select(*columns, _PAYLOAD.c.environment_json)
+        .join(_PAYLOAD, _PAYLOAD.c.result_id == _RESULT.c.id)
+        .order_by(_RESULT.c.created_at)
     )
     for chunk in rows.partitions(batch):
         record(connection, [dict(row._mapping) for row in chunk])

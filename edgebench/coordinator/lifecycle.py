@@ -47,7 +47,17 @@ from edgebench.coordinator import leaderboard
 from edgebench.coordinator.errors import Conflict, StaleLease, StoreError
 from edgebench.coordinator.fairshare import Pools, Queued, take
 from edgebench.coordinator.selectors import can_run, matches
-from edgebench.coordinator.tables import Agent, Device, Job, Result, Run, RunState, utcnow
+from edgebench.coordinator.tables import (
+    PAYLOAD_COLUMNS,
+    Agent,
+    Device,
+    Job,
+    Result,
+    ResultPayload,
+    Run,
+    RunState,
+    utcnow,
+)
 from edgebench.dashboard.models import DeviceSelector
 from edgebench.measure.record import FIELD_NAMES, implausibility
 
@@ -160,6 +170,7 @@ _RESULTS_BY_ID = select(Result.id, Result.payload_sha256, Result.run_id).where(
     col(Result.id).in_(bindparam("results", expanding=True))
 )
 _INSERT_RESULT = insert(Result)
+_INSERT_PAYLOAD = insert(ResultPayload)
 _SUCCEED = (
     update(Run)
     .where(col(Run.id) == bindparam("run"))
@@ -440,11 +451,20 @@ def store_results(s: Session, items: Sequence[ResultIn]) -> list[StoreError | No
             known[item.result_id] = _Known(item.result_id, row["payload_sha256"], item.run_id)
             leases[item.run_id] = None  # finished: another result for it is stale
     if rows:
-        connection.execute(_INSERT_RESULT, rows)
+        connection.execute(_INSERT_RESULT, [_without_payload(row) for row in rows])
+        connection.execute(_INSERT_PAYLOAD, [_payload(row) for row in rows])
         leaderboard.record(connection, rows)
         finished = [{"run": r["run_id"], "reps": int(r["reps"]), "at": now} for r in rows]
         connection.execute(_SUCCEED, finished)
     return outcomes
+
+
+def _without_payload(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key not in PAYLOAD_COLUMNS}
+
+
+def _payload(row: dict[str, Any]) -> dict[str, Any]:
+    return {"result_id": row["id"], **{name: row[name] for name in PAYLOAD_COLUMNS}}
 
 
 @dataclass(frozen=True)

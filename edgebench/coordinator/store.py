@@ -54,6 +54,7 @@ from edgebench.coordinator.tables import (
     Job,
     LeaderboardEntry,
     Result,
+    ResultPayload,
     Run,
     RunState,
     Setting,
@@ -466,12 +467,13 @@ class Store:
             live = col(Run.state).in_([RunState.LEASED, RunState.RUNNING])
             return list(s.exec(select(Run).where(live)))
 
-    def get_result(self, key: str) -> Result:
-        """A result by id or by a unique id prefix."""
+    def get_result(self, key: str) -> tuple[Result, ResultPayload]:
+        """A result by id or by a unique id prefix, with its payload."""
         with self.session() as s:
-            result = s.get(Result, resolve_id(s, Result, key, "result"))
-        assert result is not None  # results are never deleted
-        return result
+            result_id = resolve_id(s, Result, key, "result")
+            result, payload = s.get(Result, result_id), s.get(ResultPayload, result_id)
+        assert result is not None and payload is not None  # results are never deleted
+        return result, payload
 
     def get_job(self, key: str) -> Job:
         """A job by id or by a unique id prefix."""

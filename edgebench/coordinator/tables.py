@@ -173,11 +173,24 @@ class Result(SQLModel, table=True):
     source_sha256: str = ""
     reps_mode: str = "fixed"
     window_s: float | None = None
+
+
+class ResultPayload(SQLModel, table=True):
+    """What a result carries beyond its fields (tens of KB), in a table of its own: the
+    result table's rows stay narrow, so that lists, counts and sorts over 100,000 results
+    read a few pages per thousand rows instead of one page or more per row."""
+
+    __tablename__ = "result_payload"
+
+    result_id: str = Field(foreign_key="result.id", primary_key=True)
     windows_json: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     environment_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     sensors_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     # Raw per-token timestamps of every rep, packed (see edgebench.measure.packing).
     timings: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+PAYLOAD_COLUMNS = ("windows_json", "environment_json", "sensors_json", "timings")
 
 
 class LeaderboardEntry(SQLModel, table=True):

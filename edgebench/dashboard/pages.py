@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from edgebench import __version__
+from edgebench.coordinator.tables import is_online
 from edgebench.dashboard import listing, queries, views
 from edgebench.dashboard.deps import StoreDep
 from edgebench.dashboard.models import LeaderboardQuery, ResultQuery, test_label
@@ -20,6 +21,7 @@ from edgebench.modelparams import SIZE_BUCKETS
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter(include_in_schema=False)
+FLEET_PAGE = 100  # devices per fleet page
 
 
 def _fmt(value: object, digits: int = 1) -> str:
@@ -57,15 +59,24 @@ def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
 
 
 @router.get("/", response_class=HTMLResponse)
-def fleet(request: Request, store: StoreDep, fragment: bool = False) -> HTMLResponse:
-    """With `fragment=true` only the device table (the page refreshes it live)."""
+def fleet(
+    request: Request,
+    store: StoreDep,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    fragment: bool = False,
+) -> HTMLResponse:
+    """Devices a page at a time; with `fragment=true` only their table (the page
+    refreshes it live)."""
+    devices = queries.devices(store, offset, FLEET_PAGE)
     if fragment:
-        return _page(request, "_devices.html", devices=queries.devices(store).items)
-    latest = listing.results_page(store, ResultQuery(limit=10))
+        return _page(request, "_devices.html", devices=devices.items)
+    latest = listing.results_page(store, ResultQuery(limit=10), with_total=False)
     return _page(
         request,
         "fleet.html",
-        devices=queries.devices(store).items,
+        page=devices,
+        devices=devices.items,
+        online=sum(is_online(d) for d in store.fleet()),
         queued=store.queue_depth(),
         latest=latest.items,
         jobs=queries.jobs(store, limit=5).items,
@@ -80,15 +91,12 @@ def leaderboard(
     x: Annotated[str | None, Query(max_length=40)] = None,
     y: Annotated[str, Query(max_length=40)] = "decode_tps",
 ) -> HTMLResponse:
-    page = listing.leaderboard_page(store, query)
-    plotted = listing.leaderboard_page(
-        store, query.model_copy(update={"offset": 0, "limit": views.SCATTER_CAP})
-    )
-    x = x or views.default_x(plotted.items)
     for axis in (x, y):
-        if axis not in views.AXES:
+        if axis is not None and axis not in views.AXES:
             raise HTTPException(422, f"cannot plot {axis!r}; one of: {', '.join(views.AXES)}")
-    chart, missing = views.scatter(plotted.items, x, y)
+    page, plotted = listing.leaderboard_page(store, query, plot=views.SCATTER_CAP)
+    x = x or views.default_x(plotted)
+    chart, missing = views.scatter(plotted, x, y)
     return _page(
         request,
         "leaderboard.html",
@@ -96,7 +104,7 @@ def leaderboard(
         query=query,
         chart=chart,
         missing=missing,
-        capped=plotted.total > views.SCATTER_CAP,
+        capped=page.total > views.SCATTER_CAP,
         x=x,
         y=y,
         axes=views.AXES,
@@ -124,9 +132,8 @@ def _filter_options(store: Any) -> dict[str, list[str]]:
 @router.get("/devices/{key}", response_class=HTMLResponse)
 def device_page(key: str, request: Request, store: StoreDep) -> HTMLResponse:
     device = queries.device(store, key)
-    rows = listing.leaderboard_page(
-        store, LeaderboardQuery(device=device.id, test="all", sort="model", order="asc", limit=500)
-    ).items
+    mine = LeaderboardQuery(device=device.id, test="all", sort="model", order="asc", limit=500)
+    rows = listing.leaderboard_page(store, mine)[0].items
     context: dict[str, Any] = {"device": device, "rows": rows, "charts": []}
     if rows:
         context.update(_device_charts(store, device.id, rows))
@@ -212,7 +219,7 @@ def jobs_page(
     store: StoreDep,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> HTMLResponse:
-    return _page(request, "jobs.html", page=queries.jobs(store, offset, 50))
+    return _page(request, "jobs.html", page=queries.jobs(store, offset, 25))
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)

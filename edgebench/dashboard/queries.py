@@ -100,22 +100,22 @@ def job_public(
 
 def result_public(store: Store, key: str, *, timings: bool = True) -> ResultPublic:
     """One result with everything it carries (by id or a unique id prefix)."""
-    result = store.get_result(key)
+    result, payload = store.get_result(key)
     lookup = Lookup.read(store)
     reps = None
     if timings:
         reps = [
             {"start_ns": r.start_ns, "prefill_ns": r.prefill_ns, "token_ns": list(r.token_ns)}
-            for r in unpack_reps(result.timings)
+            for r in unpack_reps(payload.timings)
         ]
     return ResultPublic(
         **summary(result, lookup).model_dump(),
         source_sha256=result.source_sha256,
         reps_mode=result.reps_mode,
         window_s=result.window_s,
-        windows_tps=json.loads(result.windows_json),
-        environment=json.loads(result.environment_json),
-        sensors=json.loads(result.sensors_json),
+        windows_tps=json.loads(payload.windows_json),
+        environment=json.loads(payload.environment_json),
+        sensors=json.loads(payload.sensors_json),
         rep_timings=reps,
     )
 

@@ -46,7 +46,7 @@ def get_device(key: str, store: StoreDep) -> DevicePublic:
 
 @router.get("/jobs")
 def list_jobs(
-    store: StoreDep, offset: Offset = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    store: StoreDep, offset: Offset = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 20
 ) -> Page[JobPublic]:
     """The newest jobs first, each with its runs."""
     return queries.jobs(store, offset, limit)
@@ -89,7 +89,7 @@ def leaderboard(store: StoreDep, query: Annotated[LeaderboardQuery, Query()]) ->
     """One row per model x variant x backend x device x test x threads x engine
     settings in force, shown by its newest clean result (or its best). Without a test
     filter the most common test is shown; `test=all` shows every test."""
-    return listing.leaderboard_page(store, query)
+    return listing.leaderboard_page(store, query)[0]
 
 
 @router.get("/leaderboard/export")

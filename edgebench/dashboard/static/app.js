@@ -45,6 +45,6 @@
   }
   var timer = null;
   if (live && !isFinal(live)) {
-    timer = setInterval(refresh, 1500);
+    timer = setInterval(refresh, Number(live.dataset.liveEvery) || 1500);
   }
 })();

@@ -1,5 +1,7 @@
 """dashboard reads: the leaderboard summary table, artifact parameter counts, an index
-on result.created_at (lists are sorted by it)
+on result.created_at (lists are sorted by it), and each result's payload (sensor
+samples, environment, windows, raw timings) moved to a table of its own so that the
+result table's rows stay narrow
 
 Revision ID: 0008
 Revises: 0007
@@ -14,6 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
+
+_PAYLOAD_TEXT = ("windows_json", "environment_json", "sensors_json")
 
 revision = "0008"
 down_revision = "0007"
@@ -46,9 +50,34 @@ def upgrade() -> None:
     op.create_index("ix_leaderboard_device_id", "leaderboard", ["device_id"])
     op.create_index("ix_result_created_at", "result", ["created_at"])
     op.add_column("artifact", sa.Column("parameters", sa.BigInteger(), nullable=True))
+    op.create_table(
+        "result_payload",
+        sa.Column("result_id", sa.String(), sa.ForeignKey("result.id"), primary_key=True),
+        *(sa.Column(name, sa.Text(), nullable=False) for name in _PAYLOAD_TEXT),
+        sa.Column("timings", sa.LargeBinary(), nullable=False),
+    )
+    columns = ", ".join((*_PAYLOAD_TEXT, "timings"))
+    op.execute(
+        f"INSERT INTO result_payload (result_id, {columns}) SELECT id, {columns} FROM result"
+    )
+    for name in (*_PAYLOAD_TEXT, "timings"):
+        # plain DROP COLUMN (SQLite >= 3.35): batch mode's table copy would break the
+        # foreign keys pointing at results inside this transaction (see 0007)
+        op.execute(f"ALTER TABLE result DROP COLUMN {name}")
 
 
 def downgrade() -> None:
+    for name in _PAYLOAD_TEXT:
+        op.add_column("result", sa.Column(name, sa.Text(), nullable=False, server_default="{}"))
+    op.add_column(
+        "result", sa.Column("timings", sa.LargeBinary(), nullable=False, server_default=b"")
+    )
+    for name in (*_PAYLOAD_TEXT, "timings"):
+        op.execute(
+            f"UPDATE result SET {name} = (SELECT {name} FROM result_payload "
+            "WHERE result_payload.result_id = result.id)"
+        )
+    op.drop_table("result_payload")
     op.drop_column("artifact", "parameters")
     op.drop_index("ix_result_created_at", table_name="result")
     op.drop_table("leaderboard")
