@@ -21,11 +21,11 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import bindparam, func, insert, update
 from sqlmodel import Session, col, select
@@ -58,12 +58,13 @@ from edgebench.coordinator.tables import (
     Run,
     RunState,
     Setting,
+    identity_of,
     is_online,
     new_id,
     utcnow,
 )
 from edgebench.dashboard.models import DeviceSelector
-from edgebench.device import HardwareInfo
+from edgebench.device import HardwareInfo, hardware_class
 
 ADMIN_TOKEN_KEY = "admin_token_sha256"
 # Every column of a fresh run that the multi-row insert must spell out.
@@ -139,6 +140,9 @@ class Enrollment:
     device_name: str
 
 
+T = TypeVar("T")
+
+
 class Store:
     def __init__(
         self, url: str, *, retry_base_seconds: float = 1.0, fleet_read_seconds: float = 2.0
@@ -153,6 +157,7 @@ class Store:
         # dispatch latency fell from seconds). Other processes still meet SQLite's lock.
         self.fleet_read_seconds = fleet_read_seconds
         self._fleet_cache: list[Device] = []
+        self._read_cache: dict[str, tuple[float, Any]] = {}
         self._fleet_read_at = -math.inf
         sqlite = self.engine.dialect.name == "sqlite"
         self._writer: threading.Lock | contextlib.nullcontext[None] = (
@@ -161,12 +166,17 @@ class Store:
         self._fill_leaderboard()
 
     def _fill_leaderboard(self) -> None:
-        """A store from before the leaderboard table: its groups, from its results."""
+        """A store from before the leaderboard table: its groups, from its results, and
+        its devices' hardware classes."""
         with self.session(immediate=True) as s:
             connection = s.connection()
             if leaderboard.needs_rebuild(connection):
                 leaderboard.rebuild(connection)
-                s.commit()
+            unclassed = s.exec(select(Device).where(col(Device.hardware_class) == "")).all()
+            for device in unclassed:
+                device.hardware_class = hardware_class(identity_of(device))
+                s.add(device)
+            s.commit()
 
     @contextmanager
     def session(self, *, immediate: bool = False) -> Iterator[Session]:
@@ -446,9 +456,24 @@ class Store:
             queued = select(func.count()).where(col(Run.state) == RunState.QUEUED)
             return int(s.exec(queued).one())
 
+    def read_cached(self, key: str, compute: Callable[[], T]) -> T:
+        """`compute()`, remembered for `fleet_read_seconds` (0: never): what dashboards
+        show beside every view (filter choices, the tests there are) changes rarely and
+        costs a scan of the leaderboard's groups."""
+        now = time.monotonic()
+        held = self._read_cache.get(key)
+        if held is not None and now - held[0] <= self.fleet_read_seconds:
+            return cast(T, held[1])
+        value = compute()
+        self._read_cache[key] = (now, value)
+        return value
+
     def result_values(self, *names: str) -> dict[str, list[str]]:
         """The distinct values of result columns among the leaderboard's groups (their
         newest results: one row per group, not a scan of every result)."""
+        return self.read_cached(f"values:{names}", lambda: self._result_values(names))
+
+    def _result_values(self, names: tuple[str, ...]) -> dict[str, list[str]]:
         out = {}
         with self.session() as s:
             for name in names:
@@ -566,4 +591,5 @@ def device_seen(s: Session, agent: Agent, hardware: HardwareInfo | None = None) 
 
 def _apply_hardware(device: Device, hardware: HardwareInfo) -> None:
     device.identity_json = hardware.identity.model_dump_json()
+    device.hardware_class = hardware_class(hardware.identity)
     device.capabilities_json = hardware.capabilities.model_dump_json()

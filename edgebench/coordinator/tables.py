@@ -46,6 +46,8 @@ class Device(SQLModel, table=True):
     # edgebench.device's two shapes, as the agent last sent them (checked JSON)
     identity_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     capabilities_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    # edgebench.device.hardware_class of the identity, kept beside it: lists sort by it
+    hardware_class: str = ""
     tags_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     contributor: bool = False
     created_at: datetime = Field(default_factory=utcnow)

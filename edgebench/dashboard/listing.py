@@ -12,18 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Integer,
-    String,
-    and_,
-    column,
-    false,
-    func,
-    or_,
-    select,
-    values,
-)
+from sqlalchemy import ColumnElement, and_, false, func, or_, select
 
 from edgebench.coordinator.store import NotFound, Store
 from edgebench.coordinator.tables import (
@@ -46,14 +35,17 @@ from edgebench.dashboard.models import (
 )
 from edgebench.device import hardware_class
 from edgebench.measure.packing import unpack_reps
-from edgebench.measure.record import FIELD_NAMES
+from edgebench.measure.record import FIELD_NAMES, NULLABLE_FIELDS
 from edgebench.modelparams import size_bucket
 
 EXPORT_BATCH = 1000  # rows fetched at a time while an export streams
 
 # Core table columns (typed Any: the ORM attributes' types do not compose in mypy).
-R: Any = Result.__table__.c  # type: ignore[attr-defined]
+RT: Any = Result.__table__  # type: ignore[attr-defined]
+R: Any = RT.c
 E: Any = LeaderboardEntry.__table__.c  # type: ignore[attr-defined]
+D: Any = Device.__table__  # type: ignore[attr-defined]
+A: Any = Artifact.__table__  # type: ignore[attr-defined]
 _SUMMARY_COLUMNS = [
     R.id, R.run_id, R.job_id, R.device_id, R.created_at, R.source_sha256, R.engine_version,
     R.definitions_version, *(R[name] for name in FIELD_NAMES),
@@ -76,12 +68,14 @@ class Lookup:
 
     devices: dict[str, _DeviceFacts]
     artifacts: dict[str, Artifact]
+    values: dict[str, list[str]]  # the variants and backends results have
 
     @classmethod
     def read(cls, store: Store) -> Lookup:
         return cls(
             {device.id: _facts(device) for device in store.fleet()},
             store.artifacts(),
+            store.result_values("variant", "backend"),
         )
 
     def model_name(self, source_sha256: str, model_sha256: str) -> str:
@@ -97,7 +91,7 @@ def _facts(device: Device) -> _DeviceFacts:
     identity = identity_of(device)
     return _DeviceFacts(
         name=device.name,
-        hardware_class=hardware_class(identity),
+        hardware_class=device.hardware_class or hardware_class(identity),
         trust_tier=trust_tier(device),
         arch=identity.arch,
         accelerator=identity.accelerator,
@@ -141,6 +135,9 @@ def _model_shas(query: ResultQuery, lookup: Lookup) -> set[str] | None:
 
 
 def _text_matches(text: str, lookup: Lookup) -> ColumnElement[bool]:
+    """Results whose device, model, variant or backend holds `text`. What matches is
+    decided here, from the fleet, the models and the known variants and backends, so
+    the database gets lists of values (indexed) rather than a LIKE on every row."""
     needle = text.lower()
     devices = [
         device_id
@@ -148,12 +145,16 @@ def _text_matches(text: str, lookup: Lookup) -> ColumnElement[bool]:
         if needle in f"{facts.name} {facts.hardware_class} {facts.arch}".lower()
     ]
     models = [sha for sha, a in lookup.artifacts.items() if needle in a.filename.lower()]
-    return or_(
-        R.device_id.in_(devices),
-        R.source_sha256.in_(models),
-        func.lower(R.variant).contains(needle, autoescape=True),
-        func.lower(R.backend).contains(needle, autoescape=True),
-    )
+    terms = []
+    if devices:
+        terms.append(R.device_id.in_(devices))
+    if models:
+        terms.append(R.source_sha256.in_(models))
+    for name in ("variant", "backend"):
+        named = [value for value in lookup.values.get(name, []) if needle in value.lower()]
+        if named:
+            terms.append(R[name].in_(named))
+    return or_(*terms) if terms else false()
 
 
 def _in(column: Any, values: set[str]) -> ColumnElement[bool]:
@@ -191,32 +192,32 @@ def _day_start(day: Any) -> datetime:
     return datetime.combine(day, time(), tzinfo=timezone.utc)
 
 
-def _sorted(statement: Any, query: ResultQuery, lookup: Lookup, *ties: Any) -> Any:
+def _count(statement: Any) -> Any:
+    """How many rows a list statement matches, counted without reading its columns (a
+    subquery of every column made SQLite read each row at 100,000 results). The
+    statement names its FROM explicitly (select_from), which this keeps."""
+    return statement.with_only_columns(func.count()).order_by(None)
+
+
+def _sorted(statement: Any, query: ResultQuery, *ties: Any) -> Any:
     """The statement in the query's order: nulls (unknown) last either way, then `ties`
-    and the result id, so that pages never overlap. Names of devices and models, and
-    hardware classes, are not result columns: they sort by a rank joined in as a VALUES
-    list (one row per device or model; a CASE per row cost seconds at 100,000 results)."""
+    and the result id, so that pages never overlap. Device names, hardware classes and
+    model file names sort by a join to their table (by primary key)."""
     key: Any
-    by_name = {"device": "name", "hardware_class": "hardware_class"}
-    if query.sort in by_name:
-        names = {i: getattr(facts, by_name[query.sort]) for i, facts in lookup.devices.items()}
-        statement, key = _ranked(statement, names, R.device_id)
+    if query.sort in ("device", "hardware_class"):
+        statement = statement.join_from(RT, D, D.c.id == R.device_id)
+        key = D.c.name if query.sort == "device" else D.c.hardware_class
     elif query.sort == "model":
-        names = {sha: artifact.filename for sha, artifact in lookup.artifacts.items()}
-        statement, key = _ranked(statement, names, R.source_sha256)
+        statement = statement.outerjoin_from(RT, A, A.c.sha256 == R.source_sha256)
+        key = A.c.filename
     else:
         key = R[query.sort]
     ordered = key.desc() if query.order == "desc" else key.asc()
-    return statement.order_by(key.is_(None), ordered, *ties, R.id)
-
-
-def _ranked(statement: Any, names: dict[str, str], key: Any) -> tuple[Any, Any]:
-    if not names:
-        return statement, key
-    order = sorted(names, key=lambda k: (names[k], k))
-    ranks = values(column("sort_key", String), column("sort_rank", Integer), name="sort_ranks")
-    table = ranks.data([(k, rank) for rank, k in enumerate(order)]).cte("sort_ranks")
-    return statement.outerjoin(table, table.c.sort_key == key), table.c.sort_rank
+    if query.sort in NULLABLE_FIELDS or query.sort == "model":
+        # unknown last either way (a bare "IS NULL" term would keep SQLite from reading a
+        # non-null column's index in order, so only nullable columns get it)
+        return statement.order_by(key.is_(None), ordered, *ties, R.id)
+    return statement.order_by(ordered, *ties, R.id)
 
 
 # ---- rows -> summaries ---------------------------------------------------------------
@@ -264,7 +265,7 @@ def flat(item: ResultSummary) -> dict[str, Any]:
 
 
 def _result_select(query: ResultQuery, lookup: Lookup, job_id: str | None) -> Any:
-    statement = select(*_SUMMARY_COLUMNS).where(*conditions(query, lookup, job_id))
+    statement = select(*_SUMMARY_COLUMNS).select_from(RT).where(*conditions(query, lookup, job_id))
     sizes = query.test_sizes()
     if sizes is not None:
         statement = statement.where(
@@ -286,11 +287,8 @@ def results_page(
     with store.engine.connect() as s:
         total = -1
         if with_total:
-            count = select(func.count()).select_from(statement.subquery())
-            total = s.execute(count).scalar_one()
-        rows = s.execute(
-            _sorted(statement, query, lookup).offset(query.offset).limit(query.limit)
-        ).all()
+            total = s.execute(_count(statement)).scalar_one()
+        rows = s.execute(_sorted(statement, query).offset(query.offset).limit(query.limit)).all()
     return Page[ResultSummary](
         items=[summary(row, lookup) for row in rows],
         total=int(total),
@@ -329,7 +327,7 @@ def results_stream(
     or device raises here, before a response starts); rows are read as they are sent."""
     lookup = Lookup.read(store)
     statement = _result_select(query, lookup, _job_id(store, query))
-    statement = _sorted(statement, query, lookup)
+    statement = _sorted(statement, query)
     if not detail:
         return _stream(store, statement, lambda row: flat(summary(row, lookup)))
     statement = statement.join(P, P.c.result_id == R.id).add_columns(*_DETAIL_COLUMNS)
@@ -351,6 +349,10 @@ _ENTRY_COLUMNS = [E.key, E.results, E.settings_json]
 
 def tests(store: Store) -> list[str]:
     """Every test with results, the most common (most groups) first."""
+    return store.read_cached("leaderboard tests", lambda: _tests(store))
+
+
+def _tests(store: Store) -> list[str]:
     count = func.count().label("groups")
     with store.engine.connect() as s:
         rows = s.execute(
@@ -398,6 +400,18 @@ def _row(row: Any, lookup: Lookup) -> LeaderboardRow:
     )
 
 
+def _groups_count(query: LeaderboardQuery, lookup: Lookup, test: str) -> Any:
+    """Counting groups needs their shown results only when a filter reads them; the
+    default view (a test, nothing else) counts the summary table alone."""
+    if conditions(query, lookup, None):
+        return _count(_leaderboard_select(query, lookup, test))
+    counted = select(func.count()).select_from(LeaderboardEntry.__table__)  # type: ignore[attr-defined]
+    sizes = query.model_copy(update={"test": test}).test_sizes()
+    if sizes is not None:
+        counted = counted.where(E.n_prompt == sizes[0], E.n_gen == sizes[1], E.n_depth == sizes[2])
+    return counted
+
+
 def leaderboard_page(
     store: Store, query: LeaderboardQuery, *, plot: int = 0
 ) -> tuple[LeaderboardPage, list[LeaderboardRow]]:
@@ -405,10 +419,10 @@ def leaderboard_page(
     order (the scatter), read by one query when the page lies within them."""
     lookup = Lookup.read(store)
     test, known = _chosen_test(store, query)
-    statement = _sorted(_leaderboard_select(query, lookup, test), query, lookup, E.key)
+    statement = _sorted(_leaderboard_select(query, lookup, test), query, E.key)
     end = query.offset + query.limit
     with store.engine.connect() as s:
-        total = s.execute(select(func.count()).select_from(statement.subquery())).scalar_one()
+        total = s.execute(_groups_count(query, lookup, test)).scalar_one()
         if end <= plot:
             first = s.execute(statement.limit(plot)).all()
             rows, plotted = first[query.offset : end], first
@@ -430,7 +444,7 @@ def leaderboard_stream(store: Store, query: LeaderboardQuery) -> Iterator[dict[s
     """As results_stream, for leaderboard rows."""
     lookup = Lookup.read(store)
     test, _ = _chosen_test(store, query)
-    statement = _sorted(_leaderboard_select(query, lookup, test), query, lookup, E.key)
+    statement = _sorted(_leaderboard_select(query, lookup, test), query, E.key)
 
     def convert(row: Any) -> dict[str, Any]:
         entry = _row(row, lookup)

@@ -50,6 +50,12 @@ def upgrade() -> None:
     op.create_index("ix_leaderboard_device_id", "leaderboard", ["device_id"])
     op.create_index("ix_result_created_at", "result", ["created_at"])
     op.add_column("artifact", sa.Column("parameters", sa.BigInteger(), nullable=True))
+    # filled from identity_json by the store when it opens (edgebench.device.hardware_class)
+    op.add_column(
+        "device",
+        sa.Column("hardware_class", sqlmodel.sql.sqltypes.AutoString(), nullable=False,
+                  server_default=""),
+    )  # fmt: skip
     op.create_table(
         "result_payload",
         sa.Column("result_id", sa.String(), sa.ForeignKey("result.id"), primary_key=True),
@@ -78,6 +84,7 @@ def downgrade() -> None:
             "WHERE result_payload.result_id = result.id)"
         )
     op.drop_table("result_payload")
+    op.drop_column("device", "hardware_class")
     op.drop_column("artifact", "parameters")
     op.drop_index("ix_result_created_at", table_name="result")
     op.drop_table("leaderboard")
