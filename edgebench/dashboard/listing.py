@@ -134,10 +134,13 @@ def _model_shas(query: ResultQuery, lookup: Lookup) -> set[str] | None:
     }
 
 
-def _text_matches(text: str, lookup: Lookup) -> ColumnElement[bool]:
+def _text_matches(text: str, lookup: Lookup, table: Any = None) -> ColumnElement[bool] | None:
     """Results whose device, model, variant or backend holds `text`. What matches is
     decided here, from the fleet, the models and the known variants and backends, so
-    the database gets lists of values (indexed) rather than a LIKE on every row."""
+    the database gets lists of values (indexed) rather than a LIKE on every row. With
+    `table` (the leaderboard's columns), the same said of groups, or None where a model
+    name matched (groups name the variant's file, not the model's)."""
+    columns = R if table is None else table
     needle = text.lower()
     devices = [
         device_id
@@ -145,15 +148,17 @@ def _text_matches(text: str, lookup: Lookup) -> ColumnElement[bool]:
         if needle in f"{facts.name} {facts.hardware_class} {facts.arch}".lower()
     ]
     models = [sha for sha, a in lookup.artifacts.items() if needle in a.filename.lower()]
+    if models and table is not None:
+        return None
     terms = []
     if devices:
-        terms.append(R.device_id.in_(devices))
+        terms.append(columns.device_id.in_(devices))
     if models:
-        terms.append(R.source_sha256.in_(models))
+        terms.append(columns.source_sha256.in_(models))
     for name in ("variant", "backend"):
         named = [value for value in lookup.values.get(name, []) if needle in value.lower()]
         if named:
-            terms.append(R[name].in_(named))
+            terms.append(columns[name].in_(named))
     return or_(*terms) if terms else false()
 
 
@@ -380,7 +385,24 @@ def _leaderboard_select(query: LeaderboardQuery, lookup: Lookup, test: str) -> A
         statement = statement.where(
             and_(E.n_prompt == sizes[0], E.n_gen == sizes[1], E.n_depth == sizes[2])
         )
-    return statement
+    return statement.where(*_entry_conditions(query, lookup))
+
+
+def _entry_conditions(query: ResultQuery, lookup: Lookup) -> list[Any]:
+    """The filters a group's own columns answer (the same as its results'): said of the
+    summary table too, so that its index finds one device's groups without a join per
+    group."""
+    where = []
+    devices = _device_ids(query, lookup)
+    if devices is not None:
+        where.append(_in(E.device_id, devices))
+    for name in ("variant", "backend"):
+        if getattr(query, name) is not None:
+            where.append(E[name] == getattr(query, name))
+    searched = _text_matches(query.q, lookup, E) if query.q else None
+    if searched is not None:
+        where.append(searched)
+    return where
 
 
 def _chosen_test(store: Store, query: ResultQuery) -> tuple[str, list[str]]:

@@ -265,3 +265,23 @@ def test_a_store_whose_leaderboard_is_empty_rebuilds_it(tmp_path: Path) -> None:
     reopened = Store(store.url)
     with reopened.engine.connect() as connection:
         assert sorted(connection.execute(leaderboard._TABLE.select()).all()) == before
+
+
+@pytest.mark.parametrize(
+    ("params", "keeps"),
+    [
+        ({"q": "orin"}, lambda r: r["device_name"].startswith("orin")),
+        ({"q": "q8_0"}, lambda r: r["fields"]["variant"] == "Q8_0"),
+        ({"q": "smollm"}, lambda r: "smollm" in r["model"]),
+        ({"device": "pi4-0001", "variant": "F16"},
+         lambda r: r["device_name"] == "pi4-0001" and r["fields"]["variant"] == "F16"),
+    ],
+)  # fmt: skip
+def test_leaderboard_filters_keep_exactly_their_groups(
+    api: TestClient, params: dict[str, str], keeps: Any
+) -> None:
+    every = _get(api, "/api/v1/leaderboard", test="all", limit=500)["items"]
+    expected = {item["key"] for item in every if keeps(item["result"])}
+    kept = _get(api, "/api/v1/leaderboard", test="all", limit=500, **params)
+    assert expected and {item["key"] for item in kept["items"]} == expected
+    assert kept["total"] == len(expected)
