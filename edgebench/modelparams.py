@@ -138,6 +138,9 @@ SIZE_BUCKETS: tuple[tuple[str, float], ...] = (
 )
 
 
+BUCKET_NAMES: tuple[str, ...] = (*(name for name, _ in SIZE_BUCKETS), "unknown")
+
+
 def size_bucket(parameters: int | None) -> str:
     """The leaderboard's parameter-size bucket ("unknown" when uncounted)."""
     if not parameters:

@@ -10,6 +10,7 @@ from enum import Enum
 from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text
 from sqlmodel import Field, SQLModel, col
 
+from edgebench.dashboard.models import TRUST_TIERS
 from edgebench.device import DeviceCapabilities, DeviceIdentity
 
 
@@ -262,4 +263,5 @@ def is_online(device: Device) -> bool:
 def trust_tier(device: Device) -> str:
     """How far the fleet trusts a device's results: "operator" for devices enrolled with
     an operator's token, "contributor" for donated runners."""
-    return "contributor" if device.contributor else "operator"
+    operator, contributor = TRUST_TIERS
+    return contributor if device.contributor else operator

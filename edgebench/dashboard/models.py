@@ -10,10 +10,18 @@ import re
 from datetime import date, datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from edgebench.device import DeviceCapabilities, DeviceIdentity
 from edgebench.measure.record import FIELD_NAMES
+from edgebench.modelparams import BUCKET_NAMES
 from edgebench.protocol import NAME_RE, TAG_RE
 from edgebench.workload import FIELD_SECTIONS, SECTIONS, Workload
 
@@ -261,6 +269,8 @@ class LeaderboardPage(Page[LeaderboardRow]):
 
 # ---- list queries (query strings of the API and the pages alike) ------------------
 
+# How far the fleet trusts a device's results (coordinator/tables.py: trust_tier).
+TRUST_TIERS = ("operator", "contributor")
 TEST_RE = r"^p(\d{1,7})-g(\d{1,7})(?:-d(\d{1,7}))?$"  # prompt, generated, depth
 IDENTITY_COLUMNS = ("created_at", "device", "model", "hardware_class")
 SORTABLE = (*IDENTITY_COLUMNS, *(name for name in FIELD_NAMES if name != "model_sha256"))
@@ -278,7 +288,7 @@ class ResultQuery(BaseModel):
         default=None, max_length=200, description="text in model, device, variant, backend"
     )
     model: str | None = Field(default=None, max_length=255, description="model file name")
-    size: Literal["<0.5B", "0.5-1.5B", "1.5-4B", ">4B", "unknown"] | None = None
+    size: str | None = Field(default=None, description=f"one of: {', '.join(BUCKET_NAMES)}")
     variant: str | None = _TEXT
     backend: str | None = _TEXT
     engine_version: str | None = _TEXT
@@ -286,7 +296,7 @@ class ResultQuery(BaseModel):
     accelerator: str | None = _TEXT
     device: str | None = _TEXT
     hardware_class: str | None = _TEXT
-    tier: Literal["operator", "contributor"] | None = None
+    tier: str | None = Field(default=None, description=f"one of: {', '.join(TRUST_TIERS)}")
     job: str | None = Field(default=None, max_length=64, description="job id or prefix")
     test: str | None = Field(
         default=None, max_length=40, description='"all", or a test such as p512-g128 (-d depth)'
@@ -306,6 +316,14 @@ class ResultQuery(BaseModel):
         if isinstance(data, dict):
             return {key: value for key, value in data.items() if value != ""}
         return data
+
+    @field_validator("size", "tier")
+    @classmethod
+    def _known(cls, value: str | None, info: ValidationInfo) -> str | None:
+        known = BUCKET_NAMES if info.field_name == "size" else TRUST_TIERS
+        if value is not None and value not in known:
+            raise ValueError(f"{value!r} is not one of: {', '.join(known)}")
+        return value
 
     @field_validator("sort")
     @classmethod

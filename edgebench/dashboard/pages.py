@@ -16,8 +16,8 @@ from edgebench import __version__
 from edgebench.coordinator.tables import is_online
 from edgebench.dashboard import listing, queries, views
 from edgebench.dashboard.deps import StoreDep
-from edgebench.dashboard.models import LeaderboardQuery, ResultQuery, test_label
-from edgebench.modelparams import SIZE_BUCKETS
+from edgebench.dashboard.models import TRUST_TIERS, LeaderboardQuery, ResultQuery, test_label
+from edgebench.modelparams import BUCKET_NAMES
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter(include_in_schema=False)
@@ -119,12 +119,12 @@ def _filter_options(store: Any) -> dict[str, list[str]]:
     distinct = store.result_values("variant", "backend", "engine_version")
     return {
         "model": sorted({a.filename for a in lookup.artifacts.values()}),
-        "size": [name for name, _ in SIZE_BUCKETS] + ["unknown"],
+        "size": list(BUCKET_NAMES),
         "device": sorted(f.name for f in facts),
         "hardware_class": sorted({f.hardware_class for f in facts}),
         "arch": sorted({f.arch for f in facts if f.arch}),
         "accelerator": sorted({f.accelerator for f in facts if f.accelerator}),
-        "tier": ["operator", "contributor"],
+        "tier": list(TRUST_TIERS),
         **distinct,
     }
 
