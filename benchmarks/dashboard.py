@@ -105,7 +105,9 @@ class RssWatch(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(0.1):
-            self.peak_mib = max(self.peak_mib, self.process.memory_info().rss / 2**20)
+            family = [self.process, *self.process.children(recursive=True)]
+            rss = sum(p.memory_info().rss for p in family if p.is_running())
+            self.peak_mib = max(self.peak_mib, rss / 2**20)
 
 
 def server_ms(response: httpx.Response) -> float:
@@ -155,12 +157,14 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="a private PostgreSQL server")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--repeat", type=int, default=4, help="requests per route per round")
+    parser.add_argument("--http-workers", type=int, default=0,
+                        help="HTTP worker processes (serve --http-workers)")  # fmt: skip
     args = parser.parse_args()
     args.cleanup = []
     try:
         url = filled_store(args)
         home = Path(tempfile.mkdtemp(prefix="edgebench-dashboard-"))
-        process, _, http = start_coordinator(home, url)
+        process, _, http = start_coordinator(home, url, args.http_workers)
         watch = RssWatch(process.pid)
         watch.start()
         try:
@@ -197,7 +201,7 @@ def report(
               f"| {min(per_round):.1f}-{max(per_round):.1f} "
               f"| {statistics.median(data['client']):.1f} "
               f"| {statistics.median(data['bytes']) / 1024:.0f} |")  # fmt: skip
-    print(f"\ncoordinator peak RSS: {peak_mib:.0f} MiB")
+    print(f"\ncoordinator peak RSS (with its HTTP workers, if any): {peak_mib:.0f} MiB")
     print(f"full CSV export: {export_bytes / 2**20:.1f} MiB in {export_s:.1f} s (streamed)")
 
 

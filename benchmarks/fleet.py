@@ -240,12 +240,13 @@ async def simulate(args: argparse.Namespace) -> None:
 Coordinator = tuple[subprocess.Popen[str], str, str]  # process, gRPC address, HTTP URL
 
 
-def start_coordinator(home: Path, db_url: str) -> Coordinator:
+def start_coordinator(home: Path, db_url: str, http_workers: int = 0) -> Coordinator:
     env = {**os.environ, "EDGEBENCH_HOME": str(home), "EDGEBENCH_TOKEN": ADMIN_TOKEN}
     with (home / "coordinator.log").open("w") as log:  # the child keeps its own handle
         process = subprocess.Popen(
             [sys.executable, "-m", "edgebench", "coordinator", "serve", "--db", db_url,
-             "--grpc-port", "0", "--http-port", "0", "--lease-seconds", "60"],
+             "--grpc-port", "0", "--http-port", "0", "--lease-seconds", "60",
+             "--http-workers", str(http_workers)],
             env=env, stdout=subprocess.PIPE, stderr=log, text=True,
         )  # fmt: skip
     assert process.stdout is not None
@@ -347,7 +348,7 @@ def drive(args: argparse.Namespace) -> None:
         for index in range(args.coordinators):
             home = work / f"coordinator-{index}"
             home.mkdir()
-            coordinators.append(start_coordinator(home, db_url))
+            coordinators.append(start_coordinator(home, db_url, args.http_workers))
         report(args, work, coordinators, db_url)
     finally:
         for process, _, _ in coordinators:
@@ -493,6 +494,8 @@ def main() -> None:
                         "with its view holds the coordinator's CPU for a moment)")  # fmt: skip
     parser.add_argument("--read-pages", action="store_true",
                         help="a client reads every dashboard page in a loop meanwhile")  # fmt: skip
+    parser.add_argument("--http-workers", type=int, default=0,
+                        help="HTTP worker processes (serve --http-workers)")  # fmt: skip
     parser.add_argument("--simulate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--credentials", help=argparse.SUPPRESS)

@@ -56,6 +56,16 @@ def serve(
     reap_seconds: Annotated[
         int, typer.Option(min=1, help="How often expired leases are reaped.")
     ] = 10,
+    http_workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=64,
+            help="Serve the dashboard and API from this many processes of their own, so "
+            "that heavy reads never delay the agents (worth it from a few hundred agents; "
+            "each process holds its own ~100 MB). 0 = in the coordinator's process.",
+        ),
+    ] = 0,
     admin_token: Annotated[
         str | None,
         typer.Option(
@@ -84,6 +94,7 @@ def serve(
         http_port=http_port,
         lease_seconds=lease_seconds,
         reap_seconds=reap_seconds,
+        http_workers=http_workers,
     )
 
     def ready(info: Ready) -> None:

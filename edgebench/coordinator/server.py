@@ -1,4 +1,5 @@
-"""One coordinator process: the gRPC service and the HTTP app on one event loop, two ports."""
+"""One coordinator: the gRPC service and the HTTP app on one event loop, two ports; or the
+HTTP app in worker processes of its own (httpworkers.py)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,19 @@ import errno
 import gc
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
-import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edgebench import paths
 from edgebench.coordinator.artifacts import ArtifactFiles
 from edgebench.coordinator.dispatch import Dispatcher
+from edgebench.coordinator.httpworkers import HttpWorkers, http_server
 from edgebench.coordinator.service import AgentService
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store
-from edgebench.dashboard.app import create_app
 from edgebench.dashboard.deps import ApiContext, ApiHooks
 from edgebench.errors import EdgebenchError
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
@@ -131,24 +131,26 @@ async def serve(
         loop.call_soon_threadsafe(dispatcher.cancel_runs, held)
 
     hooks = ApiHooks(jobs_changed=wake_dispatcher, runs_cancelled=cancel_runs)
-    app = create_app(ApiContext(store, artifacts, settings.max_artifact_bytes, hooks))
     http_port = http_socket.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-    http = _HttpServer(config)
 
     dispatcher.start_writers()
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
+    try:
+        http_task, stop_http = await _start_http(
+            settings, http_socket, ApiContext(store, artifacts, settings.max_artifact_bytes, hooks)
+        )
+    except BaseException:
+        await server.stop(grace=None)
+        await dispatcher.stop_writers()
+        store.close()
+        http_socket.close()
+        raise
     reaper = asyncio.create_task(_reap_forever(dispatcher, settings.reap_seconds))
     dispatching = asyncio.create_task(dispatcher.run_forever())
     touching = asyncio.create_task(dispatcher.flush_touches_forever())
     collecting = asyncio.create_task(_short_garbage_collections())
-    while not http.started and not http_task.done():
-        await asyncio.sleep(0.01)
-    if http_task.done():
-        await http_task  # surfaces the start-up error
     if on_ready:
         on_ready(
             Ready(
@@ -165,21 +167,35 @@ async def serve(
         dispatching.cancel()
         touching.cancel()
         collecting.cancel()
-        http.should_exit = True
+        await stop_http()
         await server.stop(grace=5)
         with contextlib.suppress(asyncio.CancelledError):
             await http_task
+        http_socket.close()
         await dispatcher.stop_writers()  # what the last calls queued is committed
         store.close()
 
 
-class _HttpServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: the coordinator owns shutdown, so that
-    SIGTERM drains gRPC and HTTP together."""
+async def _start_http(
+    settings: CoordinatorSettings, sock: socket.socket, context: ApiContext
+) -> tuple[asyncio.Task[None], Callable[[], Awaitable[None]]]:
+    """Serves the HTTP app on this loop, or starts its worker processes; returns the task
+    that ends when serving has ended and what makes it end."""
+    if settings.http_workers:
+        workers = HttpWorkers(settings, sock, context.hooks, settings.http_workers)
+        await workers.start()
+        return asyncio.create_task(workers.supervise_forever()), workers.stop
+    http = http_server(context)
+    serving = asyncio.create_task(http.serve(sockets=[sock]))
+    while not http.started and not serving.done():
+        await asyncio.sleep(0.01)
+    if serving.done():
+        await serving  # surfaces the start-up error
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    async def stop() -> None:
+        http.should_exit = True
+
+    return serving, stop
 
 
 async def _short_garbage_collections(

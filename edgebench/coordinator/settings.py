@@ -30,6 +30,8 @@ class CoordinatorSettings:
     # Refuses any single message over this size (results with raw timings are the biggest).
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_artifact_bytes: int = 64 * 1024 * 1024 * 1024
+    # 0: the HTTP app shares the agents' event loop; N: it runs in N processes of its own.
+    http_workers: int = 0
 
     @property
     def heartbeat_seconds(self) -> int:

@@ -12,7 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Coordinator, enroll_agent, start_agent, stop, wait_until
+from tests.conftest import (
+    Coordinator,
+    enroll_agent,
+    start_agent,
+    start_coordinator,
+    stop,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -155,6 +162,35 @@ def test_device_selectors_from_the_cli(
     assert nowhere.returncode == 1
     assert "no enrolled device matches: arch riscv64" in nowhere.stderr
     assert len(json.loads(coordinator.cli("jobs", "list", "--json").stdout)) == 2
+
+
+def test_http_workers_serve_the_cli_and_wake_the_dispatcher(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """The HTTP app in processes of its own: uploads, submissions and pages go to them,
+    and a new job still reaches the idle agent at once (no reaper round in this test)."""
+    home = tmp_path / "coordinator"
+    home.mkdir()
+    coord = start_coordinator(home, "--http-workers", "2", "--reap-seconds", "3600")
+    agent_home = tmp_path / "agent"
+    agent_home.mkdir()
+    enroll_agent(coord, agent_home, "bench-box")
+    process = start_agent(agent_home)
+    try:
+        wait_until(lambda: any(d["online"] for d in coord.api("/api/v1/devices")), what="agent")
+        done = coord.cli(
+            "jobs", "submit", "--model", str(tiny_model), "-p", "8", "-n", "4", "-r", "1",
+            "--wait", "--timeout", "60",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        job_id = done.stdout.splitlines()[0]
+        assert coord.api(f"/api/v1/jobs/{job_id}")["state"] == "succeeded"
+        assert "bench-box" in httpx.get(f"{coord.http}/leaderboard", timeout=10).text
+    finally:
+        stop(process)
+        stop(coord.process)
+    assert coord.process.returncode == 0
+    assert "Traceback" not in (home / "coordinator.log").read_text()
 
 
 def test_cancel_a_queued_job(coordinator: Coordinator, tiny_model: Path) -> None:
