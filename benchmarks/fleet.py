@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -317,6 +318,18 @@ def _pct(cpu: CpuShares | None, part: str, seconds: float) -> str:
     return "-" if cpu is None else f"{100 * getattr(cpu, part) / seconds:.0f}"
 
 
+def _rss_mib(processes: list[psutil.Process]) -> float:
+    with contextlib.suppress(psutil.Error):
+        return sum(p.memory_info().rss for p in processes) / 2**20
+    return 0.0
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    with contextlib.suppress(psutil.Error):
+        return sum(sum(p.cpu_times()[:2]) for p in processes)
+    return 0.0
+
+
 def _merged(parts: list[dict[str, Any]], key: str) -> dict[str, int]:
     merged: dict[str, int] = {}
     for part in parts:
@@ -395,19 +408,23 @@ def report(
     watched = [psutil.Process(process.pid) for process, _, _ in coordinators]
     simulated = [psutil.Process(p.pid) for p in simulators]
     engine = create_engine(db_url)
-    rss_peak, stored_start = 0.0, 0
+    rss_peak, workers_rss_peak, workers_cpu_start, stored_start = 0.0, 0.0, 0.0, 0
+    workers = [child for p in watched for child in p.children()]  # serve --http-workers
     cpu_start: CpuShares | None = None
     while time.time() < start_at + args.duration:
         time.sleep(1.0)
         rss_peak = max(rss_peak, *(p.memory_info().rss / 2**20 for p in watched))
+        workers_rss_peak = max(workers_rss_peak, _rss_mib(workers))
         with engine.connect() as db:
             queued = db.execute(QUEUED_COUNT, {"state": RunState.QUEUED.name}).scalar()
             stored = int(db.execute(text("SELECT count(*) FROM result")).scalar() or 0)
         if cpu_start is None and time.time() >= start_at:
             cpu_start, stored_start = CpuShares.now(watched, simulated), stored
+            workers_cpu_start = _cpu_seconds(workers)
         for _ in range(max(0, BACKLOG - (queued or 0)) // args.job_runs):
             api.submit_job(job_body(sha, args.job_runs))  # keeps the queue full
     cpu = CpuShares.now(watched, simulated).minus(cpu_start) if cpu_start else None
+    workers_cpu = _cpu_seconds(workers) - workers_cpu_start if cpu_start else 0.0
     with engine.connect() as db:
         stored_end = int(db.execute(text("SELECT count(*) FROM result")).scalar() or 0)
     for process in simulators:
@@ -435,6 +452,8 @@ def report(
         ("coordinator peak RSS MiB (the biggest)", f"{rss_peak:.0f}"),
         (f"coordinator CPU, % of one core ({args.coordinators} process(es))",
          _pct(cpu, "coordinator", args.duration)),
+        ("its other processes (HTTP workers): peak RSS MiB; CPU, % of one core",
+         f"{workers_rss_peak:.0f}; {100 * workers_cpu / args.duration:.0f}"),
         ("simulators' CPU, % of one core", _pct(cpu, "simulators", args.duration)),
         ("whole machine busy, % of all cores",
          _pct(cpu, "machine_busy", args.duration * (psutil.cpu_count() or 1))),

@@ -1,10 +1,16 @@
-"""The leaderboard's summary table, kept up to date in the transaction that stores
-results: one row per group of comparable results (tables.LeaderboardEntry), holding the
-ids of the group's newest, newest clean (not noisy) and fastest clean result.
+"""The leaderboard's summary table (tables.LEADERBOARD), kept up to date in the
+transaction that stores results: per group of comparable results and per view, a copy
+of the summary columns of the result the view shows.
 
-Maintained on write so that reads cost one row per group: indexes on every result column
-would slow the write path, and picking the newest result per group from 100,000 results
-on every page view would not meet the dashboard's latency target."""
+Maintained on write so that reads cost one row per group and no join: indexes on every
+result column would slow the write path, and picking the shown result per group from
+100,000 results, or joining 24,000 groups to their shown results to filter and sort them,
+on every page view would not meet the dashboard's latency target (benchmarks/RESULTS.md).
+
+Which result a view shows, as a rank (the higher rank wins; a tie goes to the newer):
+`newest`: (not noisy, created_at); `best`: (not noisy, decode_tps if not noisy, created_at).
+The rank is said twice, once in Python (merging one batch) and once in SQL (against the
+stored row); tests check them against each other and against a brute force."""
 
 from __future__ import annotations
 
@@ -13,14 +19,20 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, case, delete, func, select
+from sqlalchemy import Connection, and_, case, delete, func, not_, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from edgebench.coordinator.tables import LeaderboardEntry, Result, ResultPayload
+from edgebench.coordinator.tables import (
+    LEADERBOARD,
+    LEADERBOARD_VIEWS,
+    SUMMARY_COLUMNS,
+    Result,
+    ResultPayload,
+)
 
 GROUP_COLUMNS = ("model_sha256", "variant", "backend", "device_id", "n_depth", "n_prompt",
                  "n_gen", "threads")  # fmt: skip
-_TABLE: Any = LeaderboardEntry.__table__  # type: ignore[attr-defined]
+_COPIED = tuple("result_id" if name == "id" else name for name in SUMMARY_COLUMNS)
 _RESULT: Any = Result.__table__  # type: ignore[attr-defined]
 _PAYLOAD: Any = ResultPayload.__table__  # type: ignore[attr-defined]
 
@@ -34,82 +46,70 @@ def settings_in_force(environment_json: str) -> str:
     return json.dumps(settings if isinstance(settings, dict) else {}, sort_keys=True)
 
 
-def entry_of(result: Mapping[str, Any]) -> dict[str, Any]:
-    """The one-result leaderboard row of a stored result row."""
+def entries_of(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The one-result leaderboard rows (one per view) of a stored result row."""
     settings = settings_in_force(result.get("environment_json") or "{}")
     values = [result[name] for name in GROUP_COLUMNS] + [settings]
     key = hashlib.sha256(json.dumps(values).encode()).hexdigest()
-    clean = not result["noisy"]
-    return {
-        "key": key,
-        **{name: result[name] for name in GROUP_COLUMNS},
-        "settings_json": settings,
-        "results": 1,
-        "latest_id": result["id"],
-        "latest_at": result["created_at"],
-        "clean_id": result["id"] if clean else None,
-        "clean_at": result["created_at"] if clean else None,
-        "best_id": result["id"] if clean else None,
-        "best_decode_tps": result["decode_tps"] if clean else None,
-    }
+    copied = {name: result[name] for name in SUMMARY_COLUMNS if name != "id"}
+    shared = {"key": key, "results": 1, "settings_json": settings, "result_id": result["id"]}
+    return [{**shared, **copied, "view": view} for view in LEADERBOARD_VIEWS]
+
+
+def _rank(view: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
+    clean = not row["noisy"]
+    if view == "best":
+        return (clean, row["decode_tps"] if clean else 0.0, row["created_at"])
+    return (clean, row["created_at"])
 
 
 def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(old, results=old["results"] + new["results"])
-    if new["latest_at"] >= old["latest_at"]:
-        merged.update(latest_id=new["latest_id"], latest_at=new["latest_at"])
-    if new["clean_at"] is not None and (
-        old["clean_at"] is None or new["clean_at"] >= old["clean_at"]
-    ):
-        merged.update(clean_id=new["clean_id"], clean_at=new["clean_at"])
-    if new["best_decode_tps"] is not None and (
-        old["best_decode_tps"] is None or new["best_decode_tps"] > old["best_decode_tps"]
-    ):
-        merged.update(best_id=new["best_id"], best_decode_tps=new["best_decode_tps"])
-    return merged
+    shown = new if _rank(new["view"], new) >= _rank(old["view"], old) else old
+    return dict(shown, results=old["results"] + new["results"])
 
 
-def _upsert(dialect: str) -> Any:
-    insert: Any = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect](_TABLE)
-    new, old = insert.excluded, _TABLE.c
-    newer = new.latest_at >= old.latest_at
-    cleaner = new.clean_at.is_not(None) & (old.clean_at.is_(None) | (new.clean_at >= old.clean_at))
-    better = new.best_decode_tps.is_not(None) & (
-        old.best_decode_tps.is_(None) | (new.best_decode_tps > old.best_decode_tps)
-    )
+def _replaces(view: str, new: Any, old: Any) -> Any:
+    """SQL: the new row's rank is at least the stored one's (as _rank)."""
+    new_clean, old_clean = not_(new.noisy), not_(old.noisy)
+    newer = new.created_at >= old.created_at
+    same_class = new.noisy == old.noisy
+    if view == "best":
+        faster = new.decode_tps > old.decode_tps
+        as_fast = new.decode_tps == old.decode_tps
+        by_speed = and_(new_clean, old_clean, or_(faster, and_(as_fast, newer)))
+        return or_(and_(new_clean, old.noisy), by_speed, and_(new.noisy, old.noisy, newer))
+    return or_(and_(new_clean, old.noisy), and_(same_class, newer))
+
+
+def _upsert(dialect: str, view: str) -> Any:
+    insert: Any = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect](LEADERBOARD)
+    new, old = insert.excluded, LEADERBOARD.c
+    replaces = _replaces(view, new, old)
+    copied = {name: case((replaces, new[name]), else_=old[name]) for name in _COPIED}
     return insert.on_conflict_do_update(
-        index_elements=["key"],
-        set_={
-            "results": old.results + new.results,
-            "latest_id": case((newer, new.latest_id), else_=old.latest_id),
-            "latest_at": case((newer, new.latest_at), else_=old.latest_at),
-            "clean_id": case((cleaner, new.clean_id), else_=old.clean_id),
-            "clean_at": case((cleaner, new.clean_at), else_=old.clean_at),
-            "best_id": case((better, new.best_id), else_=old.best_id),
-            "best_decode_tps": case((better, new.best_decode_tps), else_=old.best_decode_tps),
-        },
+        index_elements=["key", "view"],
+        set_={"results": old.results + new.results, **copied},
     )
 
 
 def record(connection: Connection, results: Iterable[Mapping[str, Any]]) -> None:
     """Adds stored results to their groups (in the caller's transaction). Results of one
     group are merged first: one statement may not update a row twice on PostgreSQL."""
-    merged: dict[str, dict[str, Any]] = {}
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
     for result in results:
-        entry = entry_of(result)
-        held = merged.get(entry["key"])
-        merged[entry["key"]] = _merge(held, entry) if held else entry
-    if merged:
-        connection.execute(_upsert(connection.dialect.name), list(merged.values()))
-
-
-_REBUILD_COLUMNS = (*GROUP_COLUMNS, "id", "created_at", "noisy", "decode_tps")
+        for entry in entries_of(result):
+            held = merged.get((entry["key"], entry["view"]))
+            merged[entry["key"], entry["view"]] = _merge(held, entry) if held else entry
+    for view in LEADERBOARD_VIEWS:
+        rows = [row for (_, of_view), row in merged.items() if of_view == view]
+        if rows:
+            connection.execute(_upsert(connection.dialect.name, view), rows)
 
 
 def rebuild(connection: Connection, batch: int = 2000) -> None:
     """Refills the table from every stored result (a store made before it existed)."""
-    connection.execute(delete(_TABLE))
-    columns = [_RESULT.c[name] for name in _REBUILD_COLUMNS]
+    connection.execute(delete(LEADERBOARD))
+    columns = [_RESULT.c[name] for name in SUMMARY_COLUMNS]
     rows = connection.execution_options(yield_per=batch).execute(
         select(*columns, _PAYLOAD.c.environment_json)
         .join(_PAYLOAD, _PAYLOAD.c.result_id == _RESULT.c.id)
@@ -121,5 +121,5 @@ def rebuild(connection: Connection, batch: int = 2000) -> None:
 
 def needs_rebuild(connection: Connection) -> bool:
     """True when results exist but no group does (the table was just added)."""
-    groups = connection.execute(select(func.count()).select_from(_TABLE)).scalar_one()
+    groups = connection.execute(select(func.count()).select_from(LEADERBOARD)).scalar_one()
     return groups == 0 and connection.execute(select(_RESULT.c.id).limit(1)).first() is not None

@@ -47,12 +47,12 @@ from edgebench.coordinator.selectors import (
     why_waiting,
 )
 from edgebench.coordinator.tables import (
+    LEADERBOARD,
     Agent,
     Artifact,
     Device,
     EnrollmentToken,
     Job,
-    LeaderboardEntry,
     Result,
     ResultPayload,
     Run,
@@ -475,15 +475,11 @@ class Store:
 
     def _result_values(self, names: tuple[str, ...]) -> dict[str, list[str]]:
         out = {}
-        with self.session() as s:
+        shown = LEADERBOARD.c
+        with self.engine.connect() as connection:
             for name in names:
-                column = getattr(Result, name)
-                query = (
-                    select(column)
-                    .join(LeaderboardEntry, col(LeaderboardEntry.latest_id) == col(Result.id))
-                    .distinct()
-                )
-                out[name] = sorted(str(v) for v in s.exec(query))
+                query = select(shown[name]).where(shown.view == "newest").distinct()
+                out[name] = sorted(str(v) for v in connection.execute(query).scalars())
         return out
 
     def live_runs(self) -> list[Run]:

@@ -6,19 +6,22 @@ read once per request, not from a join per row."""
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, func, or_, select
 
 from edgebench.coordinator.store import NotFound, Store
 from edgebench.coordinator.tables import (
+    LEADERBOARD,
+    SUMMARY_COLUMNS,
     Artifact,
     Device,
-    LeaderboardEntry,
     Result,
     ResultPayload,
     identity_of,
@@ -43,13 +46,12 @@ EXPORT_BATCH = 1000  # rows fetched at a time while an export streams
 # Core table columns (typed Any: the ORM attributes' types do not compose in mypy).
 RT: Any = Result.__table__  # type: ignore[attr-defined]
 R: Any = RT.c
-E: Any = LeaderboardEntry.__table__.c  # type: ignore[attr-defined]
+L: Any = LEADERBOARD.c
 D: Any = Device.__table__  # type: ignore[attr-defined]
 A: Any = Artifact.__table__  # type: ignore[attr-defined]
-_SUMMARY_COLUMNS = [
-    R.id, R.run_id, R.job_id, R.device_id, R.created_at, R.source_sha256, R.engine_version,
-    R.definitions_version, *(R[name] for name in FIELD_NAMES),
-]  # fmt: skip
+_SUMMARY_COLUMNS = [R[name] for name in SUMMARY_COLUMNS]
+# The leaderboard's copy of its shown results' summary columns, named as the result's.
+_SHOWN_COLUMNS = [L.result_id.label("id") if n == "id" else L[n] for n in SUMMARY_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -134,13 +136,10 @@ def _model_shas(query: ResultQuery, lookup: Lookup) -> set[str] | None:
     }
 
 
-def _text_matches(text: str, lookup: Lookup, table: Any = None) -> ColumnElement[bool] | None:
+def _text_matches(text: str, lookup: Lookup, columns: Any) -> ColumnElement[bool]:
     """Results whose device, model, variant or backend holds `text`. What matches is
     decided here, from the fleet, the models and the known variants and backends, so
-    the database gets lists of values (indexed) rather than a LIKE on every row. With
-    `table` (the leaderboard's columns), the same said of groups, or None where a model
-    name matched (groups name the variant's file, not the model's)."""
-    columns = R if table is None else table
+    the database gets lists of values (indexed) rather than a LIKE on every row."""
     needle = text.lower()
     devices = [
         device_id
@@ -148,8 +147,6 @@ def _text_matches(text: str, lookup: Lookup, table: Any = None) -> ColumnElement
         if needle in f"{facts.name} {facts.hardware_class} {facts.arch}".lower()
     ]
     models = [sha for sha, a in lookup.artifacts.items() if needle in a.filename.lower()]
-    if models and table is not None:
-        return None
     terms = []
     if devices:
         terms.append(columns.device_id.in_(devices))
@@ -166,30 +163,33 @@ def _in(column: Any, values: set[str]) -> ColumnElement[bool]:
     return column.in_(sorted(values)) if values else false()
 
 
-def conditions(query: ResultQuery, lookup: Lookup, job_id: str | None) -> list[Any]:
-    """The WHERE clause of a result list (tests are filtered by the caller: a leaderboard
-    filters its groups' test columns)."""
+def conditions(
+    query: ResultQuery, lookup: Lookup, job_id: str | None, table: Any = RT
+) -> list[Any]:
+    """The WHERE clause of a result list, said of the result table or of the
+    leaderboard's copies (tests are filtered by the caller)."""
+    c = table.c
     where: list[Any] = []
     devices, models = _device_ids(query, lookup), _model_shas(query, lookup)
     if devices is not None:
-        where.append(_in(R.device_id, devices))
+        where.append(_in(c.device_id, devices))
     if models is not None:
-        where.append(or_(_in(R.source_sha256, models), _in(R.model_sha256, models)))
+        where.append(or_(_in(c.source_sha256, models), _in(c.model_sha256, models)))
     for name in ("variant", "backend", "engine_version"):
         value = getattr(query, name)
         if value is not None:
-            where.append(R[name] == value)
+            where.append(c[name] == value)
     if job_id is not None:
-        where.append(R.job_id == job_id)
+        where.append(c.job_id == job_id)
     if query.since is not None:
-        where.append(R.created_at >= _day_start(query.since))
+        where.append(c.created_at >= _day_start(query.since))
     if query.until is not None:
         until = _day_start(query.until) + timedelta(days=1)
-        where.append(R.created_at < until)
+        where.append(c.created_at < until)
     if query.hide_noisy:
-        where.append(R.noisy == false())
+        where.append(c.noisy == false())
     if query.q:
-        where.append(_text_matches(query.q, lookup))
+        where.append(_text_matches(query.q, lookup, c))
     return where
 
 
@@ -204,28 +204,53 @@ def _count(statement: Any) -> Any:
     return statement.with_only_columns(func.count()).order_by(None)
 
 
-def _sorted(statement: Any, query: ResultQuery, *ties: Any) -> Any:
-    """The statement in the query's order: nulls (unknown) last either way, then `ties`
-    and the result id, so that pages never overlap. Device names, hardware classes and
-    model file names sort by a join to their table (by primary key)."""
+def _sorted(statement: Any, query: ResultQuery, table: Any = RT, *, backwards: bool = False) -> Any:
+    """The statement in the query's order (`backwards`: exactly reversed): nulls
+    (unknown) last either way, then the row's primary key, so that pages never overlap.
+    Device names, hardware classes and model file names sort by a join to their table
+    (by primary key)."""
     key: Any
     if query.sort in ("device", "hardware_class"):
-        statement = statement.join_from(RT, D, D.c.id == R.device_id)
+        statement = statement.join_from(table, D, D.c.id == table.c.device_id)
         key = D.c.name if query.sort == "device" else D.c.hardware_class
     elif query.sort == "model":
-        statement = statement.outerjoin_from(RT, A, A.c.sha256 == R.source_sha256)
+        statement = statement.outerjoin_from(table, A, A.c.sha256 == table.c.source_sha256)
         key = A.c.filename
     else:
-        key = R[query.sort]
-    ordered = key.desc() if query.order == "desc" else key.asc()
+        key = table.c[query.sort]
+
+    def way(term: Any, descending: bool = False) -> Any:
+        return term.desc() if descending != backwards else term.asc()
+
+    ordered = way(key, query.order == "desc")
+    unique = [way(column) for column in table.primary_key.columns]
     if query.sort in NULLABLE_FIELDS or query.sort == "model":
         # unknown last either way (a bare "IS NULL" term would keep SQLite from reading a
         # non-null column's index in order, so only nullable columns get it)
-        return statement.order_by(key.is_(None), ordered, *ties, R.id)
-    return statement.order_by(ordered, *ties, R.id)
+        return statement.order_by(way(key.is_(None)), ordered, *unique)
+    return statement.order_by(ordered, *unique)
 
 
 # ---- rows -> summaries ---------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _fields_of(columns: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """Reads a row's stable fields by position (a page and its scatter convert hundreds
+    of rows; attribute access by name was most of that)."""
+    return itemgetter(*(columns.index(name) for name in FIELD_NAMES))
+
+
+def _stable_fields(row: Any) -> dict[str, Any]:
+    columns = getattr(row, "_fields", None)
+    if columns is None:  # a Result row object (one result's own page)
+        return {name: getattr(row, name) for name in FIELD_NAMES}
+    return dict(zip(FIELD_NAMES, _fields_of(columns)(row), strict=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _settings(settings_json: str) -> dict[str, Any]:
+    return dict(json.loads(settings_json))
 
 
 def summary(row: Any, lookup: Lookup) -> ResultSummary:
@@ -243,7 +268,7 @@ def summary(row: Any, lookup: Lookup) -> ResultSummary:
         parameters=parameters,
         size_bucket=size_bucket(parameters),
         created_at=row.created_at,
-        fields={name: getattr(row, name) for name in FIELD_NAMES},
+        fields=_stable_fields(row),
         engine_version=row.engine_version,
         definitions_version=row.definitions_version,
     )
@@ -293,13 +318,26 @@ def results_page(
         total = -1
         if with_total:
             total = s.execute(_count(statement)).scalar_one()
-        rows = s.execute(_sorted(statement, query).offset(query.offset).limit(query.limit)).all()
+        rows = list(s.execute(_page_of(statement, query, total)).all())
+    if with_total and query.offset > total // 2:
+        rows.reverse()
     return Page[ResultSummary](
         items=[summary(row, lookup) for row in rows],
         total=int(total),
         offset=query.offset,
         limit=query.limit,
     )
+
+
+def _page_of(statement: Any, query: ResultQuery, total: int) -> Any:
+    """The page's rows; a page in the second half is read from the end, in reverse (a
+    database must sort every row before it to skip them: ~1 s for the last page of
+    100,000 results sorted on an unindexed column, as cheap as the first page this way)."""
+    if total < 0 or query.offset <= total // 2:
+        return _sorted(statement, query).offset(query.offset).limit(query.limit)
+    after = max(total - query.offset, 0)
+    taken = min(query.limit, after)
+    return _sorted(statement, query, backwards=True).offset(after - taken).limit(taken)
 
 
 P: Any = ResultPayload.__table__  # type: ignore[attr-defined]
@@ -349,8 +387,6 @@ def _stream(store: Store, statement: Any, convert: Any) -> Iterator[dict[str, An
 
 # ---- the leaderboard -----------------------------------------------------------------
 
-_ENTRY_COLUMNS = [E.key, E.results, E.settings_json]
-
 
 def tests(store: Store) -> list[str]:
     """Every test with results, the most common (most groups) first."""
@@ -361,48 +397,27 @@ def _tests(store: Store) -> list[str]:
     count = func.count().label("groups")
     with store.engine.connect() as s:
         rows = s.execute(
-            select(E.n_prompt, E.n_gen, E.n_depth, count)
-            .group_by(E.n_prompt, E.n_gen, E.n_depth)
-            .order_by(count.desc(), E.n_prompt, E.n_gen, E.n_depth)
+            select(L.n_prompt, L.n_gen, L.n_depth, count)
+            .where(L.view == "newest")
+            .group_by(L.n_prompt, L.n_gen, L.n_depth)
+            .order_by(count.desc(), L.n_prompt, L.n_gen, L.n_depth)
         ).all()
     return [test_label(p, g, d) for p, g, d, _ in rows]
 
 
-def _shown(query: LeaderboardQuery) -> Any:
-    chosen = E.best_id if query.show == "best" else E.clean_id
-    return func.coalesce(chosen, E.latest_id)
-
-
 def _leaderboard_select(query: LeaderboardQuery, lookup: Lookup, test: str) -> Any:
+    """The groups' rows of the query's view: filters and sorts read the copied columns."""
     statement = (
-        select(*_ENTRY_COLUMNS, *_SUMMARY_COLUMNS)
-        .select_from(LeaderboardEntry.__table__)  # type: ignore[attr-defined]
-        .join(Result.__table__, R.id == _shown(query))  # type: ignore[attr-defined]
-        .where(*conditions(query, lookup, None))
+        select(L.key, L.results, L.settings_json, *_SHOWN_COLUMNS)
+        .select_from(LEADERBOARD)
+        .where(L.view == query.show, *conditions(query, lookup, None, LEADERBOARD))
     )
     sizes = query.model_copy(update={"test": test}).test_sizes()
     if sizes is not None:
         statement = statement.where(
-            and_(E.n_prompt == sizes[0], E.n_gen == sizes[1], E.n_depth == sizes[2])
+            and_(L.n_prompt == sizes[0], L.n_gen == sizes[1], L.n_depth == sizes[2])
         )
-    return statement.where(*_entry_conditions(query, lookup))
-
-
-def _entry_conditions(query: ResultQuery, lookup: Lookup) -> list[Any]:
-    """The filters a group's own columns answer (the same as its results'): said of the
-    summary table too, so that its index finds one device's groups without a join per
-    group."""
-    where = []
-    devices = _device_ids(query, lookup)
-    if devices is not None:
-        where.append(_in(E.device_id, devices))
-    for name in ("variant", "backend"):
-        if getattr(query, name) is not None:
-            where.append(E[name] == getattr(query, name))
-    searched = _text_matches(query.q, lookup, E) if query.q else None
-    if searched is not None:
-        where.append(searched)
-    return where
+    return statement
 
 
 def _chosen_test(store: Store, query: ResultQuery) -> tuple[str, list[str]]:
@@ -417,21 +432,9 @@ def _row(row: Any, lookup: Lookup) -> LeaderboardRow:
     return LeaderboardRow.model_construct(
         key=row.key,
         results=row.results,
-        settings=json.loads(row.settings_json),
+        settings=dict(_settings(row.settings_json)),
         result=summary(row, lookup),
     )
-
-
-def _groups_count(query: LeaderboardQuery, lookup: Lookup, test: str) -> Any:
-    """Counting groups needs their shown results only when a filter reads them; the
-    default view (a test, nothing else) counts the summary table alone."""
-    if conditions(query, lookup, None):
-        return _count(_leaderboard_select(query, lookup, test))
-    counted = select(func.count()).select_from(LeaderboardEntry.__table__)  # type: ignore[attr-defined]
-    sizes = query.model_copy(update={"test": test}).test_sizes()
-    if sizes is not None:
-        counted = counted.where(E.n_prompt == sizes[0], E.n_gen == sizes[1], E.n_depth == sizes[2])
-    return counted
 
 
 def leaderboard_page(
@@ -441,32 +444,34 @@ def leaderboard_page(
     order (the scatter), read by one query when the page lies within them."""
     lookup = Lookup.read(store)
     test, known = _chosen_test(store, query)
-    statement = _sorted(_leaderboard_select(query, lookup, test), query, E.key)
+    selected = _leaderboard_select(query, lookup, test)
+    statement = _sorted(selected, query, LEADERBOARD)
     end = query.offset + query.limit
     with store.engine.connect() as s:
-        total = s.execute(_groups_count(query, lookup, test)).scalar_one()
+        total = s.execute(_count(selected)).scalar_one()
         if end <= plot:
             first = s.execute(statement.limit(plot)).all()
             rows, plotted = first[query.offset : end], first
         else:
             rows = s.execute(statement.offset(query.offset).limit(query.limit)).all()
             plotted = s.execute(statement.limit(plot)).all() if plot else []
+    converted = {row.key: _row(row, lookup) for row in (*rows, *plotted)}
     page = LeaderboardPage(
-        items=[_row(row, lookup) for row in rows],
+        items=[converted[row.key] for row in rows],
         total=int(total),
         offset=query.offset,
         limit=query.limit,
         test=test,
         tests=known,
     )
-    return page, [_row(row, lookup) for row in plotted]
+    return page, [converted[row.key] for row in plotted]
 
 
 def leaderboard_stream(store: Store, query: LeaderboardQuery) -> Iterator[dict[str, Any]]:
     """As results_stream, for leaderboard rows."""
     lookup = Lookup.read(store)
     test, _ = _chosen_test(store, query)
-    statement = _sorted(_leaderboard_select(query, lookup, test), query, E.key)
+    statement = _sorted(_leaderboard_select(query, lookup, test), query, LEADERBOARD)
 
     def convert(row: Any) -> dict[str, Any]:
         entry = _row(row, lookup)

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from edgebench.coordinator import leaderboard
 from edgebench.coordinator.store import Store
-from edgebench.coordinator.tables import Run
+from edgebench.coordinator.tables import LEADERBOARD, Run
 from edgebench.dashboard.app import create_app
 from edgebench.dashboard.deps import ApiContext
 from edgebench.report import csv_cell
@@ -124,6 +123,22 @@ def test_sorting_orders_every_row(api: TestClient, column: str) -> None:
         rows = _all(api, sort=column, order=order)
         values = [row[column] for row in rows]
         assert values == sorted(values, reverse=order == "desc")
+
+
+@pytest.mark.parametrize(
+    ("column", "order"),
+    [("decode_tps", "desc"), ("temp_max_c", "asc"), ("temp_max_c", "desc"), ("device", "asc")],
+)
+def test_pages_read_from_the_end_equal_the_same_slice_of_the_whole_list(
+    api: TestClient, column: str, order: str
+) -> None:
+    """Pages past the middle are read backwards and turned round: each equals the
+    export's rows at its offset (nulls last, ties by id, exactly as forwards)."""
+    every = [row["result_id"] for row in _all(api, sort=column, order=order)]
+    for offset in (0, 299, 300, 301, 577, RESULTS - 7, RESULTS - 1, RESULTS, RESULTS + 5):
+        page = _get(api, "/api/v1/results", sort=column, order=order, offset=offset, limit=23)
+        assert [row["id"] for row in page["items"]] == every[offset : offset + 23], offset
+        assert page["total"] == RESULTS
 
 
 def test_the_leaderboard_keeps_one_row_per_group_and_shows_its_newest_clean_result(
@@ -259,12 +274,12 @@ def test_a_store_whose_leaderboard_is_empty_rebuilds_it(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 's.db'}", fleet_read_seconds=0.0)
     fill(store, devices=3, results=60, samples=5)
     with store.engine.connect() as connection:
-        before = sorted(connection.execute(leaderboard._TABLE.select()).all())
+        before = sorted(connection.execute(LEADERBOARD.select()).all())
     with store.writing() as s:
-        s.connection().execute(leaderboard._TABLE.delete())
+        s.connection().execute(LEADERBOARD.delete())
     reopened = Store(store.url)
     with reopened.engine.connect() as connection:
-        assert sorted(connection.execute(leaderboard._TABLE.select()).all()) == before
+        assert sorted(connection.execute(LEADERBOARD.select()).all()) == before
 
 
 @pytest.mark.parametrize(

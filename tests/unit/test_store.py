@@ -745,3 +745,66 @@ def test_submit_refuses_a_selector_of_incapable_devices_and_warns_of_none(store:
     _agent(store, "able")
     job, runs, _ = store.create_job(new_job(every), plan_runs(every, {SHA: "gguf"}), every.selector)
     assert [run.device_name for run in store.runs_of(job.id)] == ["able"]  # not "bare"
+
+
+def _leaderboard_rows(count: int, seed: int) -> list[dict[str, Any]]:
+    """Result rows of four groups, with ties in speed and time and noisy ones among them."""
+    import random
+    from datetime import datetime, timezone
+
+    from edgebench.coordinator.tables import SUMMARY_COLUMNS
+
+    rng = random.Random(seed)
+    rows = []
+    for index in range(count):
+        row: dict[str, Any] = {name: 0.0 for name in SUMMARY_COLUMNS}
+        row.update(
+            id=f"r{index:04d}", run_id=f"run{index}", job_id="j", source_sha256="",
+            engine_version="1", definitions_version="1", backend="llama_cpp",
+            variant=rng.choice(["F16", "Q8_0"]), model_sha256=SHA, threads=4, n_depth=0,
+            n_prompt=8, n_gen=rng.choice([4, 8]), reps=1, device_id="d",
+            created_at=datetime(2026, 1, 1, rng.randrange(3), tzinfo=timezone.utc),
+            decode_tps=float(rng.choice([10, 20, 30])), noisy=rng.random() < 0.4,
+            throttled=None, gpu_mem_mb=None, environment_json="{}",
+        )  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def _expected_shown(rows: list[dict[str, Any]], view: str) -> dict[tuple[Any, ...], str]:
+    """Brute force: per group, the highest rank; of equal ranks, the last stored."""
+    shown: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        group = (row["variant"], row["n_gen"])
+        clean = not row["noisy"]
+        rank = (clean, row["decode_tps"] if clean and view == "best" else 0, row["created_at"])
+        held = shown.get(group)
+        if held is None or rank >= held["rank"]:
+            shown[group] = {"rank": rank, "id": row["id"]}
+    return {group: held["id"] for group, held in shown.items()}
+
+
+@pytest.mark.parametrize("batch", [1, 7, 200])
+def test_the_leaderboard_shows_the_same_result_however_results_are_batched(
+    store: Store, batch: int
+) -> None:
+    """The rank that picks a group's shown result is said in Python (within a batch) and
+    in SQL (against the stored row): both agree with a brute force, on both databases."""
+    from edgebench.coordinator import leaderboard
+    from edgebench.coordinator.tables import LEADERBOARD
+
+    rows = _leaderboard_rows(200, seed=batch)
+    for start in range(0, len(rows), batch):
+        with store.writing() as s:
+            leaderboard.record(s.connection(), rows[start : start + batch])
+    with store.engine.connect() as connection:
+        stored = connection.execute(LEADERBOARD.select()).mappings().all()
+    for view in ("newest", "best"):
+        of_view = [row for row in stored if row["view"] == view]
+        got = {(row["variant"], row["n_gen"]): row["result_id"] for row in of_view}
+        assert got == _expected_shown(rows, view), view
+        assert sum(row["results"] for row in of_view) == len(rows)
+        by_id = {row["id"]: row for row in rows}
+        for row in of_view:  # the copy is the shown result's
+            assert row["decode_tps"] == by_id[row["result_id"]]["decode_tps"]
+            assert row["noisy"] == by_id[row["result_id"]]["noisy"]
