@@ -105,6 +105,7 @@ def leaderboard(
         chart=chart,
         missing=missing,
         capped=page.total > views.SCATTER_CAP,
+        cap=views.SCATTER_CAP,
         x=x,
         y=y,
         axes=views.AXES,
