@@ -179,6 +179,8 @@ async def _session(
                               lease_epoch=assignment.lease_epoch,
                               metrics=payloads[tests.n_gen[0]])  # fmt: skip
         result.metrics.n_prompt = tests.n_prompt[0]
+        result.metrics.n_depth = tests.n_depth[0]  # what it measured is its run's
+        result.metrics.model_sha256 = result.metrics.source_sha256 = assignment.model.sha256
         running.clear()
         send(result=result)
         ask()

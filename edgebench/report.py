@@ -183,16 +183,26 @@ def _num(value: Any, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+# C0 and C1 control characters (but tab) and DEL, shown as escapes: text from agents
+# and the network must not move a terminal's cursor, set its title or open links.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0))}
+
+
+def literal(value: object, style: str = "") -> Text:
+    """Text for a terminal, shown exactly: no rich markup, control characters escaped."""
+    return Text(str(value).translate(_CONTROLS), style=style)
+
+
 def summary_table(rows: Sequence[Row], title: str = "Results") -> Group:
     """The human table: the compact view, a small table per block under its title, so
     that it stays whole at 80 columns."""
-    parts: list[Text | Table] = [Text(title, style="bold")] if rows else []
+    parts: list[Text | Table] = [literal(title, style="bold")] if rows else []
     for block in grouped(rows):
-        parts.append(Text(block.title, style="cyan"))
+        parts.append(literal(block.title, style="cyan"))
         table = Table()
         for name in block.header:
             table.add_column(name, justify="right" if name in _RIGHT else "left", no_wrap=True)
         for line in block.lines:
-            table.add_row(*line)
+            table.add_row(*(literal(cell) for cell in line))
         parts.append(table)
     return Group(*parts)

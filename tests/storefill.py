@@ -32,6 +32,8 @@ from edgebench.measure.record import DEFINITIONS_VERSION, RepTiming, summarize
 from tests.conftest import job_spec
 
 HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>[/bold]"
+# What would take over a terminal: a hyperlink, a bell, clearing the screen.
+TERMINAL = "\x1b]8;;https://evil.example/\x07click\x1b]8;;\x07\x1b[2J\x9b"
 
 # (file name, parameters, decode tok/s at Q4_0 on a Pi 5)
 MODELS = (
@@ -130,7 +132,7 @@ def _enroll(
                         python_version="3.11.2", edgebench_version="0.1.0")  # fmt: skip
         tags = {"site": rng.choice(["lab", "home", "office"])}
         if hostile:
-            hardware.update(cpu_model=f"{identity['cpu_model']} {HOSTILE}", hostname=HOSTILE)
+            hardware.update(cpu_model=f"{identity['cpu_model']} {HOSTILE}", hostname=TERMINAL)
             tags["note"] = HOSTILE
         enrollment = store.enroll(
             token=store.create_enrollment_token(contributor=contributor),
@@ -277,7 +279,8 @@ def _fail_one(store: Store, agent_device: tuple[Agent, Device], filled: Filled) 
     with store.writing() as s:
         (claim,) = lifecycle.claim_runs(s, [ClaimRequest(agent, device)], 600, 0.0)
     assert claim is not None
+    error = f"engine said {HOSTILE}{TERMINAL}"
     with store.writing() as s:
         lifecycle.fail_run(s, agent_id=agent.id, run_id=claim.run.id,
-                           epoch=claim.run.lease_epoch, error=f"engine said {HOSTILE}")  # fmt: skip
+                           epoch=claim.run.lease_epoch, error=error)  # fmt: skip
     filled.failed_runs.append(claim.run.id)

@@ -35,6 +35,7 @@ from edgebench.workload import RunSpec
 log = logging.getLogger("edgebench.agent")
 
 DEFAULT_OUTBOX_LIMIT = 1000  # unacknowledged results before the agent stops taking work
+MIN_HEARTBEAT_SECONDS, MAX_HEARTBEAT_SECONDS = 1.0, 60.0
 
 
 class RunCancelled(Exception):
@@ -134,7 +135,9 @@ class Agent:
             welcome = await call.read()
             if welcome is grpc.aio.EOF or not welcome.HasField("welcome"):
                 raise ConnectionError("the coordinator did not welcome this agent")
-            self.heartbeat_seconds = welcome.welcome.heartbeat_seconds or self.heartbeat_seconds
+            told = welcome.welcome.heartbeat_seconds or self.heartbeat_seconds
+            # a coordinator's interval is clamped: 0 or less busy-loops, hours lose leases
+            self.heartbeat_seconds = min(max(told, MIN_HEARTBEAT_SECONDS), MAX_HEARTBEAT_SECONDS)
             log.info(
                 "connected to %s as %s", self.credential.coordinator, welcome.welcome.device_name
             )
@@ -264,7 +267,10 @@ class Agent:
             progress("fetching", 0, spec.workload.repetitions.reps)
             model = assignment.model
             model_path = await self.cache.ensure_model(
-                model.sha256, model.format or "gguf", self._fetcher(assignment)
+                model.sha256,
+                model.format or "gguf",
+                self._fetcher(assignment),
+                size_bytes=model.size_bytes or None,
             )
             result = await asyncio.to_thread(
                 self._measure, model_path, assignment, spec, progress, check

@@ -125,8 +125,12 @@ class CoordinatorClient:
 
     # ---- admin -------------------------------------------------------------------
 
-    def create_token(self, *, contributor: bool, expires_in_seconds: int | None) -> str:
-        body = TokenCreate(contributor=contributor, expires_in_seconds=expires_in_seconds)
+    def create_token(
+        self, *, contributor: bool, expires_in_seconds: int | None, device: str | None = None
+    ) -> str:
+        body = TokenCreate(
+            contributor=contributor, expires_in_seconds=expires_in_seconds, device=device
+        )
         created = self._request("POST", "/api/v1/tokens", json=body.model_dump())
         return _one(TokenCreated, created).token
 

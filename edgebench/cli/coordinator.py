@@ -121,10 +121,19 @@ def token_create(
         bool, typer.Option(help="Mark the agent as a contributor (lower trust).")
     ] = False,
     expires: Annotated[str | None, typer.Option(help="Lifetime such as 30m, 12h or 7d.")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Re-enroll this enrolled device (a reinstalled agent). Without it the token "
+            "enrolls a new device only: an enrolled name cannot be taken."
+        ),
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Create a one-time enrollment token; prints only the token."""
     seconds = parse_duration(expires) if expires else None
-    created = client(url, token).create_token(contributor=contributor, expires_in_seconds=seconds)
+    created = client(url, token).create_token(
+        contributor=contributor, expires_in_seconds=seconds, device=device
+    )
     out.print(created, highlight=False)

@@ -103,7 +103,11 @@ def _start_agent(
     """Enrolls and starts the local agent as its own process, with its own home, so that
     its measurements are not disturbed by the coordinator's threads."""
     env = {**os.environ, "EDGEBENCH_HOME": str(home)}
-    token = api.create_token(contributor=False, expires_in_seconds=600)
+    # a demo run before enrolled it: its name is taken only by a token made for it
+    again = any(device.name == DEMO_DEVICE for device in api.devices())
+    token = api.create_token(
+        contributor=False, expires_in_seconds=600, device=DEMO_DEVICE if again else None
+    )
     enrolled = subprocess.run(
         _agent_command(
             "enroll",

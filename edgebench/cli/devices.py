@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from edgebench.cli.common import JsonOption, TokenOption, UrlOption, client, out, print_json
+from edgebench.report import literal
 
 app = typer.Typer(help="List and inspect enrolled devices.", no_args_is_help=True)
 
@@ -28,7 +29,7 @@ def list_devices(
     table.add_column("Engines")
     for d in devices:
         identity = d.identity
-        table.add_row(
+        cells = (
             d.name,
             "online" if d.online else "offline",
             identity.cpu_model,
@@ -38,6 +39,7 @@ def list_devices(
             _when(d.last_seen_at),
             ", ".join(sorted(d.capabilities.engines)) or "none",
         )
+        table.add_row(*(literal(cell) for cell in cells))
     out.print(table)
 
 
@@ -55,8 +57,8 @@ def show_device(
         return
     status = "online" if device.online else "offline"
     seen = _when(device.last_seen_at)
-    out.print(f"{device.name} · {status} · last seen {seen} UTC", highlight=False)
-    out.print(f"{'id':>20}: {device.id}", highlight=False)
+    out.print(literal(f"{device.name} · {status} · last seen {seen} UTC"))
+    out.print(literal(f"{'id':>20}: {device.id}"))
     for section, shape in (("identity", device.identity), ("capabilities", device.capabilities)):
         out.print(f"{section}:", highlight=False)
         for name, value in shape.model_dump().items():
@@ -65,9 +67,9 @@ def show_device(
                 if isinstance(value, dict)
                 else value
             )
-            out.print(f"{name:>20}: {shown if shown != '' else '-'}", highlight=False)
+            out.print(literal(f"{name:>20}: {shown if shown != '' else '-'}"))
     tags = ", ".join(f"{k}={v}" for k, v in device.tags.items()) or "-"
-    out.print(f"{'tags':>20}: {tags}", highlight=False)
+    out.print(literal(f"{'tags':>20}: {tags}"))
 
 
 def _when(moment: datetime | None) -> str:

@@ -28,7 +28,7 @@ from edgebench.dashboard.models import DeviceSelector, JobCreate, JobPublic
 from edgebench.engines import ENGINE_NAMES, check_matrix, detect_format
 from edgebench.errors import EdgebenchError
 from edgebench.protocol import NAME_RE
-from edgebench.report import summary_table
+from edgebench.report import literal, summary_table
 from edgebench.workload import Workload
 
 app = typer.Typer(help="Queue benchmark jobs and follow them.", no_args_is_help=True)
@@ -69,7 +69,7 @@ def print_job_results(api: CoordinatorClient, job: JobPublic) -> None:
         out.print(summary_table(rows, title=f"Job {job.id[:8]}"))
     for run in job.runs:
         if run.state != "succeeded":
-            err.print(f"run {run.id[:8]} {run.state}: {run.error or '-'}")
+            err.print(literal(f"run {run.id[:8]} {run.state}: {run.error or '-'}"))
     if job.state != "succeeded":
         raise typer.Exit(1)
 
@@ -242,7 +242,7 @@ def list_jobs(
                    "Created (UTC)"):  # fmt: skip
         table.add_column(header)
     for j in jobs:
-        table.add_row(
+        cells = (
             j.id[:8],
             j.state,
             _progress(j),
@@ -253,6 +253,7 @@ def list_jobs(
             j.submitter,
             f"{j.created_at:%Y-%m-%d %H:%M:%S}",
         )
+        table.add_row(*(literal(cell) for cell in cells))
     out.print(table)
 
 
@@ -271,17 +272,18 @@ def show(
         return
     reps = job.reps or "auto"
     out.print(
-        f"job {job.id} · {job.state} · {_progress(job)} runs done · {_models(job)} · "
-        f"{_tests(job.spec)} x {reps} · by {job.submitter}",
-        highlight=False,
+        literal(
+            f"job {job.id} · {job.state} · {_progress(job)} runs done · {_models(job)} · "
+            f"{_tests(job.spec)} x {reps} · by {job.submitter}"
+        )
     )
     if job.waiting:
-        out.print(f"waiting: {job.waiting}", highlight=False)
+        out.print(literal(f"waiting: {job.waiting}"))
     table = Table(title="Runs")
     for header in ("Run", "State", "Backend", "Variant", "Test", "Device", "Attempts", "Error"):
         table.add_column(header)
     for run in job.runs:
-        table.add_row(
+        cells = (
             run.id[:8],
             run.state,
             run.backend,
@@ -291,6 +293,7 @@ def show(
             str(run.attempts),
             run.error or "",
         )
+        table.add_row(*(literal(cell) for cell in cells))
     out.print(table)
     rows = api.result_rows(job_id=job.id)
     if rows:

@@ -3,9 +3,11 @@ or PostgreSQL through psycopg 3."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import create_engine
 
@@ -41,9 +43,20 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def _create_private(url: str) -> None:
+    """A new SQLite file is made readable by its owner only (it holds token hashes and
+    agent secrets' hashes); SQLite gives its -wal and -shm files the same mode."""
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database)
+        if path.parent.is_dir() and not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
+        _create_private(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)

@@ -153,6 +153,9 @@ _EXTEND_RUNNING = (
         started_at=func.coalesce(Run.started_at, bindparam("now", type_=DateTime)),
     )
 )
+# What a result measured is the run's to say, not the agent's (besides the model, whose
+# variant file the agent makes from the run's source model).
+RUN_IDENTITY = ("backend", "variant", "n_prompt", "n_gen", "n_depth")
 _LEASES_OF = (
     select_columns(
         col(Run.id),
@@ -161,6 +164,7 @@ _LEASES_OF = (
         col(Run.state),
         col(Run.job_id),
         col(Run.device_id),
+        *(col(getattr(Run, name)) for name in ("model_sha256", *RUN_IDENTITY)),
     )
     .where(col(Run.id).in_(bindparam("runs", expanding=True)))
     .order_by(col(Run.id))
@@ -489,12 +493,30 @@ def _result_row(item: ResultIn, lease: Any, known: dict[str, Any], now: datetime
         raise StaleLease(
             f"the lease on run {item.run_id} (epoch {item.epoch}) is no longer current"
         )
+    mismatch = _not_of_its_run(item.values, lease)
+    if mismatch:
+        raise StoreError(f"the result does not answer its run: {mismatch}")
     row = {name: item.values[name] for name in FIELD_NAMES}
     row.update({name: item.values.get(name, default) for name, default in RESULT_EXTRAS.items()})
     row.update(id=item.result_id, run_id=item.run_id, job_id=lease.job_id,
                device_id=lease.device_id, payload_sha256=payload, created_at=now,
                timings=item.timings)  # fmt: skip
     return row
+
+
+def _not_of_its_run(values: dict[str, Any], run: Any) -> str | None:
+    """Which identity field names something other than the run asked for, or None. A
+    run without a variant measures the model as uploaded, whatever the engine calls it."""
+    source = values.get("source_sha256") or values["model_sha256"]
+    if source != run.model_sha256:
+        return f"model {source[:12]} is not the run's {run.model_sha256[:12]}"
+    for name in RUN_IDENTITY:
+        asked, said = getattr(run, name), values[name]
+        if name == "variant" and (not asked or str(said).upper() == asked.upper()):
+            continue
+        if said != asked:
+            return f"{name} {said!r} is not the run's {asked!r}"
+    return None
 
 
 def fail_run(s: Session, *, agent_id: str, run_id: str, epoch: int, error: str) -> bool:

@@ -218,13 +218,31 @@ class Store:
     # ---- enrollment --------------------------------------------------------------
 
     def create_enrollment_token(
-        self, *, contributor: bool = False, expires_at: datetime | None = None
+        self,
+        *,
+        contributor: bool = False,
+        expires_at: datetime | None = None,
+        device_name: str | None = None,
     ) -> str:
+        """A one-time token; with `device_name`, one that re-enrolls that enrolled device
+        (a reinstalled agent) and can enroll nothing else."""
         token = "ebe_" + secrets.token_urlsafe(24)
         with self.session(immediate=True) as s:
+            if device_name is not None:
+                device = s.exec(select(Device).where(Device.name == device_name)).first()
+                if device is None:
+                    raise StoreError(f"no device named {device_name!r} is enrolled")
+                if contributor and not device.contributor:
+                    raise StoreError(
+                        f"{device_name} is an operator device: a contributor token cannot "
+                        "re-enroll it"
+                    )
             s.add(
                 EnrollmentToken(
-                    token_sha256=sha256_text(token), contributor=contributor, expires_at=expires_at
+                    token_sha256=sha256_text(token),
+                    contributor=contributor,
+                    expires_at=expires_at,
+                    device_name=device_name,
                 )
             )
             s.commit()
@@ -244,6 +262,7 @@ class Store:
             if row.expires_at is not None and row.expires_at < now:
                 raise StoreError("enrollment token has expired")
             device = s.exec(select(Device).where(Device.name == name)).first()
+            _check_may_enroll(row, name, device)
             if device is None:
                 device = Device(name=name)
             _apply_hardware(device, hardware)
@@ -567,6 +586,26 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _check_may_enroll(token: EnrollmentToken, name: str, device: Device | None) -> None:
+    """An enrolled device's name is its identity: only a token made for that device
+    (`token create --device NAME`) enrolls under it, and a contributor token never joins
+    an operator's device."""
+    if token.device_name is not None and token.device_name != name:
+        raise StoreError(
+            f"this token re-enrolls device {token.device_name!r} only; enroll with --name "
+            f"{token.device_name} or use another token"
+        )
+    if device is None:
+        return
+    if token.device_name != name:
+        raise StoreError(
+            f"a device named {name!r} is already enrolled: choose another --name, or ask "
+            f"the admin for a token that re-enrolls it (coordinator token create --device {name})"
+        )
+    if token.contributor and not device.contributor:
+        raise StoreError(f"{name} is an operator device: a contributor token cannot enroll it")
 
 
 def device_seen(s: Session, agent: Agent, hardware: HardwareInfo | None = None) -> Device:

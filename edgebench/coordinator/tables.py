@@ -69,6 +69,8 @@ class EnrollmentToken(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True)
     token_sha256: str = Field(index=True, unique=True)
     contributor: bool = False
+    # set: the token re-enrolls this device (and nothing else); unset: a new device only
+    device_name: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime | None = None
     used_at: datetime | None = None

@@ -28,6 +28,7 @@ MAX_TOKENS_PER_REP = 1_000_000
 MAX_WINDOWS = 100_000
 MAX_ENVIRONMENT = 64 * 1024
 MAX_SENSORS = 8 * 1024 * 1024
+MAX_JSON_DEPTH = 16
 
 
 class WireError(ValueError):
@@ -83,6 +84,8 @@ def result_values(metrics: pb.Metrics) -> tuple[dict[str, Any], list[RepTiming]]
     values["reps_mode"] = metrics.reps_mode[:16] or "fixed"
     values["source_sha256"] = metrics.source_sha256[:64]
     values["window_s"] = metrics.window_s if metrics.HasField("window_s") else None
+    if values["window_s"] is not None and not 0 < values["window_s"] < math.inf:
+        raise WireError("window_s must be a finite, positive number of seconds")
     if len(metrics.windows_tps) > MAX_WINDOWS or any(
         not math.isfinite(w) or w < 0 for w in metrics.windows_tps
     ):
@@ -113,16 +116,42 @@ def result_values(metrics: pb.Metrics) -> tuple[dict[str, Any], list[RepTiming]]
     return values, timings
 
 
+def _not_finite(constant: str) -> Any:
+    raise WireError(f"{constant} is not a number JSON allows")
+
+
 def _json_object(text: str, what: str, limit: int = MAX_ENVIRONMENT) -> str:
+    """Checked free-form JSON: an object, at most MAX_JSON_DEPTH deep, finite numbers
+    only, so that no stored row can make a later read fail."""
     if len(text) > limit:
         raise WireError(f"{what} is too large")
     try:
-        data = json.loads(text or "{}")
-    except json.JSONDecodeError:
-        raise WireError(f"{what} is not JSON") from None
+        data = json.loads(text or "{}", parse_constant=_not_finite)
+    except (json.JSONDecodeError, RecursionError):
+        raise WireError(f"{what} is not JSON of at most {MAX_JSON_DEPTH} levels") from None
+    except WireError as exc:
+        raise WireError(f"{what}: {exc}") from None
     if not isinstance(data, dict):
         raise WireError(f"{what} must be a JSON object")
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise WireError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
     return text or "{}"  # checked, and kept as sent (writing it again cost as much)
+
+
+def _depth(data: Any) -> int:
+    """How deep objects and arrays nest (1 for a flat object), without recursion."""
+    deepest, level = 0, [data]
+    while level:
+        deepest += 1
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+    return deepest
 
 
 def checked_result(metrics: pb.Metrics) -> tuple[dict[str, Any], bytes]:

@@ -17,12 +17,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgebench import __version__
 from edgebench.coordinator.store import Ambiguous, NotFound
 from edgebench.dashboard import pages
-from edgebench.dashboard.deps import ApiContext
+from edgebench.dashboard.deps import NOT_ADMIN, ApiContext
 from edgebench.dashboard.routes import admin, read
 
 STATIC = Path(__file__).parent / "static"
@@ -32,6 +33,8 @@ SWAGGER_UI_VERSION = "5.35.0"  # static/swagger-ui/README.md says where it comes
 def create_app(context: ApiContext) -> FastAPI:
     app = FastAPI(title="edgebench", version=__version__, docs_url=None, redoc_url=None)
     app.add_middleware(ServerTiming)
+    app.add_middleware(AdminBeforeBody)
+    app.add_middleware(SecurityHeaders)
     app.state.context = context
     app.include_router(read.router)
     app.include_router(admin.router)
@@ -98,6 +101,68 @@ class ServerTiming:
             await send(message)
 
         await self.app(scope, receive, timed)
+
+
+# Pages run only the package's own script and style; Swagger UI (/docs) starts itself
+# with an inline script.
+_CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'self'")  # fmt: skip
+_DOCS_CSP = _CSP + "; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'"
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+class SecurityHeaders:
+    """CSP, nosniff, frame and referrer headers on every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        policy = _DOCS_CSP if scope["path"] == "/docs" else _CSP
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), *_SECURITY_HEADERS,
+                           (b"content-security-policy", policy.encode())]  # fmt: skip
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class AdminBeforeBody:
+    """Admin calls (every API call that writes) are refused before their body is read:
+    FastAPI parses a JSON body before it runs a route's dependencies, so an
+    unauthenticated 100 MB POST was read and parsed before its token was checked."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        writes = scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS")
+        if writes and scope["path"].startswith("/api/") and not await _is_admin(scope):
+            refusal = JSONResponse(
+                {"detail": NOT_ADMIN}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _is_admin(scope: Scope) -> bool:
+    header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    store = scope["app"].state.context.store
+    return bool(await run_in_threadpool(store.is_admin, token.strip()))
 
 
 def _problem(error: Any) -> str:

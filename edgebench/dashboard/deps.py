@@ -55,6 +55,9 @@ StoreDep = Annotated[Store, Depends(get_store)]
 bearer = HTTPBearer(auto_error=False, description="The admin token (EDGEBENCH_TOKEN).")
 
 
+NOT_ADMIN = "admin token missing or wrong (set EDGEBENCH_TOKEN or pass --token)"
+
+
 def require_admin(
     store: StoreDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
@@ -62,7 +65,5 @@ def require_admin(
     token = credentials.credentials.strip() if credentials else ""
     if not token or not store.is_admin(token):
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "admin token missing or wrong (set EDGEBENCH_TOKEN or pass --token)",
-            headers={"WWW-Authenticate": "Bearer"},
+            status.HTTP_401_UNAUTHORIZED, NOT_ADMIN, headers={"WWW-Authenticate": "Bearer"}
         )

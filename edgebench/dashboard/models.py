@@ -128,6 +128,11 @@ class JobCreate(BaseModel):
 class TokenCreate(BaseModel):
     contributor: bool = False
     expires_in_seconds: int | None = Field(default=None, ge=60, le=365 * 24 * 3600)
+    device: str | None = Field(
+        default=None,
+        max_length=63,
+        description="re-enroll this enrolled device (its name); unset: a new device only",
+    )
 
 
 class TokenCreated(BaseModel):

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.conftest import Dashboard
 
@@ -220,12 +221,10 @@ def test_a_job_page_follows_its_run_to_the_end_without_a_reload(
     with opened(browser, f"{dashboard.url}/jobs/{job_id}") as (page, problems):
         page.evaluate("window.notReloaded = true")
         assert page.inner_text("#job-state") in ("queued", "running")
-        page.wait_for_function(
-            "document.querySelector('#job-state').textContent === 'running'", timeout=60_000
-        )
-        page.wait_for_function(
-            "document.querySelector('#job-state').textContent === 'succeeded'", timeout=90_000
-        )
+        # locators, not wait_for_function: its string predicate is an eval, which the
+        # pages' Content-Security-Policy refuses
+        expect(page.locator("#job-state")).to_have_text("running", timeout=60_000)
+        expect(page.locator("#job-state")).to_have_text("succeeded", timeout=90_000)
         assert page.evaluate("window.notReloaded") is True
         assert page.query_selector_all("table.results tbody tr")
         assert problems == []

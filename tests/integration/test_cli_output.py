@@ -13,7 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from edgebench.coordinator.store import Store
+from edgebench.coordinator.tables import Run
 from tests.conftest import Coordinator, enroll_agent, start_agent, stop, wait_until
+from tests.storefill import fill
 
 pytestmark = pytest.mark.slow
 
@@ -133,3 +136,23 @@ def _cancel_of_a_finished_job_changes_nothing(coordinator: Coordinator, finished
     assert "had no unfinished runs; nothing was cancelled (now succeeded)" in cancelled.stderr
     job = coordinator.api(f"/api/v1/jobs/{finished_job}")
     assert job["state"] == "succeeded" and len(coordinator.api("/api/v1/results")) == 3
+
+
+def test_what_agents_wrote_reaches_the_terminal_as_plain_text(coordinator: Coordinator) -> None:
+    """Markup, hyperlinks and control codes in hardware strings, tags and error texts are
+    printed literally (escaped), never interpreted: `[/bold]` in a CPU name once crashed
+    `devices list`."""
+    store = Store(f"sqlite:///{coordinator.db_path}")
+    filled = fill(store, devices=2, results=4, hostile=True, samples=2)
+    with store.session() as s:
+        failed_job = s.get(Run, filled.failed_runs[0]).job_id  # type: ignore[union-attr]
+    device = filled.devices[0].name
+    for args in (("devices", "list"), ("devices", "show", device), ("jobs", "list"),
+                 ("jobs", "show", failed_job)):  # fmt: skip
+        shown = coordinator.cli(*args)
+        assert shown.returncode == 0, (args, shown.stderr)
+        text = shown.stdout + shown.stderr
+        assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text, args
+    listed = coordinator.cli("devices", "show", device).stdout
+    assert "[/bold]" in listed and "\\x1b]8;;https://evil.example/\\x07click" in listed
+    assert "engine said <img src=x" in _said(coordinator.cli("jobs", "show", failed_job).stdout)

@@ -73,3 +73,29 @@ def test_cache_deletes_a_download_with_the_wrong_hash(tmp_path: Path) -> None:
     with pytest.raises(CacheError, match="does not match"):
         asyncio.run(cache.ensure("0" * 64, fetch))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "name", ["../../etc/passwd", "/etc/hostname", "A" * 64, "0" * 63, "0" * 64 + "/x", ""]
+)
+def test_a_model_named_by_anything_but_a_sha256_is_refused(tmp_path: Path, name: str) -> None:
+    """The name becomes a path in the cache: nothing outside it is read or written."""
+    outside = tmp_path / "outside.gguf"
+    outside.write_bytes(b"GGUF planted")
+    fetch, calls = _source(b"GGUF" + bytes(10))
+    cache = ModelCache(tmp_path / "cache")
+    for fmt in ("gguf", "hf"):
+        with pytest.raises(CacheError, match="which is not a sha256"):
+            asyncio.run(cache.ensure_model(name or str(outside), fmt, fetch))
+    assert calls == [] and not (tmp_path / "cache").exists()
+
+
+def test_a_download_stops_at_the_declared_size(tmp_path: Path) -> None:
+    data = b"GGUF" + bytes(range(200))
+    fetch, _ = _source(data)
+    cache = ModelCache(tmp_path)
+    sha = hashlib.sha256(data).hexdigest()
+    with pytest.raises(CacheError, match="more than the model's declared 10 bytes"):
+        asyncio.run(cache.ensure_model(sha, "gguf", fetch, size_bytes=10))
+    assert list(tmp_path.iterdir()) == []  # the partial file is gone
+    assert asyncio.run(cache.ensure_model(sha, "gguf", fetch, size_bytes=len(data))).is_file()

@@ -29,10 +29,10 @@ AGENTS = 2  # few agents: the same agent often holds a run again under a new epo
 LIVE = (RunState.LEASED, RunState.RUNNING)
 
 
-def _result(decode_ms: int) -> tuple[dict[str, object], bytes]:
+def _result(decode_ms: int, n_prompt: int) -> tuple[dict[str, object], bytes]:
     reps = [RepTiming(prefill_ns=1000, token_ns=(2000, 3000, 3000 + decode_ms * 1000))]
     result = summarize(reps, backend="llama_cpp", variant="F32", model_sha256=SHA, threads=1,
-                       n_prompt=8, load_ms=1.0, peak_rss_mb=50.0)  # fmt: skip
+                       n_prompt=n_prompt, load_ms=1.0, peak_rss_mb=50.0)  # fmt: skip
     return result.fields(), pack_reps(reps)
 
 
@@ -64,6 +64,9 @@ class LeaseMachine(RuleBasedStateMachine):
 
     def _run(self, run_id: str) -> Run:
         return next(r for r in self.store.runs_of(self.job.id) if r.id == run_id)
+
+    def _n_prompt(self, run_id: str) -> int:
+        return self._run(run_id).n_prompt  # a result answers its own run's test
 
     def _is_current(self, run_id: str, agent_id: str, epoch: int) -> bool:
         run = self._run(run_id)
@@ -97,7 +100,7 @@ class LeaseMachine(RuleBasedStateMachine):
         run_id, agent_id, epoch = data.draw(st.sampled_from(self.grants))
         result_id = f"{run_id}-{agent_id}-{epoch}"
         known = self.sent.get(result_id)
-        values, blob = _result(7 if conflicting else 5)
+        values, blob = _result(7 if conflicting else 5, self._n_prompt(run_id))
         current = self._is_current(run_id, agent_id, epoch)
         try:
             ops.store_result(self.store, agent_id=agent_id, result_id=result_id, run_id=run_id,

@@ -304,6 +304,7 @@ def test_a_round_leaves_alone_a_run_whose_result_is_being_written(store: Store) 
     )
     assert second is not None and second.run.id != first.run.id
     values, blob = _values()
+    values = {**values, "n_prompt": first.run.n_prompt}  # the run's own test
     ops.store_result(store, agent_id=agent.id, result_id="r1", run_id=first.run.id,
                        epoch=first.run.lease_epoch, values=values, timings=blob)  # fmt: skip
     states = {run.id: run.state for run in store.runs_of(first.job.id)}
@@ -808,3 +809,63 @@ def test_the_leaderboard_shows_the_same_result_however_results_are_batched(
         for row in of_view:  # the copy is the shown result's
             assert row["decode_tps"] == by_id[row["result_id"]]["decode_tps"]
             assert row["noisy"] == by_id[row["result_id"]]["noisy"]
+
+
+@pytest.mark.parametrize(
+    ("changed", "why"),
+    [
+        ({"model_sha256": "e" * 64}, "model eeeeeeeeeeee is not the run's"),
+        ({"source_sha256": "e" * 64}, "model eeeeeeeeeeee is not the run's"),
+        ({"backend": "onnx"}, "backend 'onnx' is not the run's 'llama_cpp'"),
+        ({"n_prompt": 4096}, "n_prompt 4096 is not the run's 8"),
+        ({"n_depth": 512}, "n_depth 512 is not the run's 0"),
+    ],
+)
+def test_a_result_that_names_other_than_its_run_is_refused(
+    store: Store, changed: dict[str, Any], why: str
+) -> None:
+    _job(store)
+    agent, device = _agent(store, "dev0")
+    claim = ops.claim_run(store, agent=agent, device=device, lease_seconds=60)
+    assert claim is not None
+    values, blob = _values()
+    with pytest.raises(StoreError, match=f"does not answer its run: {why}"):
+        ops.store_result(store, agent_id=agent.id, result_id="r1", run_id=claim.run.id,
+                         epoch=claim.run.lease_epoch, values={**values, **changed},
+                         timings=blob)  # fmt: skip
+    assert ops.count(store, Result) == 0
+    assert store.runs_of(claim.job.id)[0].state == RunState.LEASED
+
+
+def test_a_run_with_a_variant_takes_only_that_variant(store: Store) -> None:
+    _job(store, variants=["Q8_0"])
+    agent, device = _agent(store, "dev0")
+    claim = ops.claim_run(store, agent=agent, device=device, lease_seconds=60)
+    assert claim is not None
+    values, blob = _values()
+    stored = dict(store=store, agent_id=agent.id, run_id=claim.run.id,
+                  epoch=claim.run.lease_epoch, timings=blob)  # fmt: skip
+    with pytest.raises(StoreError, match="variant 'F32' is not the run's 'Q8_0'"):
+        ops.store_result(**stored, result_id="r1", values=values)  # type: ignore[arg-type]
+    quantized = {**values, "variant": "q8_0", "model_sha256": "f" * 64, "source_sha256": SHA}
+    ops.store_result(**stored, result_id="r2", values=quantized)  # type: ignore[arg-type]
+    assert ops.count(store, Result) == 1
+
+
+def test_an_enrolled_name_is_taken_only_by_a_token_made_for_it(store: Store) -> None:
+    hardware = HardwareInfo.from_flat({"cpu_model": "real", "engines": ENGINES})
+    store.enroll(token=store.create_enrollment_token(), name="pi", hardware=hardware, tags={})
+    intruder = HardwareInfo.from_flat({"cpu_model": "fake", "engines": ENGINES})
+    for token in (store.create_enrollment_token(), store.create_enrollment_token(contributor=True)):
+        with pytest.raises(StoreError, match="a device named 'pi' is already enrolled"):
+            store.enroll(token=token, name="pi", hardware=intruder, tags={})
+    with pytest.raises(StoreError, match="a contributor token cannot re-enroll it"):
+        store.create_enrollment_token(contributor=True, device_name="pi")
+    with pytest.raises(StoreError, match="no device named 'ghost'"):
+        store.create_enrollment_token(device_name="ghost")
+    for_pi = store.create_enrollment_token(device_name="pi")
+    with pytest.raises(StoreError, match="re-enrolls device 'pi' only"):
+        store.enroll(token=for_pi, name="other", hardware=intruder, tags={})
+    assert store.get_device("pi").identity_json.count("real") == 1  # nothing overwritten
+    again = store.enroll(token=for_pi, name="pi", hardware=hardware, tags={})
+    assert again.device_name == "pi" and len(store.fleet()) == 1

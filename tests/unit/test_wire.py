@@ -50,3 +50,40 @@ def test_result_without_every_reps_timings_is_refused() -> None:
     metrics.reps = 2
     with pytest.raises(WireError, match="every repetition"):
         result_values(metrics)
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ('{"a": NaN}', "NaN is not a number JSON allows"),
+        ('{"a": [1, -Infinity]}', "-Infinity is not a number JSON allows"),
+        ('{"a":' * 17 + "1" + "}" * 17, "nests deeper than 16 levels"),
+        ('{"a":' * 900 + "1" + "}" * 900, "nests deeper than 16 levels"),
+        ("[" * 60_000, "not JSON of at most 16 levels"),
+        ("[1, 2]", "must be a JSON object"),
+    ],
+)
+def test_free_form_json_is_bounded_and_finite(environment: str, message: str) -> None:
+    metrics = _metrics((100, [200, 300]))
+    metrics.environment_json = environment
+    with pytest.raises(WireError, match=message):
+        result_values(metrics)
+    metrics.environment_json = "{}"
+    metrics.sensors_json = environment
+    with pytest.raises(WireError, match=message):
+        result_values(metrics)
+
+
+def test_json_sixteen_levels_deep_is_taken() -> None:
+    metrics = _metrics((100, [200, 300]))
+    metrics.environment_json = '{"a":' * 15 + "[1]" + "}" * 15
+    values, _ = result_values(metrics)
+    assert values["environment_json"] == metrics.environment_json
+
+
+@pytest.mark.parametrize("window", [float("inf"), float("nan"), 0.0, -1.0])
+def test_a_window_that_is_not_a_finite_positive_time_is_refused(window: float) -> None:
+    metrics = _metrics((100, [200, 300]))
+    metrics.window_s = window
+    with pytest.raises(WireError, match="window_s"):
+        result_values(metrics)

@@ -36,13 +36,18 @@ def _unprocessable(reason: str) -> HTTPException:
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED)
 def create_token(body: TokenCreate, store: StoreDep) -> TokenCreated:
-    """A one-time enrollment token for one agent."""
+    """A one-time enrollment token for one new agent, or (`device`) one that re-enrolls
+    that device: an enrolled device's name cannot be taken by any other token."""
     expires = (
         utcnow() + timedelta(seconds=body.expires_in_seconds) if body.expires_in_seconds else None
     )
-    return TokenCreated(
-        token=store.create_enrollment_token(contributor=body.contributor, expires_at=expires)
-    )
+    try:
+        token = store.create_enrollment_token(
+            contributor=body.contributor, expires_at=expires, device_name=body.device
+        )
+    except StoreError as exc:
+        raise _unprocessable(str(exc)) from exc
+    return TokenCreated(token=token)
 
 
 @router.get("/artifacts/{sha256}")

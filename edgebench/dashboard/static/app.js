@@ -21,6 +21,12 @@
       root.dataset.theme = next;
       try { localStorage.setItem("edgebench-theme", next); } catch (e) { /* not kept */ }
       showTheme();
+
+  // Controls that apply themselves (the scatter's axes): no inline handlers, which the
+  // pages' Content-Security-Policy forbids.
+  document.querySelectorAll("[data-autosubmit]").forEach(function (control) {
+    control.addEventListener("change", function () { control.form.submit(); });
+  });
     });
   }
   showTheme();
