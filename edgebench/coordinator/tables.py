@@ -227,6 +227,7 @@ LEADERBOARD = Table(
     *(_copy(name) for name in SUMMARY_COLUMNS),
     Index("ix_leaderboard_test", "view", "n_prompt", "n_gen", "n_depth"),
     Index("ix_leaderboard_device_id", "device_id"),
+    postgresql_with={"fillfactor": 70},  # room for updates in place (migration 0010)
 )
 
 

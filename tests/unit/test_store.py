@@ -869,3 +869,12 @@ def test_an_enrolled_name_is_taken_only_by_a_token_made_for_it(store: Store) -> 
     assert store.get_device("pi").identity_json.count("real") == 1  # nothing overwritten
     again = store.enroll(token=for_pi, name="pi", hardware=hardware, tags={})
     assert again.device_name == "pi" and len(store.fleet()) == 1
+
+
+def test_the_leaderboard_keeps_room_for_updates_in_place_on_postgresql(postgres_url: str) -> None:
+    store = Store(postgres_url)  # SQLite has no such storage option
+    with store.engine.connect() as connection:
+        options = connection.exec_driver_sql(
+            "SELECT reloptions FROM pg_class WHERE relname = 'leaderboard'"
+        ).scalar_one()
+    assert options == ["fillfactor=70"]
