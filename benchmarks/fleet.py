@@ -85,8 +85,9 @@ class Stats:
     heartbeat_ms: list[float] = field(default_factory=list)
 
 
-def payload_for(n_gen: int) -> pb.Metrics:
-    """A result as big as a real one: 5 reps of n_gen token timestamps plus provenance."""
+def payload_for(n_gen: int, n_prompt: int) -> pb.Metrics:
+    """A result as big as a real one: 5 reps of n_gen token timestamps plus provenance,
+    its figures made from them (the coordinator recomputes them)."""
     reps = []
     for _ in range(REPS):
         start = 1_000_000
@@ -96,7 +97,7 @@ def payload_for(n_gen: int) -> pb.Metrics:
             stamps.append(now)
         reps.append(RepTiming(prefill_ns=4_000_000, token_ns=tuple(stamps), start_ns=start))
     result = summarize(reps, backend="llama_cpp", variant="Q4_K_M", model_sha256="a" * 64,
-                       threads=4, n_prompt=64, load_ms=120.0, peak_rss_mb=512.0)  # fmt: skip
+                       threads=4, n_prompt=n_prompt, load_ms=120.0, peak_rss_mb=512.0)  # fmt: skip
     result.environment = {"cpu_model": "Cortex-A76", "cores": 4, "engine_build": {"x": "y" * 200}}
     result.sensors = {"sources": ["raspberrypi"], "samples": [[0.1 * i, 5.1] for i in range(50)]}
     return metrics_message(result)
@@ -104,7 +105,7 @@ def payload_for(n_gen: int) -> pb.Metrics:
 
 async def simulated_agent(
     address: str, credential: dict[str, str], args: argparse.Namespace, stats: Stats,
-    payloads: dict[int, pb.Metrics], window: tuple[float, float], stop: asyncio.Event,
+    payloads: dict[tuple[int, int], pb.Metrics], window: tuple[float, float], stop: asyncio.Event,
 ) -> None:  # fmt: skip
     meta = ((AGENT_ID_KEY, credential["agent_id"]), (AGENT_SECRET_KEY, credential["secret"]))
     measuring = lambda: window[0] <= time.time() <= window[1]  # noqa: E731
@@ -124,7 +125,7 @@ async def simulated_agent(
 
 
 async def _session(
-    call: Any, args: argparse.Namespace, stats: Stats, payloads: dict[int, pb.Metrics],
+    call: Any, args: argparse.Namespace, stats: Stats, payloads: dict[tuple[int, int], pb.Metrics],
     measuring: Any, stop: asyncio.Event, first: bool,
 ) -> None:  # fmt: skip
     await call.write(pb.AgentMessage(hello=pb.Hello(hardware=HARDWARE)))
@@ -177,8 +178,7 @@ async def _session(
         tests = assignment.spec.workload.tests
         result = pb.RunResult(result_id=str(uuid.uuid4()), run_id=assignment.run_id,
                               lease_epoch=assignment.lease_epoch,
-                              metrics=payloads[tests.n_gen[0]])  # fmt: skip
-        result.metrics.n_prompt = tests.n_prompt[0]
+                              metrics=payloads[tests.n_gen[0], tests.n_prompt[0]])  # fmt: skip
         result.metrics.n_depth = tests.n_depth[0]  # what it measured is its run's
         result.metrics.model_sha256 = result.metrics.source_sha256 = assignment.model.sha256
         running.clear()
@@ -221,7 +221,7 @@ async def _session(
 async def simulate(args: argparse.Namespace) -> None:
     credentials = json.loads(Path(args.credentials).read_text())
     window = (args.start_at, args.start_at + args.duration)
-    payloads = {n: payload_for(n) for n in N_GEN}
+    payloads = {(g, p): payload_for(g, p) for g in N_GEN for p in N_PROMPT}
     stats, stop = Stats(), asyncio.Event()
     agents = [
         asyncio.create_task(simulated_agent(args.address, c, args, stats, payloads, window, stop))

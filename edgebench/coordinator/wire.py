@@ -15,7 +15,7 @@ from edgebench.coordinator.tables import Artifact, Run
 from edgebench.dashboard.models import JobCreate
 from edgebench.device import HardwareInfo
 from edgebench.measure.packing import pack_reps
-from edgebench.measure.record import FIELD_NAMES, NULLABLE_FIELDS, RepTiming
+from edgebench.measure.record import FIELD_NAMES, NULLABLE_FIELDS, RepTiming, summarize
 from edgebench.proto.convert import from_message, to_message
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.protocol import NAME_RE, TAG_RE
@@ -29,6 +29,12 @@ MAX_WINDOWS = 100_000
 MAX_ENVIRONMENT = 64 * 1024
 MAX_SENSORS = 8 * 1024 * 1024
 MAX_JSON_DEPTH = 16
+# The figures a result's raw per-token timestamps decide: recomputed here, never taken on
+# the agent's word (the same function made them on the agent: equal but for rounding).
+FROM_TIMESTAMPS = ("ttft_ms", "ttft_ms_std", "prefill_tps", "prefill_tps_std",
+                   "prefill_tps_ci95", "decode_tps", "decode_tps_std", "decode_tps_ci95",
+                   "decode_tps_per_core", "itl_p50_ms", "itl_p90_ms", "itl_p95_ms",
+                   "itl_p99_ms", "itl_max_ms", "e2e_ms", "e2e_ms_std")  # fmt: skip
 
 
 class WireError(ValueError):
@@ -112,8 +118,32 @@ def result_values(metrics: pb.Metrics) -> tuple[dict[str, Any], list[RepTiming]]
             raise WireError("every repetition must carry at least one token timestamp")
         if rep.prefill_ns <= 0 or stamps[0] <= 0 or list(stamps) != sorted(stamps):
             raise WireError("token timestamps must be positive and increasing")
+        if len(stamps) > 1 and stamps[-1] <= stamps[0]:
+            raise WireError("a repetition's decode must take time (its timestamps are equal)")
         timings.append(RepTiming(prefill_ns=rep.prefill_ns, token_ns=stamps, start_ns=rep.start_ns))
+    disagreement = _disagreement_with(timings, values)
+    if disagreement:
+        raise WireError(disagreement)
     return values, timings
+
+
+def _disagreement_with(timings: list[RepTiming], values: dict[str, Any]) -> str | None:
+    """Which reported figure the raw timestamps contradict, or None."""
+    if len(timings[0].token_ns) < 2:
+        return None  # no decode to speak of: the store's plausibility check refuses it
+    threads, n_prompt = values["threads"], values["n_prompt"]
+    again = summarize(timings, backend="", variant="", model_sha256="", threads=threads,
+                      n_prompt=n_prompt, load_ms=0.0, peak_rss_mb=0.0).fields()  # fmt: skip
+    for name in FROM_TIMESTAMPS:
+        said, computed = values[name], again[name]
+        if not isinstance(said, int | float) or not math.isclose(
+            said, computed, rel_tol=1e-6, abs_tol=1e-9
+        ):
+            return (
+                f"{name} {said!r} disagrees with the raw timestamps, which give "
+                f"{computed:.6g}; the result was refused"
+            )
+    return None
 
 
 def _not_finite(constant: str) -> Any:

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import pytest
 
+from edgebench.agent.wire import metrics_message
 from edgebench.coordinator.wire import WireError, result_values
+from edgebench.measure.record import RepTiming, summarize
 from edgebench.proto.v1 import agent_pb2 as pb
 
 
 def _metrics(*reps: tuple[int, list[int]]) -> pb.Metrics:
-    metrics = pb.Metrics(backend="llama_cpp", variant="F32", model_sha256="a" * 64,
-                         n_gen=len(reps[0][1]), reps=len(reps))  # fmt: skip
-    for prefill_ns, token_ns in reps:
-        metrics.rep_timings.add(prefill_ns=prefill_ns, token_ns=token_ns)
+    """A result's message as an agent makes it; figures from the timestamps where they
+    make a result (bad ones are for the checks to find)."""
+    timings = [RepTiming(prefill_ns=p, token_ns=tuple(t)) for p, t in reps]
+    try:
+        made = summarize(timings, backend="llama_cpp", variant="F32", model_sha256="a" * 64,
+                         threads=4, n_prompt=8, load_ms=1.0, peak_rss_mb=1.0)  # fmt: skip
+        metrics = metrics_message(made)
+    except (ValueError, ZeroDivisionError):
+        metrics = pb.Metrics(backend="llama_cpp", variant="F32", model_sha256="a" * 64,
+                             n_gen=len(reps[0][1]), reps=len(reps))  # fmt: skip
+        for prefill_ns, token_ns in reps:
+            metrics.rep_timings.add(prefill_ns=prefill_ns, token_ns=token_ns)
     return metrics
 
 
@@ -86,4 +96,23 @@ def test_a_window_that_is_not_a_finite_positive_time_is_refused(window: float) -
     metrics = _metrics((100, [200, 300]))
     metrics.window_s = window
     with pytest.raises(WireError, match="window_s"):
+        result_values(metrics)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("decode_tps", 1e308), ("decode_tps", 0.5), ("ttft_ms", 0.001), ("itl_p99_ms", 1.0),
+     ("prefill_tps", 9e9), ("decode_tps_per_core", 1e6)],
+)  # fmt: skip
+def test_figures_the_timestamps_contradict_are_refused(field: str, value: float) -> None:
+    metrics = _metrics((1_000_000, [2_000_000, 3_000_000, 4_500_000]))
+    result_values(metrics)  # as made: taken
+    setattr(metrics, field, value)
+    with pytest.raises(WireError, match=f"{field} .* disagrees with the raw timestamps"):
+        result_values(metrics)
+
+
+def test_a_decode_that_takes_no_time_is_refused() -> None:
+    metrics = _metrics((100, [200, 200, 200]))
+    with pytest.raises(WireError, match="decode must take time"):
         result_values(metrics)
