@@ -214,11 +214,17 @@ class AgentService(pb_grpc.AgentServiceServicer):
     async def FetchArtifact(
         self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ArtifactChunk]:
-        await self._authenticate(context)
+        agent = await self._authenticate(context)
         try:
             path = self.artifacts.path_for(check_sha256(request.sha256))
         except ArtifactError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if not await asyncio.to_thread(self.store.holds_model, agent.id, request.sha256):
+            # a model is served to the agent a live lease sends it to, and to no other
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"this agent holds no run of model {request.sha256[:12]}",
+            )
         if not path.is_file():
             known = await asyncio.to_thread(self.store.get_artifact, request.sha256)
             detail = f"no artifact {request.sha256}"

@@ -501,6 +501,17 @@ class Store:
                 out[name] = sorted(str(v) for v in connection.execute(query).scalars())
         return out
 
+    def holds_model(self, agent_id: str, sha256: str) -> bool:
+        """Whether the agent holds a live lease on a run of this model."""
+        live = col(Run.state).in_([RunState.LEASED, RunState.RUNNING])
+        with self.session() as s:
+            held = s.exec(
+                select(Run.id)
+                .where(Run.agent_id == agent_id, Run.model_sha256 == sha256, live)
+                .limit(1)
+            ).first()
+        return held is not None
+
     def live_runs(self) -> list[Run]:
         """Runs an agent holds now (leased or running)."""
         with self.session() as s:

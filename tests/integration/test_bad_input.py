@@ -223,6 +223,21 @@ def test_grpc_refuses_bad_credentials_names_and_results(coordinator: Coordinator
     channel.close()
 
 
+def test_an_agent_fetches_only_the_models_its_leases_name(
+    coordinator: Coordinator, tiny_model: Path
+) -> None:
+    queued = coordinator.cli("jobs", "submit", "--model", str(tiny_model), "--tag", "rack=zz")
+    assert queued.returncode == 0, queued.stderr  # uploaded; its run waits for rack zz
+    sha = hashlib.sha256(tiny_model.read_bytes()).hexdigest()
+    stub, metadata, channel = _enrolled_stub(coordinator)  # an agent holding no run
+    with pytest.raises(grpc.RpcError) as refused:
+        list(stub.FetchArtifact(pb.FetchArtifactRequest(sha256=sha), metadata=metadata,
+                                timeout=10))  # fmt: skip
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "holds no run of model" in (refused.value.details() or "")
+    channel.close()
+
+
 def test_sigterm_stops_the_coordinator_cleanly(tmp_path: Path) -> None:
     coord = start_coordinator(tmp_path)
     stop(coord.process)
