@@ -383,7 +383,7 @@ def report(
     )
     sha = api.upload_model(model, "gguf").sha256
     print(f"enrolling {args.agents} agents...", flush=True)
-    tokens = [api.create_token(contributor=False, expires_in_seconds=None)
+    tokens = [api.create_token(contributor=False)
               for _ in range(args.agents)]  # fmt: skip
     addresses = [address for _, address, _ in coordinators]
     credentials = asyncio.run(enroll_all(addresses[0], tokens))

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from edgebench import paths
 from edgebench.dashboard.models import (
+    TOKEN_LIFETIME_SECONDS,
     ArtifactPublic,
     DevicePublic,
     JobCancelled,
@@ -22,6 +23,7 @@ from edgebench.dashboard.models import (
     JobPublic,
     TokenCreate,
     TokenCreated,
+    TokenPublic,
 )
 from edgebench.errors import EdgebenchError
 from edgebench.modelfiles import pack_folder, tree_sha256
@@ -126,13 +128,28 @@ class CoordinatorClient:
     # ---- admin -------------------------------------------------------------------
 
     def create_token(
-        self, *, contributor: bool, expires_in_seconds: int | None, device: str | None = None
+        self,
+        *,
+        contributor: bool,
+        expires_in_seconds: int = TOKEN_LIFETIME_SECONDS,
+        device: str | None = None,
+        uses: int = 1,
     ) -> str:
         body = TokenCreate(
-            contributor=contributor, expires_in_seconds=expires_in_seconds, device=device
+            contributor=contributor,
+            expires_in_seconds=expires_in_seconds,
+            device=device,
+            uses=uses,
         )
         created = self._request("POST", "/api/v1/tokens", json=body.model_dump())
         return _one(TokenCreated, created).token
+
+    def tokens(self) -> list[TokenPublic]:
+        return _list(TokenPublic, self._request("GET", "/api/v1/tokens"))
+
+    def revoke_token(self, token_id: str) -> TokenPublic:
+        answer = self._request("POST", f"/api/v1/tokens/{_part(token_id)}/revoke")
+        return _one(TokenPublic, answer)
 
     def submit_job(self, job: JobCreate) -> JobPublic:
         body = job.model_dump(mode="json")

@@ -5,12 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from edgebench.cli.common import TokenOption, UrlOption, client, err, out, require_extras
+from edgebench.cli.common import (
+    JsonOption,
+    TokenOption,
+    UrlOption,
+    client,
+    err,
+    out,
+    print_json,
+    require_extras,
+)
+from edgebench.report import literal
 
 app = typer.Typer(help="Run the coordinator and manage enrollment tokens.", no_args_is_help=True)
 token_app = typer.Typer(help="Enrollment tokens for new agents.", no_args_is_help=True)
@@ -120,7 +132,10 @@ def token_create(
     contributor: Annotated[
         bool, typer.Option(help="Mark the agent as a contributor (lower trust).")
     ] = False,
-    expires: Annotated[str | None, typer.Option(help="Lifetime such as 30m, 12h or 7d.")] = None,
+    expires: Annotated[str, typer.Option(help="Lifetime such as 30m, 12h or 7d.")] = "24h",
+    uses: Annotated[
+        int, typer.Option(min=1, max=10_000, help="How many agents it may enroll.")
+    ] = 1,
     device: Annotated[
         str | None,
         typer.Option(
@@ -131,9 +146,47 @@ def token_create(
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Create a one-time enrollment token; prints only the token."""
-    seconds = parse_duration(expires) if expires else None
+    """Create an enrollment token; prints only the token (its terms go to stderr)."""
+    seconds = parse_duration(expires)
     created = client(url, token).create_token(
-        contributor=contributor, expires_in_seconds=seconds, device=device
+        contributor=contributor, expires_in_seconds=seconds, device=device, uses=uses
     )
     out.print(created, highlight=False)
+    enrolls = f"re-enrolls {device}" if device else f"enrolls {uses} new device(s)"
+    err.print(literal(f"valid for {expires}; {enrolls}"))
+
+
+@token_app.command("list")
+def token_list(
+    as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = None
+) -> None:
+    """Every enrollment token and its state (the tokens themselves are not kept)."""
+    tokens = client(url, token).tokens()
+    if as_json:
+        print_json([t.model_dump(mode="json") for t in tokens])
+        return
+    table = Table(title="Enrollment tokens")
+    for header in ("Id", "State", "Kind", "Uses left", "Expires (UTC)", "Last used (UTC)"):
+        table.add_column(header)
+    for t in tokens:
+        kind = "contributor" if t.contributor else "operator"
+        if t.device_name:
+            kind += f", re-enrolls {t.device_name}"
+        cells = (t.id[:8], t.state, kind, str(t.uses_left), _when(t.expires_at), _when(t.used_at))
+        table.add_row(*(literal(cell) for cell in cells))
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="Token id, or a unique prefix of it.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Revoke an enrollment token: it enrolls nothing more (enrolled agents stay)."""
+    revoked = client(url, token).revoke_token(token_id)
+    err.print(literal(f"token {revoked.id[:8]} revoked"))
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}" if moment else "-"

@@ -95,8 +95,14 @@ ID_PREFIX = re.compile(r"^[0-9a-f][0-9a-f-]{3,35}$")
 SHOWN_MATCHES = 5
 
 
+SPENT_TOKEN = "enrollment token is unknown, used up or revoked"
+
+
 def resolve_id(
-    s: Session, table: type[Job] | type[Device] | type[Result], key: str, what: str
+    s: Session,
+    table: type[Job] | type[Device] | type[Result] | type[EnrollmentToken],
+    key: str,
+    what: str,
 ) -> str:
     """The one id `key` names: the whole id, or a unique prefix of it."""
     if s.get(table, key) is not None:
@@ -223,9 +229,10 @@ class Store:
         contributor: bool = False,
         expires_at: datetime | None = None,
         device_name: str | None = None,
+        uses: int = 1,
     ) -> str:
-        """A one-time token; with `device_name`, one that re-enrolls that enrolled device
-        (a reinstalled agent) and can enroll nothing else."""
+        """A token for `uses` enrollments; with `device_name`, one that re-enrolls that
+        enrolled device (a reinstalled agent) and can enroll nothing else."""
         token = "ebe_" + secrets.token_urlsafe(24)
         with self.session(immediate=True) as s:
             if device_name is not None:
@@ -243,6 +250,7 @@ class Store:
                     contributor=contributor,
                     expires_at=expires_at,
                     device_name=device_name,
+                    uses_left=uses,
                 )
             )
             s.commit()
@@ -257,8 +265,8 @@ class Store:
                 select(EnrollmentToken).where(EnrollmentToken.token_sha256 == sha256_text(token))
             ).first()
             now = utcnow()
-            if row is None or row.used_at is not None:
-                raise StoreError("enrollment token is unknown or already used")
+            if row is None or row.uses_left < 1 or row.revoked_at is not None:
+                raise StoreError(SPENT_TOKEN)
             if row.expires_at is not None and row.expires_at < now:
                 raise StoreError("enrollment token has expired")
             device = s.exec(select(Device).where(Device.name == name)).first()
@@ -272,18 +280,44 @@ class Store:
             s.flush()
             agent = Agent(device_id=device.id, secret_sha256=sha256_text(secret))
             s.add(agent)
-            # Marks the token used only if nobody else did in the meantime.
+            # Takes a use only if one is left now (another enrollment may have taken it).
             claimed = s.exec(
                 update(EnrollmentToken)
-                .where(col(EnrollmentToken.id) == row.id, col(EnrollmentToken.used_at).is_(None))
-                .values(used_at=now, used_by_agent_id=agent.id)
+                .where(
+                    col(EnrollmentToken.id) == row.id,
+                    col(EnrollmentToken.uses_left) > 0,
+                    col(EnrollmentToken.revoked_at).is_(None),
+                )
+                .values(
+                    uses_left=EnrollmentToken.uses_left - 1,
+                    used_at=now,
+                    used_by_agent_id=agent.id,
+                )
             )
             if claimed.rowcount != 1:
                 s.rollback()
-                raise StoreError("enrollment token is unknown or already used")
+                raise StoreError(SPENT_TOKEN)
             s.commit()
         self._fleet_read_at = -math.inf  # a new device: the next check reads the fleet
         return Enrollment(agent.id, secret, device.id, device.name)
+
+    def enrollment_tokens(self) -> list[EnrollmentToken]:
+        """Every enrollment token, newest first (their secrets are not kept)."""
+        with self.session() as s:
+            newest = col(EnrollmentToken.created_at).desc()
+            return list(s.exec(select(EnrollmentToken).order_by(newest)))
+
+    def revoke_enrollment_token(self, key: str) -> EnrollmentToken:
+        """Revokes a token by id or unique id prefix: it enrolls nothing more."""
+        with self.session(immediate=True) as s:
+            token = s.get(EnrollmentToken, resolve_id(s, EnrollmentToken, key, "token"))
+            assert token is not None
+            if token.revoked_at is None:
+                token.revoked_at = utcnow()
+                s.add(token)
+            s.commit()
+            s.refresh(token)
+            return token
 
     def authenticate_agent(self, agent_id: str, secret: str) -> Agent | None:
         with self.session() as s:

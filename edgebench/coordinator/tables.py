@@ -73,7 +73,9 @@ class EnrollmentToken(SQLModel, table=True):
     device_name: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime | None = None
-    used_at: datetime | None = None
+    uses_left: int = 1  # enrollments it may still make
+    revoked_at: datetime | None = None
+    used_at: datetime | None = None  # its last use
     used_by_agent_id: str | None = None
 
 

@@ -125,9 +125,13 @@ class JobCreate(BaseModel):
         return models
 
 
+TOKEN_LIFETIME_SECONDS = 24 * 3600  # an enrollment token's default lifetime
+
+
 class TokenCreate(BaseModel):
     contributor: bool = False
-    expires_in_seconds: int | None = Field(default=None, ge=60, le=365 * 24 * 3600)
+    expires_in_seconds: int = Field(default=TOKEN_LIFETIME_SECONDS, ge=60, le=365 * 24 * 3600)
+    uses: int = Field(default=1, ge=1, le=10_000, description="how many agents it may enroll")
     device: str | None = Field(
         default=None,
         max_length=63,
@@ -137,6 +141,19 @@ class TokenCreate(BaseModel):
 
 class TokenCreated(BaseModel):
     token: str
+
+
+class TokenPublic(BaseModel):
+    """An enrollment token as the admin sees it later (its secret is not kept)."""
+
+    id: str
+    state: Literal["active", "used", "expired", "revoked"]
+    contributor: bool
+    device_name: str | None  # re-enrolls this device only
+    created_at: datetime
+    expires_at: datetime | None
+    uses_left: int
+    used_at: datetime | None
 
 
 # ---- responses -------------------------------------------------------------------

@@ -4,11 +4,13 @@ become the public models of `models.py` here, and only here."""
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 from edgebench.coordinator.store import Store
 from edgebench.coordinator.tables import (
     Artifact,
     Device,
+    EnrollmentToken,
     Job,
     Run,
     RunState,
@@ -16,6 +18,7 @@ from edgebench.coordinator.tables import (
     identity_of,
     is_online,
     trust_tier,
+    utcnow,
 )
 from edgebench.dashboard.listing import Lookup, summary
 from edgebench.dashboard.models import (
@@ -26,6 +29,7 @@ from edgebench.dashboard.models import (
     Page,
     ResultPublic,
     RunPublic,
+    TokenPublic,
 )
 from edgebench.device import hardware_class
 from edgebench.measure.packing import unpack_reps
@@ -47,6 +51,26 @@ def device_public(device: Device, current: RunPublic | None = None) -> DevicePub
         tags=json.loads(device.tags_json),
         contributor=device.contributor,
         current_run=current,
+    )
+
+
+def token(row: EnrollmentToken) -> TokenPublic:
+    state: Literal["active", "used", "expired", "revoked"] = "active"
+    if row.revoked_at is not None:
+        state = "revoked"
+    elif row.uses_left < 1:
+        state = "used"
+    elif row.expires_at is not None and row.expires_at < utcnow():
+        state = "expired"
+    return TokenPublic(
+        id=row.id,
+        state=state,
+        contributor=row.contributor,
+        device_name=row.device_name,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        uses_left=row.uses_left,
+        used_at=row.used_at,
     )
 
 

@@ -54,7 +54,7 @@ def test_wrong_enrollment_token_is_refused(coordinator: Coordinator, tmp_path: P
     result = run_cli(
         tmp_path, "agent", "enroll", "--coordinator", coordinator.grpc, "--token", "ebe_made_up"
     )
-    assert "enrollment refused: enrollment token is unknown or already used" in _one_clear_line(
+    assert "enrollment refused: enrollment token is unknown, used up or revoked" in _one_clear_line(
         result
     )
     assert not (tmp_path / "config" / "agent.json").exists()

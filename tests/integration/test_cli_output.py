@@ -15,7 +15,7 @@ import pytest
 
 from edgebench.coordinator.store import Store
 from edgebench.coordinator.tables import Run
-from tests.conftest import Coordinator, enroll_agent, start_agent, stop, wait_until
+from tests.conftest import Coordinator, enroll_agent, run_cli, start_agent, stop, wait_until
 from tests.storefill import fill
 
 pytestmark = pytest.mark.slow
@@ -156,3 +156,22 @@ def test_what_agents_wrote_reaches_the_terminal_as_plain_text(coordinator: Coord
     listed = coordinator.cli("devices", "show", device).stdout
     assert "[/bold]" in listed and "\\x1b]8;;https://evil.example/\\x07click" in listed
     assert "engine said <img src=x" in _said(coordinator.cli("jobs", "show", failed_job).stdout)
+
+
+def test_enrollment_tokens_for_people(coordinator: Coordinator, tmp_path: Path) -> None:
+    made = coordinator.cli("coordinator", "token", "create", "--uses", "3", "--expires", "2h")
+    assert made.returncode == 0 and made.stdout.strip().startswith("ebe_")
+    assert "valid for 2h; enrolls 3 new device(s)" in made.stderr
+    listed = coordinator.cli("coordinator", "token", "list")
+    said = _said(listed.stdout)
+    assert "Enrollment tokens" in said and "active operator 3" in said
+    (token,) = json.loads(coordinator.cli("coordinator", "token", "list", "--json").stdout)
+    assert token["uses_left"] == 3 and token["state"] == "active"
+    revoked = coordinator.cli("coordinator", "token", "revoke", token["id"][:8])
+    assert revoked.returncode == 0 and f"token {token['id'][:8]} revoked" in revoked.stderr
+    assert "revoked operator 3" in _said(coordinator.cli("coordinator", "token", "list").stdout)
+    refused = run_cli(tmp_path, "agent", "enroll", "--coordinator", coordinator.grpc,
+                      "--token", made.stdout.strip(), "--name", "late")  # fmt: skip
+    assert refused.returncode == 1 and "used up or revoked" in refused.stderr
+    unknown = coordinator.cli("coordinator", "token", "revoke", "zzzz")
+    assert unknown.returncode == 1 and "no token 'zzzz'" in unknown.stderr

@@ -46,4 +46,6 @@ def test_a_queued_job_of_edgebench_0_1_is_dispatched_as_submitted(tmp_path: Path
     assert (engine.threads, engine.n_batch, engine.n_ubatch) == (1, 256, 512)
     # what it asked then, not today's defaults: flash attention on, no GPU layers
     assert engine.flash_attn == FlashAttention.ON and engine.n_gpu_layers == 0
+    (used,) = store.enrollment_tokens()  # the token that enrolled old-box: spent
+    assert used.used_at is not None and used.uses_left == 0 and used.revoked_at is None
     store.close()

@@ -100,7 +100,7 @@ def _values() -> tuple[dict[str, object], bytes]:
 def test_enrollment_token_is_single_use_and_expires(store: Store) -> None:
     token = store.create_enrollment_token()
     store.enroll(token=token, name="a", hardware=HardwareInfo(), tags={})
-    with pytest.raises(StoreError, match="already used"):
+    with pytest.raises(StoreError, match="used up or revoked"):
         store.enroll(token=token, name="b", hardware=HardwareInfo(), tags={})
     expired = store.create_enrollment_token(expires_at=utcnow() - timedelta(seconds=1))
     with pytest.raises(StoreError, match="expired"):
@@ -878,3 +878,21 @@ def test_the_leaderboard_keeps_room_for_updates_in_place_on_postgresql(postgres_
             "SELECT reloptions FROM pg_class WHERE relname = 'leaderboard'"
         ).scalar_one()
     assert options == ["fillfactor=70"]
+
+
+def test_a_token_enrolls_as_many_agents_as_its_uses_until_revoked(store: Store) -> None:
+    hardware = HardwareInfo.from_flat({"cpu_model": "t", "engines": ENGINES})
+    twice = store.create_enrollment_token(uses=2)
+    for name in ("a", "b"):
+        store.enroll(token=twice, name=name, hardware=hardware, tags={})
+    with pytest.raises(StoreError, match="used up or revoked"):
+        store.enroll(token=twice, name="c", hardware=hardware, tags={})
+    spare = store.create_enrollment_token(uses=5)
+    newest = store.enrollment_tokens()[0]
+    assert newest.uses_left == 5 and newest.revoked_at is None
+    revoked = store.revoke_enrollment_token(newest.id[:8])
+    assert revoked.id == newest.id and revoked.revoked_at is not None
+    with pytest.raises(StoreError, match="used up or revoked"):
+        store.enroll(token=spare, name="d", hardware=hardware, tags={})
+    assert sorted(d.name for d in store.list_devices()) == ["a", "b"]
+    assert [t.uses_left for t in store.enrollment_tokens()] == [5, 0]

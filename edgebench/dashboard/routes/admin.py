@@ -22,6 +22,7 @@ from edgebench.dashboard.models import (
     JobPublic,
     TokenCreate,
     TokenCreated,
+    TokenPublic,
 )
 from edgebench.engines import MODEL_FORMATS
 from edgebench.modelparams import parameter_count
@@ -38,16 +39,30 @@ def _unprocessable(reason: str) -> HTTPException:
 def create_token(body: TokenCreate, store: StoreDep) -> TokenCreated:
     """A one-time enrollment token for one new agent, or (`device`) one that re-enrolls
     that device: an enrolled device's name cannot be taken by any other token."""
-    expires = (
-        utcnow() + timedelta(seconds=body.expires_in_seconds) if body.expires_in_seconds else None
-    )
+    expires = utcnow() + timedelta(seconds=body.expires_in_seconds)
     try:
         token = store.create_enrollment_token(
-            contributor=body.contributor, expires_at=expires, device_name=body.device
+            contributor=body.contributor,
+            expires_at=expires,
+            device_name=body.device,
+            uses=body.uses,
         )
     except StoreError as exc:
         raise _unprocessable(str(exc)) from exc
     return TokenCreated(token=token)
+
+
+@router.get("/tokens")
+def list_tokens(store: StoreDep) -> list[TokenPublic]:
+    """Every enrollment token and its state, newest first."""
+    return [queries.token(row) for row in store.enrollment_tokens()]
+
+
+@router.post("/tokens/{token_id}/revoke")
+def revoke_token(token_id: str, store: StoreDep) -> TokenPublic:
+    """Revokes an enrollment token (by id or unique id prefix): it enrolls nothing more;
+    agents it enrolled keep their credentials."""
+    return queries.token(store.revoke_enrollment_token(token_id))
 
 
 @router.get("/artifacts/{sha256}")
