@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from edgebench import paths
 from edgebench.agent import hardware
@@ -146,8 +147,13 @@ class Agent:
             # being set up (a stalled link can hold the welcome for seconds) is in the
             # outbox but was sent nowhere, and a work request must not overtake it (the
             # coordinator would take the run back as one this agent lost).
-            for _, payload in self.outbox.pending():
-                queue.put_nowait(pb.AgentMessage(result=pb.RunResult.FromString(payload)))
+            for result_id, payload in self.outbox.pending():
+                try:
+                    kept = pb.RunResult.FromString(payload)
+                except DecodeError as exc:
+                    self.outbox.set_aside(result_id, f"not a result message ({exc})")
+                    continue
+                queue.put_nowait(pb.AgentMessage(result=kept))
             self._send_queue = queue
             self._asked = False
             self._ask_for_work()
@@ -208,12 +214,14 @@ class Agent:
             self._send_queue.put_nowait(message)
 
     def _on_ack(self, ack: pb.ResultAck) -> None:
-        if not ack.accepted:
-            # A refusal is final (stale lease, implausible figures): keeping it would
-            # only replay it forever.
+        if ack.accepted:
+            self.outbox.remove(ack.result_id)
+        else:
+            # A refusal is final (stale lease, implausible figures): resending would only
+            # replay it forever. It is kept aside, with the reason, for a person to read.
             log.error("result %s refused by the coordinator (%s): %s", ack.result_id,
                       ack.code or "refused", ack.error)  # fmt: skip
-        self.outbox.remove(ack.result_id)
+            self.outbox.set_aside(ack.result_id, f"refused ({ack.code}): {ack.error[:2000]}")
         self._ask_for_work()  # the outbox may have room again
 
     def _ask_for_work(self) -> None:

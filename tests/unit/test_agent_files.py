@@ -42,6 +42,34 @@ def test_outbox_keeps_results_until_removed_across_reopen(tmp_path: Path) -> Non
     assert len(reopened) == 1
 
 
+def test_a_corrupt_outbox_file_is_moved_aside_and_the_agent_starts_empty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "outbox.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with caplog.at_level("WARNING", "edgebench.agent"):
+        box = Outbox(path)
+    assert len(box) == 0 and box.pending() == []
+    (aside,) = tmp_path.glob("outbox.sqlite.corrupt-*")
+    assert aside.read_bytes().startswith(b"this is not a database")
+    assert "is unreadable" in caplog.text and "moved to" in caplog.text
+    box.add("r1", "run1", b"one")
+    assert box.pending() == [("r1", b"one")]
+
+
+def test_a_row_that_cannot_be_sent_is_set_aside_with_its_reason(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.sqlite")
+    box.add("r1", "run1", b"one")
+    box.add("r2", "run2", b"two")
+    box._db.execute("UPDATE outbox SET payload = 'text, not bytes' WHERE result_id = 'r2'")
+    assert box.pending() == [("r1", b"one")]  # r2 set aside, not sent
+    box.set_aside("r1", "refused (INVALID_ARGUMENT): decode_tps disagrees")
+    assert len(box) == 0 and box.set_aside_count() == 2
+    reasons = dict(box._db.execute("SELECT result_id, reason FROM set_aside").fetchall())
+    assert reasons == {"r1": "refused (INVALID_ARGUMENT): decode_tps disagrees",
+                       "r2": "its payload is not bytes"}  # fmt: skip
+
+
 def _source(data: bytes, fail_after: int | None = None):
     calls: list[int] = []
 
