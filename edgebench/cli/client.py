@@ -144,6 +144,10 @@ class CoordinatorClient:
         created = self._request("POST", "/api/v1/tokens", json=body.model_dump())
         return _one(TokenCreated, created).token
 
+    def resume_device(self, key: str) -> DevicePublic:
+        answer = self._request("POST", f"/api/v1/devices/{_part(key)}/resume")
+        return _one(DevicePublic, answer)
+
     def tokens(self) -> list[TokenPublic]:
         return _list(TokenPublic, self._request("GET", "/api/v1/tokens"))
 

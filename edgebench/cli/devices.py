@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgebench.cli.common import JsonOption, TokenOption, UrlOption, client, out, print_json
+from edgebench.cli.common import (
+    JsonOption,
+    TokenOption,
+    UrlOption,
+    client,
+    err,
+    out,
+    print_json,
+)
 from edgebench.report import literal
 
 app = typer.Typer(help="List and inspect enrolled devices.", no_args_is_help=True)
@@ -31,7 +39,7 @@ def list_devices(
         identity = d.identity
         cells = (
             d.name,
-            "online" if d.online else "offline",
+            "unhealthy" if d.unhealthy else "online" if d.online else "offline",
             identity.cpu_model,
             f"{identity.cpu_cores_physical}/{identity.cpu_cores_logical}",
             f"{identity.ram_bytes / 2**30:.1f}",
@@ -55,9 +63,11 @@ def show_device(
     if as_json:
         print_json(device.model_dump(mode="json"))
         return
-    status = "online" if device.online else "offline"
+    status = device.status if device.unhealthy else "online" if device.online else "offline"
     seen = _when(device.last_seen_at)
     out.print(literal(f"{device.name} · {status} · last seen {seen} UTC"))
+    if device.unhealthy:
+        out.print(literal(f"{'unhealthy':>20}: {device.unhealthy} (devices resume {device.name})"))
     out.print(literal(f"{'id':>20}: {device.id}"))
     for section, shape in (("identity", device.identity), ("capabilities", device.capabilities)):
         out.print(f"{section}:", highlight=False)
@@ -70,6 +80,17 @@ def show_device(
             out.print(literal(f"{name:>20}: {shown if shown != '' else '-'}"))
     tags = ", ".join(f"{k}={v}" for k, v in device.tags.items()) or "-"
     out.print(literal(f"{'tags':>20}: {tags}"))
+
+
+@app.command("resume")
+def resume_device(
+    key: Annotated[str, typer.Argument(help="Device name or id.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Let an unhealthy device take work again (its failure history starts afresh)."""
+    device = client(url, token).resume_device(key)
+    err.print(literal(f"{device.name} takes work again ({device.status})"))
 
 
 def _when(moment: datetime | None) -> str:

@@ -22,6 +22,7 @@ class Queued:
     device_name: str | None  # pinned to this device (an --every copy, or one named device)
     selector_json: str  # "{}" = any device
     backend: str
+    failed_on_device_id: str | None = None  # a device it failed on: not that one again
 
 
 Pools = dict[str, list[Queued]]  # submitter -> their queued runs, best first

@@ -165,6 +165,9 @@ _LEASES_OF = (
         col(Run.job_id),
         col(Run.device_id),
         *(col(getattr(Run, name)) for name in ("model_sha256", *RUN_IDENTITY)),
+        col(Run.device_name),
+        col(Run.selector_json),
+        col(Run.failed_on_device_id),
     )
     .where(col(Run.id).in_(bindparam("runs", expanding=True)))
     .order_by(col(Run.id))
@@ -202,6 +205,13 @@ _REQUEUE = (
     .values(state=RunState.QUEUED, agent_id=None, lease_expires_at=None, phase="",
             error=bindparam("why"), not_before=bindparam("retry_at"))
 )  # fmt: skip
+_RETRY_ELSEWHERE = (
+    update(Run)
+    .where(_unchanged)
+    .values(state=RunState.QUEUED, agent_id=None, lease_expires_at=None, phase="",
+            error=bindparam("why"), not_before=None,
+            failed_on_device_id=bindparam("device"))
+)  # fmt: skip
 _BURY = (
     update(Run)
     .where(_unchanged)
@@ -220,6 +230,7 @@ _EXPIRE_LEASE = (
     .where(col(Run.id) == bindparam("run"), _live)
     .values(lease_expires_at=bindparam("past"))
 )
+_UNHEALTHY = select(Device.id).where(col(Device.unhealthy) != "")
 _FIRST_SUBMITTER = select(func.min(Run.submitter)).where(_queued)
 _NEXT_SUBMITTER = select(func.min(Run.submitter)).where(
     _queued, col(Run.submitter) > bindparam("after")
@@ -228,7 +239,8 @@ _out_of_backoff = or_(col(Run.not_before).is_(None), col(Run.not_before) <= bind
 _best_first = (col(Run.priority).desc(), col(Run.created_at))  # the order of ix_run_queue
 # what a claim reads of a queued run: the fields of fairshare.Queued, in order
 _QUEUED_COLUMNS = (col(Run.priority), col(Run.id), col(Run.created_at), col(Run.device_name),
-                   col(Run.selector_json), col(Run.backend))  # fmt: skip
+                   col(Run.selector_json), col(Run.backend),
+                   col(Run.failed_on_device_id))  # fmt: skip
 _POOL = (
     select_columns(*_QUEUED_COLUMNS)
     .where(_queued, col(Run.submitter) == bindparam("submitter"), _out_of_backoff)
@@ -436,6 +448,7 @@ def store_results(s: Session, items: Sequence[ResultIn]) -> list[StoreError | No
     result), else why it was refused (Conflict, StaleLease, StoreError)."""
     connection = _connection(s)
     leases = _leases_of(connection, {item.run_id for item in items})
+    leases_before = dict(leases)  # (stored runs' entries are cleared below)
     ids = sorted({item.result_id for item in items})
     known: dict[str, Any] = {
         row.id: row for row in connection.execute(_RESULTS_BY_ID, {"results": ids})
@@ -458,6 +471,7 @@ def store_results(s: Session, items: Sequence[ResultIn]) -> list[StoreError | No
         connection.execute(_INSERT_RESULT, [_without_payload(row) for row in rows])
         connection.execute(_INSERT_PAYLOAD, [_payload(row) for row in rows])
         leaderboard.record(connection, rows)
+        _record_outcomes(connection, _outcomes_of(rows, leases_before))
         finished = [{"run": r["run_id"], "reps": int(r["reps"]), "at": now} for r in rows]
         connection.execute(_SUCCEED, finished)
     return outcomes
@@ -476,6 +490,18 @@ class _Known:
     id: str
     payload_sha256: str
     run_id: str
+
+
+def _outcomes_of(rows: list[dict[str, Any]], leases: dict[str, Any]) -> list[tuple[str, str]]:
+    """Per stored result: a success for its device, and a failure for the device the run
+    first failed on (another device has now measured it: that failure was the device's)."""
+    outcomes = []
+    for row in rows:
+        failed_on = leases[row["run_id"]].failed_on_device_id
+        if failed_on is not None:
+            outcomes.append((failed_on, "F"))
+        outcomes.append((row["device_id"], "S"))
+    return outcomes
 
 
 def _result_row(item: ResultIn, lease: Any, known: dict[str, Any], now: datetime) -> Any:
@@ -520,13 +546,67 @@ def _not_of_its_run(values: dict[str, Any], run: Any) -> str | None:
 
 
 def fail_run(s: Session, *, agent_id: str, run_id: str, epoch: int, error: str) -> bool:
-    """The agent reports that the run failed; applied only under its current lease."""
+    """The agent reports that the run failed; applied only under its current lease. A
+    first failure is retried once on another healthy device that may take the run, when
+    one is enrolled: one broken or hostile agent cannot fail the queue. A second failure,
+    or one no other device could retry, is final."""
     connection = _connection(s)
     lease = _leases_of(connection, {run_id}).get(run_id)
     if not _holds(lease, agent_id, epoch):
         return False
+    assert lease is not None
+    failed_on = s.get(Device, lease.device_id)
+    if lease.failed_on_device_id is None and failed_on and _another_could_take(s, lease):
+        why = f"failed on {failed_on.name}: {error[:1800]} (retried on another device)"
+        lease_of = {"run": run_id, "epoch": epoch, "why": why, "device": lease.device_id}
+        connection.execute(_RETRY_ELSEWHERE, lease_of)
+        return True
     connection.execute(_FAIL, {"run": run_id, "why": error[:2000], "at": utcnow()})
     return True
+
+
+def _another_could_take(s: Session, run: Any) -> bool:
+    queued = Queued(0, run.id, utcnow(), run.device_name, run.selector_json, run.backend,
+                    failed_on_device_id=run.device_id)  # fmt: skip
+    others = s.exec(
+        select(Device).where(col(Device.id) != run.device_id, col(Device.unhealthy) == "")
+    )
+    return any(_fits(device)(queued) for device in others)
+
+
+# A device with this many failures (each finished by another device) among its last
+# HEALTH_WINDOW outcomes takes no work until `devices resume`.
+HEALTH_WINDOW, UNHEALTHY_FAILURES = 10, 3
+
+
+def _record_outcomes(connection: Connection, finished: list[tuple[str, str]]) -> None:
+    """(device id, "S" or "F") per outcome, oldest first: each device's history gains
+    them, and one that reaches UNHEALTHY_FAILURES failures is marked unhealthy."""
+    ids = sorted({device for device, _ in finished})
+    rows = connection.execute(
+        select(Device.id, Device.outcomes, Device.unhealthy).where(col(Device.id).in_(ids))
+    ).all()
+    history = {row.id: (row.outcomes, row.unhealthy) for row in rows}
+    for device, outcome in finished:
+        if device in history:
+            outcomes, unhealthy = history[device]
+            outcomes = (outcome + outcomes)[:HEALTH_WINDOW]
+            if not unhealthy and outcomes.count("F") >= UNHEALTHY_FAILURES:
+                unhealthy = (
+                    f"{outcomes.count('F')} of its last {len(outcomes)} runs failed here and "
+                    "succeeded on another device"
+                )
+            history[device] = (outcomes, unhealthy)
+    updates = [{"device": d, "outcomes": o, "unhealthy": u} for d, (o, u) in history.items()]
+    if updates:
+        connection.execute(_OUTCOMES, updates)
+
+
+_OUTCOMES = (
+    update(Device)
+    .where(col(Device.id) == bindparam("device"))
+    .values(outcomes=bindparam("outcomes"), unhealthy=bindparam("unhealthy"))
+)
 
 
 def _holds(lease: Any, agent_id: str, epoch: int) -> bool:
@@ -602,6 +682,8 @@ def _fits(device: Device) -> Callable[[Queued], bool]:
     def fits(run: Queued) -> bool:
         if run.device_name is not None and run.device_name != device.name:
             return False
+        if run.failed_on_device_id == device.id:
+            return False
         if not can_run(device, run.backend):
             return False
         return run.selector_json == "{}" or matches(_selector(run.selector_json), device)
@@ -657,7 +739,12 @@ def claim_runs(
     granted, _ = answer_requests(s, asks, retry_base_seconds, finishing)
     connection = _connection(s)
     now = utcnow()
-    asking = [i for i in range(len(requests)) if granted[i] is None]
+    benched = set(connection.execute(_UNHEALTHY).scalars())
+    asking = [
+        i
+        for i in range(len(requests))
+        if granted[i] is None and requests[i].device.id not in benched
+    ]
     counts: dict[str, int] | None = None
     # A first look at a few runs per submitter serves most rounds; only requests that
     # none of those fit make a second, deeper look (device selectors).

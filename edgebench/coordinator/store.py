@@ -620,6 +620,17 @@ class Store:
         with self.session() as s:
             return _device(s, key)
 
+    def resume_device(self, key: str) -> Device:
+        """An unhealthy device takes work again, with a clean history."""
+        with self.session(immediate=True) as s:
+            device = _device(s, key)
+            device.unhealthy, device.outcomes = "", ""
+            s.add(device)
+            s.commit()
+            s.refresh(device)
+        self._fleet_read_at = -math.inf
+        return device
+
     # ---- the run lifecycle's writes (coordinator/lifecycle.py) -----------------------
 
     @contextmanager

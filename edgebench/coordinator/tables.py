@@ -55,6 +55,10 @@ class Device(SQLModel, table=True):
     contributor: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     last_seen_at: datetime | None = None
+    # Its last outcomes, newest first: S a run it finished, F a run it failed that
+    # another device then finished (lifecycle.HEALTH_WINDOW of them).
+    outcomes: str = ""
+    unhealthy: str = ""  # why it takes no work until `devices resume`; "" = healthy
 
 
 class Agent(SQLModel, table=True):
@@ -125,6 +129,8 @@ class Run(SQLModel, table=True):
     lease_expires_at: datetime | None = None
     attempts: int = 0
     not_before: datetime | None = None  # retry backoff: not leased again before this
+    # the device a first failure happened on: retried elsewhere, never there again
+    failed_on_device_id: str | None = None
     phase: str = ""
     rep: int = 0
     error: str = ""

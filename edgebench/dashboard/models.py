@@ -171,7 +171,8 @@ class DevicePublic(BaseModel):
     id: str
     name: str
     online: bool
-    status: str  # offline, idle (online, no run), busy (holds a run)
+    status: str  # unhealthy (takes no work), offline, idle (online, no run), busy (holds a run)
+    unhealthy: str = ""  # why it takes no work until `devices resume`; "" = healthy
     last_seen_at: datetime | None
     identity: DeviceIdentity  # what the device is
     capabilities: DeviceCapabilities  # what it had installed when it last connected

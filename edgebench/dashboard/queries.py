@@ -42,7 +42,8 @@ def device_public(device: Device, current: RunPublic | None = None) -> DevicePub
         id=device.id,
         name=device.name,
         online=online,
-        status="offline" if not online else "busy" if current else "idle",
+        status=_status(device, online, current),
+        unhealthy=device.unhealthy,
         last_seen_at=device.last_seen_at,
         identity=identity,
         capabilities=capabilities_of(device),
@@ -52,6 +53,12 @@ def device_public(device: Device, current: RunPublic | None = None) -> DevicePub
         contributor=device.contributor,
         current_run=current,
     )
+
+
+def _status(device: Device, online: bool, current: RunPublic | None) -> str:
+    if device.unhealthy:
+        return "unhealthy"
+    return "offline" if not online else "busy" if current else "idle"
 
 
 def token(row: EnrollmentToken) -> TokenPublic:

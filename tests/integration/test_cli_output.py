@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from edgebench.coordinator.store import Store
-from edgebench.coordinator.tables import Run
+from edgebench.coordinator.tables import Device, Run
 from tests.conftest import Coordinator, enroll_agent, run_cli, start_agent, stop, wait_until
 from tests.storefill import fill
 
@@ -175,3 +175,24 @@ def test_enrollment_tokens_for_people(coordinator: Coordinator, tmp_path: Path) 
     assert refused.returncode == 1 and "used up or revoked" in refused.stderr
     unknown = coordinator.cli("coordinator", "token", "revoke", "zzzz")
     assert unknown.returncode == 1 and "no token 'zzzz'" in unknown.stderr
+
+
+def test_an_unhealthy_device_is_shown_and_resumed(coordinator: Coordinator) -> None:
+    store = Store(f"sqlite:///{coordinator.db_path}")
+    (device,) = fill(store, devices=1, results=2, samples=2).devices
+    with store.writing() as s:
+        row = s.get(Device, device.id)
+        assert row is not None
+        row.outcomes = "FFSF"
+        row.unhealthy = "3 of its last 4 runs failed here and succeeded on another device"
+        s.add(row)
+    assert f"{device.name} unhealthy" in _said(coordinator.cli("devices", "list").stdout)
+    shown = _said(coordinator.cli("devices", "show", device.name).stdout)
+    assert "unhealthy: 3 of its last 4 runs failed here" in shown
+    assert f"(devices resume {device.name})" in shown
+    resumed = coordinator.cli("devices", "resume", device.name)
+    assert resumed.returncode == 0 and f"{device.name} takes work again" in resumed.stderr
+    assert (
+        json.loads(coordinator.cli("devices", "show", device.name, "--json").stdout)["unhealthy"]
+        == ""
+    )

@@ -896,3 +896,62 @@ def test_a_token_enrolls_as_many_agents_as_its_uses_until_revoked(store: Store) 
         store.enroll(token=spare, name="d", hardware=hardware, tags={})
     assert sorted(d.name for d in store.list_devices()) == ["a", "b"]
     assert [t.uses_left for t in store.enrollment_tokens()] == [5, 0]
+
+
+def _finish(store: Store, agent: Agent, claim: Claim, result_id: str) -> None:
+    values, blob = _values()
+    values = {**values, "n_prompt": claim.run.n_prompt}
+    ops.store_result(store, agent_id=agent.id, result_id=result_id, run_id=claim.run.id,
+                     epoch=claim.run.lease_epoch, values=values, timings=blob)  # fmt: skip
+
+
+def _fail(store: Store, agent: Agent, claim: Claim) -> None:
+    assert ops.fail_run(store, agent_id=agent.id, run_id=claim.run.id,
+                        epoch=claim.run.lease_epoch, error="engine crashed")  # fmt: skip
+
+
+def test_one_failing_device_cannot_fail_the_queue(store: Store) -> None:
+    """Each run it fails is retried on another device; once three of its last runs
+    failed there and succeeded elsewhere it takes no work until resumed."""
+    broken, broken_device = _agent(store, "broken")
+    good, good_device = _agent(store, "good")
+    jobs = []
+    for n_prompt in (1, 2, 3):
+        jobs.append(_job(store, n_prompt=[n_prompt]))
+        taken = ops.claim_run(store, agent=broken, device=broken_device, lease_seconds=60)
+        assert taken is not None
+        _fail(store, broken, taken)
+        (retried,) = store.runs_of(jobs[-1].id)
+        assert retried.state == RunState.QUEUED and "failed on broken" in retried.error
+        assert ops.claim_run(store, agent=broken, device=broken_device, lease_seconds=60) is None
+        again = ops.claim_run(store, agent=good, device=good_device, lease_seconds=60)
+        assert again is not None and again.run.id == taken.run.id
+        _finish(store, good, again, f"r{n_prompt}")
+    assert "3 of its last 3 runs failed here" in store.get_device("broken").unhealthy
+    waiting = _job(store, n_prompt=[4])
+    assert ops.claim_run(store, agent=broken, device=broken_device, lease_seconds=60) is None
+    assert store.get_device("good").outcomes == "SSS"
+    store.resume_device("broken")
+    resumed = ops.claim_run(store, agent=broken, device=broken_device, lease_seconds=60)
+    assert resumed is not None and resumed.run.job_id == waiting.id
+    assert [store.runs_of(j.id)[0].state for j in jobs] == [RunState.SUCCEEDED] * 3
+
+
+def test_a_run_that_fails_on_two_devices_or_has_no_other_is_final(store: Store) -> None:
+    job = _job(store)
+    first, first_device = _agent(store, "first")
+    second, second_device = _agent(store, "second")
+    taken = ops.claim_run(store, agent=first, device=first_device, lease_seconds=60)
+    assert taken is not None
+    _fail(store, first, taken)
+    again = ops.claim_run(store, agent=second, device=second_device, lease_seconds=60)
+    assert again is not None and again.run.id == taken.run.id
+    _fail(store, second, again)
+    (run,) = store.runs_of(job.id)
+    assert run.state == RunState.FAILED  # the run's own fault: no device is blamed
+    assert store.get_device("first").outcomes == store.get_device("second").outcomes == ""
+    alone = _job(store, device="first")  # pinned: no other device may take it
+    pinned = ops.claim_run(store, agent=first, device=first_device, lease_seconds=60)
+    assert pinned is not None and pinned.run.job_id == alone.id
+    _fail(store, first, pinned)
+    assert store.runs_of(alone.id)[0].state == RunState.FAILED

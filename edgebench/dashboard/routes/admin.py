@@ -17,6 +17,7 @@ from edgebench.dashboard import queries
 from edgebench.dashboard.deps import ContextDep, StoreDep, require_admin
 from edgebench.dashboard.models import (
     ArtifactPublic,
+    DevicePublic,
     JobCancelled,
     JobCreate,
     JobPublic,
@@ -50,6 +51,13 @@ def create_token(body: TokenCreate, store: StoreDep) -> TokenCreated:
     except StoreError as exc:
         raise _unprocessable(str(exc)) from exc
     return TokenCreated(token=token)
+
+
+@router.post("/devices/{key}/resume")
+def resume_device(key: str, store: StoreDep) -> DevicePublic:
+    """An unhealthy device (too many of its recent runs failed there and succeeded
+    elsewhere) takes work again, with a clean history."""
+    return queries.device_public(store.resume_device(key))
 
 
 @router.get("/tokens")
