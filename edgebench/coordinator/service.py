@@ -18,6 +18,7 @@ from edgebench.coordinator.lifecycle import LeaseTouch, ResultIn
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store
 from edgebench.coordinator.tables import Agent
+from edgebench.coordinator.throttle import FailureBudget, peer_address
 from edgebench.coordinator.wire import (
     WireError,
     check_name,
@@ -53,6 +54,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         self.artifacts = artifacts
         self.dispatcher = dispatcher
         self.settings = settings
+        self.failures = FailureBudget()
 
     async def Enroll(
         self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext
@@ -63,6 +65,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             tags = check_tags(dict(request.tags))
         except WireError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        address = await self._not_over_budget(context)
         if not request.token:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "an enrollment token is required")
         try:
@@ -70,6 +73,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 self.store.enroll, token=request.token, name=name, hardware=hardware, tags=tags
             )
         except StoreError as exc:
+            self.failures.failed(address)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         log.info("enrolled agent %s for device %s", enrollment.agent_id, enrollment.device_name)
         return pb.EnrollResponse(
@@ -79,7 +83,20 @@ class AgentService(pb_grpc.AgentServiceServicer):
             device_name=enrollment.device_name,
         )
 
+    async def _not_over_budget(self, context: grpc.aio.ServicerContext) -> str:
+        """The caller's address, once it may try to authenticate (throttle.py)."""
+        address = peer_address(context.peer())
+        wait = self.failures.wait_seconds(address)
+        if wait:
+            context.set_trailing_metadata((("retry-after", str(wait)),))
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many failed attempts from {address}: try again in {wait} s",
+            )
+        return address
+
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> Agent:
+        address = await self._not_over_budget(context)
         metadata = {item.key: item.value for item in context.invocation_metadata() or ()}
         agent_id = str(metadata.get(AGENT_ID_KEY, ""))
         secret = str(metadata.get(AGENT_SECRET_KEY, ""))
@@ -87,6 +104,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         if agent_id and secret:
             agent = await asyncio.to_thread(self.store.authenticate_agent, agent_id, secret)
         if agent is None:
+            self.failures.failed(address)
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, "unknown agent or wrong secret: enroll again"
             )

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgebench import __version__
 from edgebench.coordinator.store import Ambiguous, NotFound
+from edgebench.coordinator.throttle import FailureBudget
 from edgebench.dashboard import pages
 from edgebench.dashboard.deps import NOT_ADMIN, ApiContext
 from edgebench.dashboard.routes import admin, read
@@ -36,6 +37,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.add_middleware(AdminBeforeBody)
     app.add_middleware(SecurityHeaders)
     app.state.context = context
+    app.state.failures = FailureBudget()  # failed admin tokens per address (throttle.py)
     app.include_router(read.router)
     app.include_router(admin.router)
     app.include_router(pages.router)
@@ -147,13 +149,27 @@ class AdminBeforeBody:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         writes = scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS")
-        if writes and scope["path"].startswith("/api/") and not await _is_admin(scope):
+        if not (writes and scope["path"].startswith("/api/")):
+            await self.app(scope, receive, send)
+            return
+        budget: FailureBudget = scope["app"].state.failures
+        address = (scope.get("client") or ("unknown", 0))[0]
+        wait = budget.wait_seconds(address)
+        if wait:
+            refusal = JSONResponse(
+                {"detail": f"too many failed attempts from {address}: try again in {wait} s"},
+                status_code=429,
+                headers={"Retry-After": str(wait)},
+            )
+        elif not await _is_admin(scope):
+            budget.failed(address)
             refusal = JSONResponse(
                 {"detail": NOT_ADMIN}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
             )
-            await refusal(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        await refusal(scope, receive, send)
 
 
 async def _is_admin(scope: Scope) -> bool:

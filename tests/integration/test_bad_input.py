@@ -278,3 +278,20 @@ def test_a_database_from_a_newer_edgebench_is_one_clear_line(tmp_path: Path) -> 
                       "--grpc-port", "0")  # fmt: skip
     line = _one_clear_line(refused)
     assert line.startswith("error: the database is at schema revision f00d")
+
+
+def test_guessing_enrollment_tokens_is_slowed_per_address(coordinator: Coordinator) -> None:
+    channel = grpc.insecure_channel(coordinator.grpc)
+    stub = pb_grpc.AgentServiceStub(channel)
+    codes = []
+    for attempt in range(21):
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Enroll(pb.EnrollRequest(token=f"ebe_guess{attempt}", name="guesser"), timeout=10)
+        codes.append(refused.value.code())
+    assert codes[:20] == [grpc.StatusCode.PERMISSION_DENIED] * 20
+    assert codes[20] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "too many failed attempts from 127.0.0.1" in (refused.value.details() or "")
+    trailing = dict(refused.value.trailing_metadata() or ())
+    assert 0 < int(trailing["retry-after"]) <= 60
+    assert _count(coordinator, "device") == 0
+    channel.close()

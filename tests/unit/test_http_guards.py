@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edgebench.coordinator.store import Store
+from edgebench.coordinator.throttle import FailureBudget, peer_address
 from edgebench.dashboard.app import create_app
 from edgebench.dashboard.deps import ApiContext
 from tests.conftest import ADMIN_TOKEN
@@ -85,3 +86,53 @@ def test_a_new_sqlite_store_is_private_to_its_owner(store: Store, tmp_path: Path
         if path.exists():
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
     assert stat.S_IMODE((tmp_path / "coordinator.db").stat().st_mode) == 0o600
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_failure_budget_refuses_for_the_rest_of_the_minute() -> None:
+    clock = Clock()
+    budget = FailureBudget(per_window=3, window_seconds=60, clock=clock)
+    for _ in range(3):
+        assert budget.wait_seconds("10.0.0.5") == 0
+        budget.failed("10.0.0.5")
+        clock.now += 10
+    assert budget.wait_seconds("10.0.0.5") == 30  # the first failure is 30 s from leaving
+    assert budget.wait_seconds("10.0.0.6") == 0  # another address is not held up
+    clock.now += 30
+    assert budget.wait_seconds("10.0.0.5") == 0
+
+
+@pytest.mark.parametrize(
+    ("peer", "address"),
+    [
+        ("ipv4:10.0.0.5:51234", "10.0.0.5"),
+        ("ipv6:[::1]:51234", "::1"),
+        ("unix:/tmp/s", "unix:/tmp/s"),
+    ],
+)
+def test_grpc_peers_are_counted_by_address_not_port(peer: str, address: str) -> None:
+    assert peer_address(peer) == address
+
+
+def test_repeated_wrong_admin_tokens_are_refused_with_a_retry_after(store: Store) -> None:
+    app = create_app(ApiContext(store))
+    clock = Clock()
+    app.state.failures = FailureBudget(per_window=3, window_seconds=60, clock=clock)
+    client = TestClient(app)
+    wrong = {"Authorization": "Bearer guessed"}
+    for _ in range(3):
+        assert client.post("/api/v1/tokens", json={}, headers=wrong).status_code == 401
+    refused = client.post("/api/v1/tokens", json={}, headers=wrong)
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "60"
+    assert "too many failed attempts" in refused.json()["detail"]
+    right = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert client.post("/api/v1/tokens", json={}, headers=right).status_code == 429  # waits too
+    clock.now += 61
+    assert client.post("/api/v1/tokens", json={}, headers=right).status_code == 201
