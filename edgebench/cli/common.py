@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -90,6 +91,11 @@ def require_extras(command: str, *extras: str) -> None:
 
 def client(url: str | None, token: str | None) -> CoordinatorClient:
     return CoordinatorClient(url, token)
+
+
+def when(moment: datetime | None, missing: str = "never") -> str:
+    """A stored UTC time as the human tables show it."""
+    return f"{moment:%Y-%m-%d %H:%M:%S}" if moment else missing
 
 
 def print_json(data: Any) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +20,7 @@ from edgebench.cli.common import (
     out,
     print_json,
     require_extras,
+    when,
 )
 from edgebench.report import literal
 
@@ -172,7 +172,14 @@ def token_list(
         kind = "contributor" if t.contributor else "operator"
         if t.device_name:
             kind += f", re-enrolls {t.device_name}"
-        cells = (t.id[:8], t.state, kind, str(t.uses_left), _when(t.expires_at), _when(t.used_at))
+        cells = (
+            t.id[:8],
+            t.state,
+            kind,
+            str(t.uses_left),
+            when(t.expires_at, "-"),
+            when(t.used_at, "-"),
+        )
         table.add_row(*(literal(cell) for cell in cells))
     out.print(table)
 
@@ -186,7 +193,3 @@ def token_revoke(
     """Revoke an enrollment token: it enrolls nothing more (enrolled agents stay)."""
     revoked = client(url, token).revoke_token(token_id)
     err.print(literal(f"token {revoked.id[:8]} revoked"))
-
-
-def _when(moment: datetime | None) -> str:
-    return f"{moment:%Y-%m-%d %H:%M}" if moment else "-"

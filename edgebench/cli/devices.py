@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -16,6 +15,7 @@ from edgebench.cli.common import (
     err,
     out,
     print_json,
+    when,
 )
 from edgebench.report import literal
 
@@ -44,7 +44,7 @@ def list_devices(
             f"{identity.cpu_cores_physical}/{identity.cpu_cores_logical}",
             f"{identity.ram_bytes / 2**30:.1f}",
             identity.arch,
-            _when(d.last_seen_at),
+            when(d.last_seen_at),
             ", ".join(sorted(d.capabilities.engines)) or "none",
         )
         table.add_row(*(literal(cell) for cell in cells))
@@ -64,7 +64,7 @@ def show_device(
         print_json(device.model_dump(mode="json"))
         return
     status = device.status if device.unhealthy else "online" if device.online else "offline"
-    seen = _when(device.last_seen_at)
+    seen = when(device.last_seen_at)
     out.print(literal(f"{device.name} · {status} · last seen {seen} UTC"))
     if device.unhealthy:
         out.print(literal(f"{'unhealthy':>20}: {device.unhealthy} (devices resume {device.name})"))
@@ -91,7 +91,3 @@ def resume_device(
     """Let an unhealthy device take work again (its failure history starts afresh)."""
     device = client(url, token).resume_device(key)
     err.print(literal(f"{device.name} takes work again ({device.status})"))
-
-
-def _when(moment: datetime | None) -> str:
-    return f"{moment:%Y-%m-%d %H:%M:%S}" if moment else "never"

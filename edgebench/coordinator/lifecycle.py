@@ -583,8 +583,13 @@ def _record_outcomes(connection: Connection, finished: list[tuple[str, str]]) ->
     """(device id, "S" or "F") per outcome, oldest first: each device's history gains
     them, and one that reaches UNHEALTHY_FAILURES failures is marked unhealthy."""
     ids = sorted({device for device, _ in finished})
+    # locked in id order, as runs are: two coordinators never wait on each other in a
+    # circle, nor overwrite each other's outcome (PostgreSQL; SQLite holds the database)
     rows = connection.execute(
-        select(Device.id, Device.outcomes, Device.unhealthy).where(col(Device.id).in_(ids))
+        select(Device.id, Device.outcomes, Device.unhealthy)
+        .where(col(Device.id).in_(ids))
+        .order_by(col(Device.id))
+        .with_for_update()
     ).all()
     history = {row.id: (row.outcomes, row.unhealthy) for row in rows}
     for device, outcome in finished:
@@ -597,7 +602,9 @@ def _record_outcomes(connection: Connection, finished: list[tuple[str, str]]) ->
                     "succeeded on another device"
                 )
             history[device] = (outcomes, unhealthy)
-    updates = [{"device": d, "outcomes": o, "unhealthy": u} for d, (o, u) in history.items()]
+    updates = [
+        {"device": d, "outcomes": o, "unhealthy": u} for d, (o, u) in sorted(history.items())
+    ]
     if updates:
         connection.execute(_OUTCOMES, updates)
 
