@@ -42,7 +42,7 @@ import httpx
 import psutil
 from sqlalchemy import create_engine, text
 
-from edgebench.agent.session import channel_options
+from edgebench.agent.transport import channel_options
 from edgebench.agent.wire import metrics_message
 from edgebench.cli.client import CoordinatorClient
 from edgebench.coordinator.tables import RunState
@@ -249,7 +249,7 @@ def start_coordinator(home: Path, db_url: str, http_workers: int = 0) -> Coordin
         process = subprocess.Popen(
             [sys.executable, "-m", "edgebench", "coordinator", "serve", "--db", db_url,
              "--grpc-port", "0", "--http-port", "0", "--lease-seconds", "60",
-             "--http-workers", str(http_workers)],
+             "--http-workers", str(http_workers), "--insecure"],
             env=env, stdout=subprocess.PIPE, stderr=log, text=True,
         )  # fmt: skip
     assert process.stdout is not None

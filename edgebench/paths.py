@@ -29,6 +29,11 @@ def data_dir() -> Path:
     return home / "data" if home else Path(platformdirs.user_data_dir(APP_NAME))
 
 
+def tls_dir() -> Path:
+    """The coordinator's certificate authority and server certificate."""
+    return data_dir() / "tls"
+
+
 def cache_dir() -> Path:
     home = _home()
     return home / "cache" if home else Path(platformdirs.user_cache_dir(APP_NAME))
@@ -48,7 +53,7 @@ def ensure(path: Path) -> Path:
 def write_private(path: Path, text: str) -> None:
     """Writes a secret readable by the owner only (0600), never briefly world-readable."""
     ensure(path.parent)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two writers never share it
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)

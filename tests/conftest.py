@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
@@ -24,6 +26,7 @@ from edgebench.modelgen import (
     cached_tiny_onnx,
     cached_tiny_onnx_export,
 )
+from edgebench.tls import split_token
 
 DATA = Path(__file__).parent / ".data"
 ADMIN_TOKEN = "eba_test_admin_token"
@@ -104,6 +107,29 @@ class Coordinator:
     http: str
     process: subprocess.Popen[str]
     db_path: Path
+    fingerprint: str | None = None  # of its TLS authority; None: plaintext (--insecure)
+
+    @property
+    def authority_pem(self) -> bytes:
+        return (self.home / "data" / "tls" / "ca.pem").read_bytes()
+
+    def channel(self) -> Any:  # grpc.Channel (in this class, `grpc` names the address)
+        """A raw client's channel, verified like an enrolled agent's."""
+        if self.fingerprint is None:
+            return grpc.insecure_channel(self.grpc)
+        return grpc.secure_channel(self.grpc, grpc.ssl_channel_credentials(self.authority_pem))
+
+    def aio_channel(self) -> Any:  # grpc.aio.Channel
+        if self.fingerprint is None:
+            return grpc.aio.insecure_channel(self.grpc)
+        credentials = grpc.ssl_channel_credentials(self.authority_pem)
+        return grpc.aio.secure_channel(self.grpc, credentials)
+
+    def token_secret(self) -> str:
+        """A new enrollment token's secret part (what a raw client sends)."""
+        token = self.cli("coordinator", "token", "create")
+        assert token.returncode == 0, token.stderr
+        return split_token(token.stdout.strip())[0]
 
     def cli(self, *args: str, token: str = ADMIN_TOKEN) -> subprocess.CompletedProcess[str]:
         return run_cli(self.home, *args, EDGEBENCH_URL=self.http, EDGEBENCH_TOKEN=token)
@@ -113,7 +139,10 @@ class Coordinator:
         largest page is asked for)."""
         if path in ("/api/v1/results", "/api/v1/devices", "/api/v1/jobs"):
             params.setdefault("limit", "500")
-        response = httpx.get(self.http + path, params=params, timeout=10)
+        verify: Any = True
+        if self.http.startswith("https://"):
+            verify = ssl.create_default_context(cadata=self.authority_pem.decode())
+        response = httpx.get(self.http + path, params=params, timeout=10, verify=verify)
         response.raise_for_status()
         body = response.json()
         if isinstance(body, dict) and set(body) >= {"items", "total", "offset", "limit"}:
@@ -123,6 +152,7 @@ class Coordinator:
 
 
 def start_coordinator(home: Path, *extra: str) -> Coordinator:
+    home.mkdir(parents=True, exist_ok=True)
     db_path = home / "coordinator.db"
     process = subprocess.Popen(
         [
@@ -150,7 +180,8 @@ def start_coordinator(home: Path, *extra: str) -> Coordinator:
         process.kill()
         raise RuntimeError("coordinator did not start: " + (home / "coordinator.log").read_text())
     fields = dict(part.split("=", 1) for part in line.split()[1:])
-    return Coordinator(home, fields["grpc"], fields["http"], process, db_path)
+    fingerprint = None if fields["ca"] == "-" else fields["ca"]
+    return Coordinator(home, fields["grpc"], fields["http"], process, db_path, fingerprint)
 
 
 def stop(process: subprocess.Popen[str]) -> None:

@@ -24,6 +24,7 @@ class TcpProxy:
         host, _, port = target.rpartition(":")
         self.target = (host, int(port))
         self.connections = 0  # accepted so far, refused ones included
+        self.recorded = bytearray()  # every byte relayed, both ways (what a wiretap sees)
         self._loop = asyncio.new_event_loop()
         self._flowing: asyncio.Event | None = None
         self._refusing = False
@@ -114,6 +115,7 @@ class TcpProxy:
         assert self._flowing is not None
         while data := await reader.read(65536):
             await self._flowing.wait()
+            self.recorded += data
             writer.write(data)
             await writer.drain()
         writer.close()

@@ -23,6 +23,9 @@ class Credential:
     secret: str
     device_id: str
     device_name: str
+    # PEM of the TLS authority every connection is verified against ("": plaintext,
+    # enrolled with a coordinator serving --insecure)
+    authority_pem: str = ""
 
 
 def credential_path() -> Path:
@@ -39,7 +42,14 @@ def load() -> Credential:
     path = credential_path()
     try:
         data = json.loads(path.read_text())
-        return Credential(**{key: str(data[key]) for key in Credential.__dataclass_fields__})
+        optional = {"authority_pem"}  # absent in credentials written before TLS
+        return Credential(
+            **{
+                key: str(data[key])
+                for key in Credential.__dataclass_fields__
+                if key in data or key not in optional
+            }
+        )
     except FileNotFoundError:
         raise NotEnrolled(
             f"this agent is not enrolled ({path} is missing): run "

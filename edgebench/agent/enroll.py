@@ -1,37 +1,52 @@
-"""Enrollment: trade a one-time token for this agent's own credential."""
+"""Enrollment: trade a one-time token for this agent's own credential, pinning the
+coordinator's TLS authority named by the token (edgebench/tls.py)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import grpc
 
 from edgebench.agent import hardware
 from edgebench.agent.credentials import Credential
-from edgebench.agent.session import channel_options
+from edgebench.agent.transport import open_channel, unreachable_reason
 from edgebench.errors import EdgebenchError
 from edgebench.proto.convert import to_message
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
+from edgebench.tls import authority_from_server, check_pinned, split_token
 
 
 class EnrollError(EdgebenchError):
     pass
 
 
-def enroll(coordinator: str, token: str, *, name: str, tags: dict[str, str]) -> Credential:
+def enroll(
+    coordinator: str,
+    token: str,
+    *,
+    name: str,
+    tags: dict[str, str],
+    insecure: bool = False,
+    authority_file: Path | None = None,
+) -> Credential:
+    secret, pinned = split_token(token)
+    authority = _authority(coordinator, pinned, authority_file)
     snapshot = hardware.snapshot()
     request = pb.EnrollRequest(
-        token=token,
+        token=secret,
         name=name or snapshot.identity.hostname,
         hardware=to_message(snapshot, pb.HardwareInfo()),
         tags=tags,
     )
-    with grpc.insecure_channel(coordinator, options=channel_options()) as channel:
+    with open_channel(coordinator, authority, insecure) as channel:
         try:
             reply = pb_grpc.AgentServiceStub(channel).Enroll(request, timeout=15)
         except grpc.RpcError as exc:
             code = exc.code()
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise EnrollError(f"coordinator not reachable at {coordinator}") from None
+                reason = unreachable_reason(coordinator, exc, plaintext=not authority)
+                raise EnrollError(reason) from None
             raise EnrollError(f"enrollment refused: {exc.details()}") from None
     return Credential(
         coordinator=coordinator,
@@ -39,4 +54,19 @@ def enroll(coordinator: str, token: str, *, name: str, tags: dict[str, str]) -> 
         secret=reply.secret,
         device_id=reply.device_id,
         device_name=reply.device_name,
+        authority_pem=authority,
     )
+
+
+def _authority(coordinator: str, pinned: str | None, authority_file: Path | None) -> str:
+    """The authority to verify the coordinator against ("": none, plaintext)."""
+    if authority_file is not None:
+        try:
+            authority = authority_file.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EnrollError(f"cannot read --ca {authority_file}: {exc}") from None
+        check_pinned(authority, pinned)
+        return authority
+    if pinned:
+        return authority_from_server(coordinator, pinned)
+    return ""

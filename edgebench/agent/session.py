@@ -25,12 +25,13 @@ from edgebench.agent.cache import ModelCache
 from edgebench.agent.credentials import Credential, NotEnrolled
 from edgebench.agent.isolation import measure_in_child
 from edgebench.agent.outbox import Outbox
+from edgebench.agent.transport import open_session_channel
 from edgebench.agent.wire import metrics_message, spec_from
 from edgebench.measure.record import BenchResult
 from edgebench.proto.convert import to_message
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
-from edgebench.protocol import AGENT_ID_KEY, AGENT_SECRET_KEY, MAX_MESSAGE_BYTES
+from edgebench.protocol import AGENT_ID_KEY, AGENT_SECRET_KEY
 from edgebench.workload import RunSpec
 
 log = logging.getLogger("edgebench.agent")
@@ -41,20 +42,6 @@ MIN_HEARTBEAT_SECONDS, MAX_HEARTBEAT_SECONDS = 1.0, 60.0
 
 class RunCancelled(Exception):
     pass
-
-
-def channel_options() -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        # Longer than the coordinator's minimum ping interval (10 s), so never a strike.
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.initial_reconnect_backoff_ms", 500),
-        ("grpc.max_reconnect_backoff_ms", 10_000),
-    ]
 
 
 def metadata(credential: Credential) -> tuple[tuple[str, str], ...]:
@@ -74,8 +61,10 @@ class Agent:
         *,
         heartbeat_seconds: float = 5.0,
         outbox_limit: int = DEFAULT_OUTBOX_LIMIT,
+        insecure: bool = False,
     ) -> None:
         self.credential = credential
+        self.insecure = insecure  # plaintext allowed beyond loopback (no saved authority)
         self.heartbeat_seconds = heartbeat_seconds
         self.outbox = Outbox(paths.data_dir() / "outbox.sqlite")
         self.outbox_limit = outbox_limit
@@ -121,9 +110,7 @@ class Agent:
             self._run_task.cancel()
 
     async def _one_session(self, stop: asyncio.Event) -> None:
-        async with grpc.aio.insecure_channel(
-            self.credential.coordinator, options=channel_options()
-        ) as channel:
+        async with open_session_channel(self.credential, self.insecure) as channel:
             stub = pb_grpc.AgentServiceStub(channel)
             self._stub = stub
             call = stub.Session(metadata=metadata(self.credential))

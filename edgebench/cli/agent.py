@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from edgebench.cli.common import err, out, parse_tags, print_json
+from edgebench.tls import refuse_plaintext
 
 app = typer.Typer(help="Enroll this device and run its agent.", no_args_is_help=True)
 
@@ -25,6 +26,16 @@ def grpc_address(text: str | None) -> str | None:
             "without a scheme (e.g. 192.168.1.10:50051; 8080 is the dashboard's port)"
         )
     return text
+
+
+InsecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Allow plaintext to a coordinator beyond loopback (it serves --insecure): "
+        "anyone on the path reads the token and the agent's secret.",
+    ),
+]
 
 
 @app.command()
@@ -40,14 +51,33 @@ def enroll(
     ],
     name: Annotated[str, typer.Option(help="Device name.", show_default="the hostname")] = "",
     tag: Annotated[list[str] | None, typer.Option(help="A key=value tag; repeat for more.")] = None,
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="The coordinator's CA certificate, for a coordinator serving certificates "
+            "of its own (--tls-cert); its own CA is found through the token.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    insecure: InsecureOption = False,
 ) -> None:
-    """Trade a one-time token for this agent's credential (saved with mode 0600)."""
+    """Trade a one-time token for this agent's credential (saved with mode 0600). The
+    token names the coordinator's TLS authority, which is pinned from then on."""
     from edgebench.agent import credentials
     from edgebench.agent.enroll import enroll as do_enroll
 
-    credential = do_enroll(coordinator, token, name=name, tags=parse_tags(tag))
+    credential = do_enroll(
+        coordinator,
+        token,
+        name=name,
+        tags=parse_tags(tag),
+        insecure=insecure,
+        authority_file=ca,
+    )
     path = credentials.save(credential)
-    err.print(f"enrolled as {credential.device_name}; credential saved to {path}")
+    how = "TLS, CA pinned" if credential.authority_pem else "plaintext"
+    err.print(f"enrolled as {credential.device_name} ({how}); credential saved to {path}")
 
 
 @app.command()
@@ -64,6 +94,7 @@ def run(
         ),
     ] = 1000,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every message.")] = False,
+    insecure: InsecureOption = False,
 ) -> None:
     """Connect to the coordinator and run benchmarks as they come, until Ctrl-C."""
     from edgebench.agent import credentials
@@ -76,7 +107,9 @@ def run(
     credential = credentials.load()
     if coordinator:
         credential = replace(credential, coordinator=coordinator)
-    agent = Agent(credential, outbox_limit=outbox_limit)
+    if not credential.authority_pem:
+        refuse_plaintext(credential.coordinator, insecure)
+    agent = Agent(credential, outbox_limit=outbox_limit, insecure=insecure)
 
     async def main() -> None:
         stop = asyncio.Event()

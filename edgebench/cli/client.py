@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import ssl
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -27,6 +29,7 @@ from edgebench.dashboard.models import (
 )
 from edgebench.errors import EdgebenchError
 from edgebench.modelfiles import pack_folder, tree_sha256
+from edgebench.tls import PUBLIC_AUTHORITY_FILE, is_loopback
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 UPLOAD_CHUNK = 1 << 20
@@ -50,12 +53,42 @@ def resolve_token(token: str | None) -> str | None:
     return saved.read_text().strip() if saved.is_file() else None
 
 
+def verification(url: str, ca: Path | None) -> ssl.SSLContext | bool:
+    """How an https:// coordinator is verified: against --ca alone when given, else the
+    system's authorities and the local coordinator's own (`coordinator ca`)."""
+    if not url.startswith("https://"):
+        return True
+    if ca is not None:
+        try:
+            return ssl.create_default_context(cafile=str(ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ClientError(f"cannot use --ca {ca}: {exc}") from None
+    context = ssl.create_default_context()
+    local = paths.tls_dir() / PUBLIC_AUTHORITY_FILE
+    if local.is_file():
+        with contextlib.suppress(OSError, ssl.SSLError):
+            context.load_verify_locations(cafile=str(local))
+    return context
+
+
+def plain_beyond_loopback(url: str) -> bool:
+    """True for an http:// URL to another host: the admin token is never sent there."""
+    parts = urlsplit(url)
+    return parts.scheme == "http" and not is_loopback(parts.hostname or "")
+
+
 class CoordinatorClient:
-    def __init__(self, url: str | None = None, token: str | None = None) -> None:
+    def __init__(
+        self, url: str | None = None, token: str | None = None, ca: Path | None = None
+    ) -> None:
         self.url = resolve_url(url)
         self.token = resolve_token(token)
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=30.0)
+        self._withheld = bool(self.token) and plain_beyond_loopback(self.url)
+        sent = self.token if self.token and not self._withheld else None
+        headers = {"Authorization": f"Bearer {sent}"} if sent else {}
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=30.0, verify=verification(self.url, ca)
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -63,8 +96,13 @@ class CoordinatorClient:
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError:
-            raise ClientError(f"coordinator not reachable at {self.url}") from None
+        except httpx.TransportError as exc:
+            raise ClientError(_unreachable(self.url, exc)) from None
+        if response.status_code == 401 and self._withheld:
+            raise ClientError(
+                f"the admin token is never sent over plain HTTP to {urlsplit(self.url).hostname}:"
+                " use the coordinator's https:// URL (it serves HTTPS beyond loopback)"
+            )
         if response.status_code == 401:
             raise ClientError("admin token missing or wrong: set EDGEBENCH_TOKEN or pass --token")
         if response.status_code >= 400:
@@ -121,8 +159,8 @@ class CoordinatorClient:
                     response.read()
                     raise ClientError(_detail(response))
                 rows = [_row(line) for line in response.iter_lines() if line.strip()]
-        except httpx.TransportError:
-            raise ClientError(f"coordinator not reachable at {self.url}") from None
+        except httpx.TransportError as exc:
+            raise ClientError(_unreachable(self.url, exc)) from None
         return rows
 
     # ---- admin -------------------------------------------------------------------
@@ -246,3 +284,13 @@ def _detail(response: httpx.Response) -> str:
             parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
         return "invalid request: " + "; ".join(parts)
     return str(detail)
+
+
+def _unreachable(url: str, error: httpx.TransportError) -> str:
+    if isinstance(error, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(error):
+        return (
+            f"cannot verify {url}: its certificate is not from a CA this CLI trusts; "
+            "get the coordinator's with `edgebench coordinator ca > ca.pem` and pass --ca "
+            "ca.pem (or set EDGEBENCH_CA)"
+        )
+    return f"coordinator not reachable at {url}"

@@ -40,6 +40,17 @@ TokenOption = Annotated[
         help="Admin token.",
     ),
 ]
+CaOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca",
+        envvar="EDGEBENCH_CA",
+        show_envvar=True,
+        show_default="the local coordinator's CA, then the system's",
+        help="CA certificate to verify an https:// coordinator with (`coordinator ca`).",
+        dir_okay=False,
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 OutputOption = Annotated[
@@ -89,8 +100,8 @@ def require_extras(command: str, *extras: str) -> None:
                 ) from None
 
 
-def client(url: str | None, token: str | None) -> CoordinatorClient:
-    return CoordinatorClient(url, token)
+def client(url: str | None, token: str | None, ca: Path | None = None) -> CoordinatorClient:
+    return CoordinatorClient(url, token, ca)
 
 
 def when(moment: datetime | None, missing: str = "never") -> str:

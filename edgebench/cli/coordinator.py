@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from edgebench.cli.common import (
+    CaOption,
     JsonOption,
     TokenOption,
     UrlOption,
@@ -86,8 +87,47 @@ def serve(
             show_envvar=True,
         ),
     ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve agents in plaintext (no TLS): tokens and agent secrets cross the "
+            "network readable. Only for a network you trust entirely.",
+        ),
+    ] = False,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own certificate chain (PEM) instead of the coordinator's own CA; "
+            "agents then enroll with --ca YOUR_CA.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(help="The key of --tls-cert (PEM).", exists=True, dir_okay=False),
+    ] = None,
+    tls_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another name or address agents reach this coordinator by (beyond the "
+            "hostname, hostname.local and the bound addresses); repeat for more.",
+        ),
+    ] = None,
+    https: Annotated[
+        bool | None,
+        typer.Option(
+            "--https/--no-https",
+            help="Serve the dashboard over HTTPS with the same certificate.",
+            show_default="when bound beyond loopback",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the gRPC service for agents and the dashboard with its JSON API."""
+    """Serve the gRPC service for agents and the dashboard with its JSON API.
+
+    Agents connect over TLS: on first start the coordinator makes its own certificate
+    authority in its data dir, and every enrollment token carries its fingerprint."""
     require_extras("coordinator serve", "coordinator")
     from edgebench.coordinator.server import Ready
     from edgebench.coordinator.server import serve as serve_forever
@@ -107,6 +147,11 @@ def serve(
         lease_seconds=lease_seconds,
         reap_seconds=reap_seconds,
         http_workers=http_workers,
+        insecure=insecure,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_names=tuple(tls_name or ()),
+        https=https,
     )
 
     def ready(info: Ready) -> None:
@@ -114,8 +159,13 @@ def serve(
             note = "shown once; also saved for the local CLI"
             err.print(f"admin token ({note}): {info.admin_token_created}")
         err.print(f"dashboard at {info.http_url} · agents connect to {info.grpc_address}")
+        if info.authority_fingerprint:
+            err.print(f"TLS: CA sha256 {info.authority_fingerprint} (tokens carry it)")
+        else:
+            err.print("[bold red]warning:[/] agents connect in plaintext (--insecure)")
         # One machine-readable line, for scripts and tests.
-        print(f"READY grpc={info.grpc_address} http={info.http_url}", flush=True)
+        line = f"READY grpc={info.grpc_address} http={info.http_url}"
+        print(f"{line} ca={info.authority_fingerprint or '-'}", flush=True)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -125,6 +175,33 @@ def serve(
         await serve_forever(settings, admin_token=admin_token, on_ready=ready, stop=stop)
 
     asyncio.run(main())
+
+
+@app.command("ca")
+def show_ca(
+    tls_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the coordinator keeps its TLS files.", show_default="in the data dir"
+        ),
+    ] = None,
+    fingerprint: Annotated[
+        bool, typer.Option("--fingerprint", help="Print only the sha256 fingerprint.")
+    ] = False,
+) -> None:
+    """Print the coordinator's CA certificate (PEM), to trust its HTTPS elsewhere:
+    `edgebench coordinator ca > ca.pem`, then `--ca ca.pem` or EDGEBENCH_CA=ca.pem."""
+    require_extras("coordinator ca", "coordinator")
+    from edgebench.coordinator.certificates import read_authority
+    from edgebench.coordinator.settings import default_tls_dir
+    from edgebench.tls import pem_fingerprint
+
+    authority = read_authority(tls_dir or default_tls_dir())
+    if fingerprint:
+        print(pem_fingerprint(authority))
+        return
+    print(authority, end="")
+    err.print(f"sha256 fingerprint: {pem_fingerprint(authority)}")
 
 
 @token_app.command("create")
@@ -145,10 +222,11 @@ def token_create(
     ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca: CaOption = None,
 ) -> None:
     """Create an enrollment token; prints only the token (its terms go to stderr)."""
     seconds = parse_duration(expires)
-    created = client(url, token).create_token(
+    created = client(url, token, ca).create_token(
         contributor=contributor, expires_in_seconds=seconds, device=device, uses=uses
     )
     out.print(created, highlight=False)
@@ -158,10 +236,13 @@ def token_create(
 
 @token_app.command("list")
 def token_list(
-    as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = None
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
 ) -> None:
     """Every enrollment token and its state (the tokens themselves are not kept)."""
-    tokens = client(url, token).tokens()
+    tokens = client(url, token, ca).tokens()
     if as_json:
         print_json([t.model_dump(mode="json") for t in tokens])
         return
@@ -189,7 +270,8 @@ def token_revoke(
     token_id: Annotated[str, typer.Argument(help="Token id, or a unique prefix of it.")],
     url: UrlOption = None,
     token: TokenOption = None,
+    ca: CaOption = None,
 ) -> None:
     """Revoke an enrollment token: it enrolls nothing more (enrolled agents stay)."""
-    revoked = client(url, token).revoke_token(token_id)
+    revoked = client(url, token, ca).revoke_token(token_id)
     err.print(literal(f"token {revoked.id[:8]} revoked"))

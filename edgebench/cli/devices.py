@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from edgebench.cli.common import (
+    CaOption,
     JsonOption,
     TokenOption,
     UrlOption,
@@ -24,10 +25,13 @@ app = typer.Typer(help="List and inspect enrolled devices.", no_args_is_help=Tru
 
 @app.command("list")
 def list_devices(
-    as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = None
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
 ) -> None:
     """Every enrolled device and whether it is online."""
-    devices = client(url, token).devices()
+    devices = client(url, token, ca).devices()
     if as_json:
         print_json([d.model_dump(mode="json") for d in devices])
         return
@@ -57,9 +61,10 @@ def show_device(
     as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca: CaOption = None,
 ) -> None:
     """One device: what it is, what it can run, its tags."""
-    device = client(url, token).device(key)
+    device = client(url, token, ca).device(key)
     if as_json:
         print_json(device.model_dump(mode="json"))
         return
@@ -87,7 +92,8 @@ def resume_device(
     key: Annotated[str, typer.Argument(help="Device name or id.")],
     url: UrlOption = None,
     token: TokenOption = None,
+    ca: CaOption = None,
 ) -> None:
     """Let an unhealthy device take work again (its failure history starts afresh)."""
-    device = client(url, token).resume_device(key)
+    device = client(url, token, ca).resume_device(key)
     err.print(literal(f"{device.name} takes work again ({device.status})"))

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from edgebench.cli.client import CoordinatorClient
 from edgebench.cli.common import (
+    CaOption,
     JsonOption,
     TokenOption,
     UrlOption,
@@ -151,6 +152,7 @@ def submit(
     llama_bench: Annotated[str | None, typer.Option("--llama-bench", hidden=True)] = None,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca: CaOption = None,
 ) -> None:
     """Queue a benchmark job (a matrix of models x backends x variants x sizes); prints
     only its id (then, with --wait, the result table). Takes the workload options of
@@ -174,7 +176,7 @@ def submit(
             "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
             param_hint="--submitter",
         )
-    api = client(url, token)
+    api = client(url, token, ca)
     shas = [_upload(api, path, fmt) for path, fmt in zip(model, formats, strict=True)]
     request = JobCreate(
         models=shas, backends=backend or [], variants=variant or [""], workload=workload,
@@ -230,10 +232,13 @@ def _progress(job: JobPublic) -> str:
 
 @app.command("list")
 def list_jobs(
-    as_json: JsonOption = False, url: UrlOption = None, token: TokenOption = None
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
 ) -> None:
     """The newest jobs first."""
-    jobs = client(url, token).jobs()
+    jobs = client(url, token, ca).jobs()
     if as_json:
         print_json([j.model_dump(mode="json") for j in jobs])
         return
@@ -263,9 +268,10 @@ def show(
     as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca: CaOption = None,
 ) -> None:
     """A job, its runs and its results."""
-    api = client(url, token)
+    api = client(url, token, ca)
     job = api.job(job_id)
     if as_json:
         print_json(job.model_dump(mode="json"))
@@ -306,9 +312,10 @@ def watch(
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca: CaOption = None,
 ) -> None:
     """Follow a job until it finishes, then print its results."""
-    api = client(url, token)
+    api = client(url, token, ca)
     print_job_results(api, wait_for_job(api, job_id, timeout))
 
 
@@ -317,10 +324,11 @@ def cancel(
     job_id: Annotated[str, typer.Argument(help="Job id, or a unique prefix of it.")],
     url: UrlOption = None,
     token: TokenOption = None,
+    ca: CaOption = None,
 ) -> None:
     """Cancel the runs of a job that have not finished; a running run stops on its agent
     within a heartbeat. Finished runs keep their results."""
-    cancelled = client(url, token).cancel_job(job_id)
+    cancelled = client(url, token, ca).cancel_job(job_id)
     job, count = cancelled.job, cancelled.cancelled_runs
     kept = sum(run.state == "succeeded" for run in job.runs)
     if count == 0:

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from edgebench.cli.common import (
+    CaOption,
     OutFileOption,
     TokenOption,
     UrlOption,
@@ -34,11 +35,12 @@ def export(
     format_alias: Annotated[str | None, typer.Option("--format", "-f", hidden=True)] = None,
     url: UrlOption = None,
     token: TokenOption = None,
+    ca: CaOption = None,
 ) -> None:
     """Write results as csv (every field), md (the compact table), json or jsonl (every
     field, provenance and the raw token timings)."""
     output = format_alias or output
     check_output_format(output)
     detail = output in ("json", "jsonl")
-    rows = client(url, token).result_rows(job_id=job, device=device, detail=detail)
+    rows = client(url, token, ca).result_rows(job_id=job, device=device, detail=detail)
     write_output(render(rows, output), out_file)

@@ -28,6 +28,7 @@ from typing import Any
 import uvicorn
 
 from edgebench.coordinator.artifacts import ArtifactFiles
+from edgebench.coordinator.certificates import ServerTls, serves_https
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store
 from edgebench.dashboard.app import create_app
@@ -52,11 +53,28 @@ class HttpServer(uvicorn.Server):
         yield
 
 
-def http_server(context: ApiContext) -> HttpServer:
+def http_server(context: ApiContext, https: ServerTls | None = None) -> HttpServer:
+    """The HTTP app's server; `https`: TLS with that material's certificate and key."""
     config = uvicorn.Config(
-        create_app(context), log_level="warning", lifespan="off", access_log=False
+        create_app(context),
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        ssl_certfile=https.combined_file if https else None,
     )
     return HttpServer(config)
+
+
+def api_context(
+    settings: CoordinatorSettings, store: Store, tls: ServerTls | None, hooks: ApiHooks
+) -> ApiContext:
+    return ApiContext(
+        store,
+        ArtifactFiles(settings.artifact_dir),
+        settings.max_artifact_bytes,
+        hooks,
+        authority_fingerprint=tls.fingerprint if tls else None,
+    )
 
 
 # ---- in a worker -----------------------------------------------------------------------
@@ -84,22 +102,28 @@ class _HookSender:
 
 
 def _worker_main(
-    settings: CoordinatorSettings, sock: socket.socket, connection: Connection, parent: int
+    settings: CoordinatorSettings,
+    tls: ServerTls | None,
+    sock: socket.socket,
+    connection: Connection,
+    parent: int,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the coordinator stops us
     os.nice(WORKER_NICENESS)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    asyncio.run(_serve_in_worker(settings, sock, _HookSender(connection), parent))
+    asyncio.run(_serve_in_worker(settings, tls, sock, _HookSender(connection), parent))
 
 
 async def _serve_in_worker(
-    settings: CoordinatorSettings, sock: socket.socket, sender: _HookSender, parent: int
+    settings: CoordinatorSettings,
+    tls: ServerTls | None,
+    sock: socket.socket,
+    sender: _HookSender,
+    parent: int,
 ) -> None:
     store = Store(settings.db_url, retry_base_seconds=settings.retry_base_seconds)
-    context = ApiContext(
-        store, ArtifactFiles(settings.artifact_dir), settings.max_artifact_bytes, sender.hooks()
-    )
-    server = http_server(context)
+    context = api_context(settings, store, tls, sender.hooks())
+    server = http_server(context, tls if serves_https(settings) else None)
     loop = asyncio.get_running_loop()
 
     def exit_soon() -> None:
@@ -141,11 +165,13 @@ class HttpWorkers:
     def __init__(
         self,
         settings: CoordinatorSettings,
+        tls: ServerTls | None,
         sock: socket.socket,
         hooks: ApiHooks,
         count: int,
     ) -> None:
         self._settings = settings
+        self._tls = tls
         self._sock = sock
         self._hooks = hooks
         self._count = count
@@ -184,7 +210,7 @@ class HttpWorkers:
         receive, send = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_worker_main,
-            args=(self._settings, self._sock, send, os.getpid()),
+            args=(self._settings, self._tls, self._sock, send, os.getpid()),
             name=f"edgebench-http-{slot}",
             daemon=True,
         )

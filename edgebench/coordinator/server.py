@@ -16,9 +16,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edgebench import paths
+from edgebench.coordinator import certificates
 from edgebench.coordinator.artifacts import ArtifactFiles
+from edgebench.coordinator.certificates import ServerTls
 from edgebench.coordinator.dispatch import Dispatcher
-from edgebench.coordinator.httpworkers import HttpWorkers, http_server
+from edgebench.coordinator.httpworkers import HttpWorkers, api_context, http_server
 from edgebench.coordinator.service import AgentService
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store
@@ -39,6 +41,7 @@ class Ready:
     grpc_address: str
     http_url: str
     admin_token_created: str | None
+    authority_fingerprint: str | None  # None: the agent port is plaintext (--insecure)
 
 
 def bind_socket(host: str, port: int, what: str) -> socket.socket:
@@ -95,12 +98,13 @@ async def serve(
         # gRPC's own bind failure is logged by its core as a multi-line error; checking
         # first gives the user one clear line instead.
         bind_socket(settings.host, settings.grpc_port, "gRPC").close()
+    tls = certificates.for_settings(settings)
     http_socket = bind_http_socket(settings.host, settings.http_port)
     server = grpc.aio.server(options=grpc_server_options(settings))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
-        grpc_port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        grpc_port = _add_port(server, f"{settings.host}:{settings.grpc_port}", tls)
     except RuntimeError:
         grpc_port = 0
     if grpc_port == 0:
@@ -139,7 +143,7 @@ async def serve(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     try:
         http_task, stop_http = await _start_http(
-            settings, http_socket, ApiContext(store, artifacts, settings.max_artifact_bytes, hooks)
+            settings, tls, http_socket, api_context(settings, store, tls, hooks)
         )
     except BaseException:
         await server.stop(grace=None)
@@ -151,12 +155,14 @@ async def serve(
     dispatching = asyncio.create_task(dispatcher.run_forever())
     touching = asyncio.create_task(dispatcher.flush_touches_forever())
     collecting = asyncio.create_task(_short_garbage_collections())
+    scheme = "https" if certificates.serves_https(settings) else "http"
     if on_ready:
         on_ready(
             Ready(
                 grpc_address=f"{settings.host}:{grpc_port}",
-                http_url=f"http://{settings.host}:{http_port}",
+                http_url=f"{scheme}://{_url_host(settings.host)}:{http_port}",
                 admin_token_created=created,
+                authority_fingerprint=tls.fingerprint if tls else None,
             )
         )
     try:
@@ -176,16 +182,32 @@ async def serve(
         store.close()
 
 
+def _add_port(server: grpc.aio.Server, address: str, tls: ServerTls | None) -> int:
+    if tls is None:
+        log.warning("the agent port %s is plaintext (--insecure): tokens and secrets "
+                    "cross the network readable by anyone on the path", address)  # fmt: skip
+        return int(server.add_insecure_port(address))
+    credentials = grpc.ssl_server_credentials([(tls.key_pem, tls.chain_pem)])
+    return int(server.add_secure_port(address, credentials))
+
+
+def _url_host(host: str) -> str:
+    """A bound address as a URL's host part (bound to all: loopback is one of them)."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 async def _start_http(
-    settings: CoordinatorSettings, sock: socket.socket, context: ApiContext
+    settings: CoordinatorSettings, tls: ServerTls | None, sock: socket.socket, context: ApiContext
 ) -> tuple[asyncio.Task[None], Callable[[], Awaitable[None]]]:
     """Serves the HTTP app on this loop, or starts its worker processes; returns the task
     that ends when serving has ended and what makes it end."""
     if settings.http_workers:
-        workers = HttpWorkers(settings, sock, context.hooks, settings.http_workers)
+        workers = HttpWorkers(settings, tls, sock, context.hooks, settings.http_workers)
         await workers.start()
         return asyncio.create_task(workers.supervise_forever()), workers.stop
-    http = http_server(context)
+    http = http_server(context, tls if certificates.serves_https(settings) else None)
     serving = asyncio.create_task(http.serve(sockets=[sock]))
     while not http.started and not serving.done():
         await asyncio.sleep(0.01)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgebench import paths
@@ -15,6 +15,10 @@ def default_db_url() -> str:
 
 def default_artifact_dir() -> Path:
     return paths.data_dir() / "artifacts"
+
+
+def default_tls_dir() -> Path:
+    return paths.tls_dir()
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,14 @@ class CoordinatorSettings:
     max_artifact_bytes: int = 64 * 1024 * 1024 * 1024
     # 0: the HTTP app shares the agents' event loop; N: it runs in N processes of its own.
     http_workers: int = 0
+    # TLS on the agent port (and HTTPS beyond loopback) unless `insecure`: the own
+    # authority in `tls_dir`, or the operator's `tls_cert` chain and `tls_key`.
+    insecure: bool = False
+    tls_dir: Path = field(default_factory=default_tls_dir)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_names: tuple[str, ...] = ()  # more names the server certificate is valid for
+    https: bool | None = None  # None: HTTPS exactly when bound beyond loopback
 
     @property
     def heartbeat_seconds(self) -> int:

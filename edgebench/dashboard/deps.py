@@ -37,6 +37,8 @@ class ApiContext:
     artifacts: ArtifactFiles | None = None  # None: uploads are refused (a read-only app)
     max_artifact_bytes: int = 64 * 1024**3
     hooks: ApiHooks = ApiHooks()
+    # sha256 of the TLS authority agents pin; new enrollment tokens carry it
+    authority_fingerprint: str | None = None
 
 
 def get_context(request: Request) -> ApiContext:

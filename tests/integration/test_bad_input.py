@@ -51,8 +51,9 @@ def test_wrong_admin_token_is_refused(coordinator: Coordinator, tiny_model: Path
 
 
 def test_wrong_enrollment_token_is_refused(coordinator: Coordinator, tmp_path: Path) -> None:
+    made_up = f"ebe_made_up.{coordinator.fingerprint}"
     result = run_cli(
-        tmp_path, "agent", "enroll", "--coordinator", coordinator.grpc, "--token", "ebe_made_up"
+        tmp_path, "agent", "enroll", "--coordinator", coordinator.grpc, "--token", made_up
     )
     assert "enrollment refused: enrollment token is unknown, used up or revoked" in _one_clear_line(
         result
@@ -61,6 +62,10 @@ def test_wrong_enrollment_token_is_refused(coordinator: Coordinator, tmp_path: P
     assert _count(coordinator, "device") == 0 and _count(coordinator, "agent") == 0
     not_enrolled = run_cli(tmp_path, "agent", "run")
     assert "not enrolled" in _one_clear_line(not_enrolled)
+    # a token cut at its fingerprint would try plaintext: the error says what is missing
+    cut = run_cli(tmp_path, "agent", "enroll", "--coordinator", coordinator.grpc, "--token",
+                  "ebe_made_up")  # fmt: skip
+    assert "speaks TLS: enroll with the whole token" in _one_clear_line(cut)
 
 
 def test_missing_or_non_gguf_model_is_refused(coordinator: Coordinator, tmp_path: Path) -> None:
@@ -151,8 +156,8 @@ def test_unreachable_coordinator_and_busy_port(coordinator: Coordinator, tmp_pat
 def _enrolled_stub(
     coordinator: Coordinator,
 ) -> tuple[pb_grpc.AgentServiceStub, tuple[tuple[str, str], ...], grpc.Channel]:
-    token = coordinator.cli("coordinator", "token", "create").stdout.strip()
-    channel = grpc.insecure_channel(coordinator.grpc)
+    token = coordinator.token_secret()
+    channel = coordinator.channel()
     stub = pb_grpc.AgentServiceStub(channel)
     reply = stub.Enroll(pb.EnrollRequest(token=token, name="raw-agent"), timeout=10)
     metadata = (
@@ -281,7 +286,7 @@ def test_a_database_from_a_newer_edgebench_is_one_clear_line(tmp_path: Path) -> 
 
 
 def test_guessing_enrollment_tokens_is_slowed_per_address(coordinator: Coordinator) -> None:
-    channel = grpc.insecure_channel(coordinator.grpc)
+    channel = coordinator.channel()
     stub = pb_grpc.AgentServiceStub(channel)
     codes = []
     for attempt in range(21):

@@ -65,12 +65,12 @@ def test_a_retried_work_request_gets_the_same_lease(
     reaping_coordinator: Coordinator, tiny_model: Path
 ) -> None:
     coord = reaping_coordinator
-    token = coord.cli("coordinator", "token", "create").stdout.strip()
+    token = coord.token_secret()
     submitted = coord.cli("jobs", "submit", "--model", str(tiny_model), "-p", "8", "-n", "4")
     assert submitted.returncode == 0, submitted.stderr
 
     async def scenario() -> None:
-        async with grpc.aio.insecure_channel(coord.grpc) as channel:
+        async with coord.aio_channel() as channel:
             agent_id, secret = await _enroll(channel, token)
             first = RawAgent(channel, agent_id, secret)
             await first.open()

@@ -97,7 +97,7 @@ def test_workers_serve_relay_the_hooks_and_are_replaced_when_they_die(
     async def scenario() -> list[int]:
         sock = bind_http_socket("127.0.0.1", 0)
         base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        workers = HttpWorkers(_settings(url, tmp_path), sock, heard.hooks(), 2)
+        workers = HttpWorkers(_settings(url, tmp_path), None, sock, heard.hooks(), 2)
         await workers.start()
         supervising = asyncio.create_task(workers.supervise_forever())
         first = workers.pids
@@ -135,7 +135,9 @@ def test_a_worker_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
     async def scenario() -> None:
         sock = bind_http_socket("127.0.0.1", 0)
         try:
-            await HttpWorkers(_settings(unreachable, tmp_path, 1), sock, ApiHooks(), 1).start()
+            await HttpWorkers(
+                _settings(unreachable, tmp_path, 1), None, sock, ApiHooks(), 1
+            ).start()
         finally:
             sock.close()
 
@@ -149,7 +151,7 @@ def test_a_message_not_understood_is_logged_and_ignored(
     heard = Heard()
     sock = bind_http_socket("127.0.0.1", 0)
     sock.close()
-    workers = HttpWorkers(_settings("sqlite://", tmp_path), sock, heard.hooks(), 0)
+    workers = HttpWorkers(_settings("sqlite://", tmp_path), None, sock, heard.hooks(), 0)
     worker = type("W", (), {"slot": 3})()
     for message in (b"{", b'["launch", 1]', b'["runs_cancelled", [[1]]]', b"[1, 2, 3]"):
         with caplog.at_level(logging.WARNING, "edgebench.coordinator"):

@@ -27,6 +27,7 @@ from edgebench.dashboard.models import (
 )
 from edgebench.engines import MODEL_FORMATS
 from edgebench.modelparams import parameter_count
+from edgebench.tls import token_with_fingerprint
 
 router = APIRouter(prefix="/api/v1", tags=["admin"], dependencies=[Depends(require_admin)])
 _FORMAT = f"^({'|'.join(MODEL_FORMATS)})$"
@@ -37,9 +38,11 @@ def _unprocessable(reason: str) -> HTTPException:
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED)
-def create_token(body: TokenCreate, store: StoreDep) -> TokenCreated:
+def create_token(body: TokenCreate, context: ContextDep) -> TokenCreated:
     """A one-time enrollment token for one new agent, or (`device`) one that re-enrolls
-    that device: an enrolled device's name cannot be taken by any other token."""
+    that device: an enrolled device's name cannot be taken by any other token. Behind its
+    last '.' it carries the fingerprint of the TLS authority the agent pins."""
+    store = context.store
     expires = utcnow() + timedelta(seconds=body.expires_in_seconds)
     try:
         token = store.create_enrollment_token(
@@ -50,7 +53,7 @@ def create_token(body: TokenCreate, store: StoreDep) -> TokenCreated:
         )
     except StoreError as exc:
         raise _unprocessable(str(exc)) from exc
-    return TokenCreated(token=token)
+    return TokenCreated(token=token_with_fingerprint(token, context.authority_fingerprint))
 
 
 @router.post("/devices/{key}/resume")
