@@ -103,6 +103,8 @@ class CoordinatorClient:
                 f"the admin token is never sent over plain HTTP to {urlsplit(self.url).hostname}:"
                 " use the coordinator's https:// URL (it serves HTTPS beyond loopback)"
             )
+        if response.status_code == 401 and method == "GET":  # reads that need a token
+            raise ClientError(f"{_detail(response)}; set EDGEBENCH_TOKEN or pass --token")
         if response.status_code == 401:
             raise ClientError("admin token missing or wrong: set EDGEBENCH_TOKEN or pass --token")
         if response.status_code >= 400:
@@ -172,12 +174,14 @@ class CoordinatorClient:
         expires_in_seconds: int = TOKEN_LIFETIME_SECONDS,
         device: str | None = None,
         uses: int = 1,
+        viewer: bool = False,
     ) -> str:
         body = TokenCreate(
             contributor=contributor,
             expires_in_seconds=expires_in_seconds,
             device=device,
             uses=uses,
+            viewer=viewer,
         )
         created = self._request("POST", "/api/v1/tokens", json=body.model_dump())
         return _one(TokenCreated, created).token

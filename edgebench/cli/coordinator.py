@@ -26,7 +26,9 @@ from edgebench.cli.common import (
 from edgebench.report import literal
 
 app = typer.Typer(help="Run the coordinator and manage enrollment tokens.", no_args_is_help=True)
-token_app = typer.Typer(help="Enrollment tokens for new agents.", no_args_is_help=True)
+token_app = typer.Typer(
+    help="Enrollment tokens for new agents, and viewer tokens for people.", no_args_is_help=True
+)
 app.add_typer(token_app, name="token")
 
 
@@ -123,6 +125,22 @@ def serve(
             show_default="when bound beyond loopback",
         ),
     ] = None,
+    public: Annotated[
+        bool,
+        typer.Option(
+            "--public",
+            help="Anyone who reaches the dashboard and API may read them (a public "
+            "leaderboard), even beyond loopback. Writes still need the admin token.",
+        ),
+    ] = False,
+    private: Annotated[
+        bool,
+        typer.Option(
+            "--private",
+            help="Reads need a viewer or admin token even on loopback (behind a reverse "
+            "proxy). Default: open on loopback, token beyond it.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the gRPC service for agents and the dashboard with its JSON API.
 
@@ -137,6 +155,8 @@ def serve(
         default_db_url,
     )
 
+    if public and private:
+        raise typer.BadParameter("--public and --private exclude each other")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = CoordinatorSettings(
         db_url=db or default_db_url(),
@@ -152,6 +172,7 @@ def serve(
         tls_key=tls_key,
         tls_names=tuple(tls_name or ()),
         https=https,
+        reads="open" if public else "token" if private else None,
     )
 
     def ready(info: Ready) -> None:
@@ -163,6 +184,8 @@ def serve(
             err.print(f"TLS: CA sha256 {info.authority_fingerprint} (tokens carry it)")
         else:
             err.print("[bold red]warning:[/] agents connect in plaintext (--insecure)")
+        if settings.reads_need_token:
+            err.print("reads need a viewer token (`coordinator token create --viewer`)")
         # One machine-readable line, for scripts and tests.
         line = f"READY grpc={info.grpc_address} http={info.http_url}"
         print(f"{line} ca={info.authority_fingerprint or '-'}", flush=True)
@@ -220,18 +243,35 @@ def token_create(
             "enrolls a new device only: an enrolled name cannot be taken."
         ),
     ] = None,
+    viewer: Annotated[
+        bool,
+        typer.Option(
+            "--viewer",
+            help="A read-only token for people and scrapers where reads need one (a "
+            "coordinator beyond loopback without --public): a browser signs in with it at "
+            "/login, a script sends it as a bearer token. It enrolls nothing.",
+        ),
+    ] = False,
     url: UrlOption = None,
     token: TokenOption = None,
     ca: CaOption = None,
 ) -> None:
-    """Create an enrollment token; prints only the token (its terms go to stderr)."""
+    """Create an enrollment (or --viewer) token; prints only the token (its terms go to
+    stderr)."""
     seconds = parse_duration(expires)
     created = client(url, token, ca).create_token(
-        contributor=contributor, expires_in_seconds=seconds, device=device, uses=uses
+        contributor=contributor,
+        expires_in_seconds=seconds,
+        device=device,
+        uses=uses,
+        viewer=viewer,
     )
     out.print(created, highlight=False)
-    enrolls = f"re-enrolls {device}" if device else f"enrolls {uses} new device(s)"
-    err.print(literal(f"valid for {expires}; {enrolls}"))
+    if viewer:
+        terms = "reads the dashboard and API; enrolls nothing"
+    else:
+        terms = f"re-enrolls {device}" if device else f"enrolls {uses} new device(s)"
+    err.print(literal(f"valid for {expires}; {terms}"))
 
 
 @token_app.command("list")
@@ -241,16 +281,17 @@ def token_list(
     token: TokenOption = None,
     ca: CaOption = None,
 ) -> None:
-    """Every enrollment token and its state (the tokens themselves are not kept)."""
+    """Every enrollment and viewer token and its state (the tokens themselves are not
+    kept)."""
     tokens = client(url, token, ca).tokens()
     if as_json:
         print_json([t.model_dump(mode="json") for t in tokens])
         return
-    table = Table(title="Enrollment tokens")
+    table = Table(title="Tokens")
     for header in ("Id", "State", "Kind", "Uses left", "Expires (UTC)", "Last used (UTC)"):
         table.add_column(header)
     for t in tokens:
-        kind = "contributor" if t.contributor else "operator"
+        kind = "viewer" if t.viewer else "contributor" if t.contributor else "operator"
         if t.device_name:
             kind += f", re-enrolls {t.device_name}"
         cells = (

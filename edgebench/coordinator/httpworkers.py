@@ -74,6 +74,7 @@ def api_context(
         settings.max_artifact_bytes,
         hooks,
         authority_fingerprint=tls.fingerprint if tls else None,
+        reads_need_token=settings.reads_need_token,
     )
 
 

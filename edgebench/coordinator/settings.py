@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from edgebench import paths
 from edgebench.protocol import MAX_MESSAGE_BYTES
+from edgebench.tls import is_loopback
 
 
 def default_db_url() -> str:
@@ -44,6 +46,15 @@ class CoordinatorSettings:
     tls_key: Path | None = None
     tls_names: tuple[str, ...] = ()  # more names the server certificate is valid for
     https: bool | None = None  # None: HTTPS exactly when bound beyond loopback
+    # Who may read the dashboard and API: "open" (anyone who reaches it), "token" (the
+    # admin token or a viewer token); None: open on loopback, token beyond it.
+    reads: Literal["open", "token"] | None = None
+
+    @property
+    def reads_need_token(self) -> bool:
+        if self.reads is not None:
+            return self.reads == "token"
+        return not is_loopback(self.host)
 
     @property
     def heartbeat_seconds(self) -> int:

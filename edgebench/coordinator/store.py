@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import bindparam, func, insert, update
@@ -221,6 +221,23 @@ class Store:
             row = s.get(Setting, ADMIN_TOKEN_KEY)
         return row is not None and hmac.compare_digest(row.value, sha256_text(token))
 
+    def may_read(self, token: str) -> bool:
+        """The admin token, or a viewer token that is neither expired nor revoked."""
+        return self.is_admin(token) or self.viewer_expiry(token) is not None
+
+    def viewer_expiry(self, token: str) -> datetime | None:
+        """When a live viewer token expires (the far future when never); None when the
+        token is no live viewer token."""
+        with self.session() as s:
+            row = s.exec(
+                select(EnrollmentToken).where(EnrollmentToken.token_sha256 == sha256_text(token))
+            ).first()
+        if row is None or not row.viewer or row.revoked_at is not None:
+            return None
+        if row.expires_at is not None and row.expires_at <= utcnow():
+            return None
+        return row.expires_at or datetime.max.replace(tzinfo=timezone.utc)
+
     # ---- enrollment --------------------------------------------------------------
 
     def create_enrollment_token(
@@ -230,10 +247,14 @@ class Store:
         expires_at: datetime | None = None,
         device_name: str | None = None,
         uses: int = 1,
+        viewer: bool = False,
     ) -> str:
         """A token for `uses` enrollments; with `device_name`, one that re-enrolls that
-        enrolled device (a reinstalled agent) and can enroll nothing else."""
-        token = "ebe_" + secrets.token_urlsafe(24)
+        enrolled device (a reinstalled agent) and can enroll nothing else; `viewer`: one
+        that only reads the dashboard and API (until it expires or is revoked)."""
+        if viewer and (contributor or device_name is not None):
+            raise StoreError("a viewer token enrolls nothing: no --contributor or --device")
+        token = ("ebv_" if viewer else "ebe_") + secrets.token_urlsafe(24)
         with self.session(immediate=True) as s:
             if device_name is not None:
                 device = s.exec(select(Device).where(Device.name == device_name)).first()
@@ -251,6 +272,7 @@ class Store:
                     expires_at=expires_at,
                     device_name=device_name,
                     uses_left=uses,
+                    viewer=viewer,
                 )
             )
             s.commit()
@@ -265,7 +287,7 @@ class Store:
                 select(EnrollmentToken).where(EnrollmentToken.token_sha256 == sha256_text(token))
             ).first()
             now = utcnow()
-            if row is None or row.uses_left < 1 or row.revoked_at is not None:
+            if row is None or row.viewer or row.uses_left < 1 or row.revoked_at is not None:
                 raise StoreError(SPENT_TOKEN)
             if row.expires_at is not None and row.expires_at < now:
                 raise StoreError("enrollment token has expired")

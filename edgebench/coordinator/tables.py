@@ -81,6 +81,8 @@ class EnrollmentToken(SQLModel, table=True):
     revoked_at: datetime | None = None
     used_at: datetime | None = None  # its last use
     used_by_agent_id: str | None = None
+    # a viewer token: reads the dashboard and API where reads need a token; enrolls nothing
+    viewer: bool = False
 
 
 class Artifact(SQLModel, table=True):

@@ -23,8 +23,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgebench import __version__
 from edgebench.coordinator.store import Ambiguous, NotFound
 from edgebench.coordinator.throttle import FailureBudget
-from edgebench.dashboard import pages
+from edgebench.dashboard import pages, readgate
 from edgebench.dashboard.deps import NOT_ADMIN, ApiContext
+from edgebench.dashboard.readgate import ReadGate
 from edgebench.dashboard.routes import admin, read
 
 STATIC = Path(__file__).parent / "static"
@@ -35,12 +36,14 @@ def create_app(context: ApiContext) -> FastAPI:
     app = FastAPI(title="edgebench", version=__version__, docs_url=None, redoc_url=None)
     app.add_middleware(ServerTiming)
     app.add_middleware(AdminBeforeBody)
+    app.add_middleware(ReadGate)
     app.add_middleware(SecurityHeaders)
     app.state.context = context
     app.state.failures = FailureBudget()  # failed admin tokens per address (throttle.py)
     app.include_router(read.router)
     app.include_router(admin.router)
     app.include_router(pages.router)
+    app.include_router(readgate.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/docs", include_in_schema=False)

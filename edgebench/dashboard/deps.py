@@ -39,6 +39,9 @@ class ApiContext:
     hooks: ApiHooks = ApiHooks()
     # sha256 of the TLS authority agents pin; new enrollment tokens carry it
     authority_fingerprint: str | None = None
+    # reads (every GET) need the admin token or a viewer token: bearer, or the sign-in
+    # cookie /login sets
+    reads_need_token: bool = False
 
 
 def get_context(request: Request) -> ApiContext:

@@ -137,6 +137,17 @@ class TokenCreate(BaseModel):
         max_length=63,
         description="re-enroll this enrolled device (its name); unset: a new device only",
     )
+    viewer: bool = Field(
+        default=False,
+        description="a read-only token for the dashboard and API (where reads need one); "
+        "it enrolls nothing",
+    )
+
+    @model_validator(mode="after")
+    def _viewer_enrolls_nothing(self) -> TokenCreate:
+        if self.viewer and (self.contributor or self.device is not None or self.uses != 1):
+            raise ValueError("a viewer token enrolls nothing: no contributor, device or uses")
+        return self
 
 
 class TokenCreated(BaseModel):
@@ -148,6 +159,7 @@ class TokenPublic(BaseModel):
 
     id: str
     state: Literal["active", "used", "expired", "revoked"]
+    viewer: bool  # reads the dashboard and API; enrolls nothing
     contributor: bool
     device_name: str | None  # re-enrolls this device only
     created_at: datetime

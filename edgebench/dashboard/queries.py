@@ -65,13 +65,14 @@ def token(row: EnrollmentToken) -> TokenPublic:
     state: Literal["active", "used", "expired", "revoked"] = "active"
     if row.revoked_at is not None:
         state = "revoked"
-    elif row.uses_left < 1:
+    elif row.uses_left < 1 and not row.viewer:
         state = "used"
     elif row.expires_at is not None and row.expires_at < utcnow():
         state = "expired"
     return TokenPublic(
         id=row.id,
         state=state,
+        viewer=row.viewer,
         contributor=row.contributor,
         device_name=row.device_name,
         created_at=row.created_at,

@@ -164,7 +164,7 @@ def test_enrollment_tokens_for_people(coordinator: Coordinator, tmp_path: Path) 
     assert "valid for 2h; enrolls 3 new device(s)" in made.stderr
     listed = coordinator.cli("coordinator", "token", "list")
     said = _said(listed.stdout)
-    assert "Enrollment tokens" in said and "active operator 3" in said
+    assert "Tokens" in said and "active operator 3" in said
     (token,) = json.loads(coordinator.cli("coordinator", "token", "list", "--json").stdout)
     assert token["uses_left"] == 3 and token["state"] == "active"
     revoked = coordinator.cli("coordinator", "token", "revoke", token["id"][:8])

@@ -9,6 +9,7 @@ import stat
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Literal
 
 import grpc
 import pytest
@@ -22,6 +23,7 @@ from edgebench.agent.transport import credentials_for
 from edgebench.cli.client import CoordinatorClient, plain_beyond_loopback
 from edgebench.coordinator import certificates
 from edgebench.coordinator.certificates import AUTHORITY_FILE, CertificateError, ServerTls
+from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.tls import (
     AUTHORITY_OID,
     PUBLIC_AUTHORITY_FILE,
@@ -280,3 +282,16 @@ def test_a_plaintext_server_is_named_as_such() -> None:
             authority_from_server(f"127.0.0.1:{port}", FINGERPRINT, timeout=5)
     finally:
         server.stop(None)
+
+
+def test_reads_need_a_token_beyond_loopback_unless_public(tmp_path: Path) -> None:
+    def settings(host: str, reads: Literal["open", "token"] | None = None) -> bool:
+        made = CoordinatorSettings(
+            db_url="sqlite://", artifact_dir=tmp_path, host=host, reads=reads
+        )
+        return made.reads_need_token
+
+    assert not settings("127.0.0.1") and not settings("::1")
+    assert settings("0.0.0.0") and settings("192.168.1.10")
+    assert not settings("0.0.0.0", "open")  # --public
+    assert settings("127.0.0.1", "token")  # --private

@@ -50,9 +50,12 @@ def create_token(body: TokenCreate, context: ContextDep) -> TokenCreated:
             expires_at=expires,
             device_name=body.device,
             uses=body.uses,
+            viewer=body.viewer,
         )
     except StoreError as exc:
         raise _unprocessable(str(exc)) from exc
+    if body.viewer:  # for the HTTP side: no agent pins anything with it
+        return TokenCreated(token=token)
     return TokenCreated(token=token_with_fingerprint(token, context.authority_fingerprint))
 
 
