@@ -15,7 +15,10 @@ Targets on a 2-core machine (issue 5): 1,000 agents on SQLite and 2,000 on Postg
 held for 5 minutes with heartbeats every 10 s, heartbeat p99 < 100 ms, dispatch p99
 < 250 ms, >= 100 runs completed per second on SQLite.
 
+Agents speak TLS as real ones do (the coordinator's own CA); --insecure measures plaintext.
+
 Usage: .venv/bin/python -m benchmarks.fleet --agents 1000 [--postgres] [--duration 300]
+       [--insecure]
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from edgebench.modelgen import TinyLlamaSpec, cached_tiny_llama
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
 from edgebench.protocol import AGENT_ID_KEY, AGENT_SECRET_KEY
+from edgebench.tls import split_token
 from edgebench.workload import Workload
 
 HERE = Path(__file__).resolve().parent
@@ -103,6 +107,14 @@ def payload_for(n_gen: int, n_prompt: int) -> pb.Metrics:
     return metrics_message(result)
 
 
+def _channel(address: str, ca: str | None, options: list[tuple[str, int]]) -> grpc.aio.Channel:
+    """As an enrolled agent's: verified against the coordinator's CA, or plaintext."""
+    if not ca:
+        return grpc.aio.insecure_channel(address, options=options)
+    credentials = grpc.ssl_channel_credentials(Path(ca).read_bytes())
+    return grpc.aio.secure_channel(address, credentials, options=options)
+
+
 async def simulated_agent(
     address: str, credential: dict[str, str], args: argparse.Namespace, stats: Stats,
     payloads: dict[tuple[int, int], pb.Metrics], window: tuple[float, float], stop: asyncio.Event,
@@ -111,7 +123,7 @@ async def simulated_agent(
     measuring = lambda: window[0] <= time.time() <= window[1]  # noqa: E731
     first = True
     while not stop.is_set():
-        async with grpc.aio.insecure_channel(address, options=OWN_CONNECTION) as channel:
+        async with _channel(address, args.ca, OWN_CONNECTION) as channel:
             call = pb_grpc.AgentServiceStub(channel).Session(metadata=meta)
             try:
                 await _session(call, args, stats, payloads, measuring, stop, first)
@@ -243,13 +255,21 @@ async def simulate(args: argparse.Namespace) -> None:
 Coordinator = tuple[subprocess.Popen[str], str, str]  # process, gRPC address, HTTP URL
 
 
-def start_coordinator(home: Path, db_url: str, http_workers: int = 0) -> Coordinator:
+def ca_of(home: Path) -> str:
+    """The CA file a coordinator in `home` made ("" when it serves --insecure)."""
+    path = home / "data" / "tls" / "ca.pem"
+    return str(path) if path.exists() else ""
+
+
+def start_coordinator(
+    home: Path, db_url: str, http_workers: int = 0, insecure: bool = False
+) -> Coordinator:
     env = {**os.environ, "EDGEBENCH_HOME": str(home), "EDGEBENCH_TOKEN": ADMIN_TOKEN}
     with (home / "coordinator.log").open("w") as log:  # the child keeps its own handle
         process = subprocess.Popen(
             [sys.executable, "-m", "edgebench", "coordinator", "serve", "--db", db_url,
              "--grpc-port", "0", "--http-port", "0", "--lease-seconds", "60",
-             "--http-workers", str(http_workers), "--insecure"],
+             "--http-workers", str(http_workers), *(["--insecure"] if insecure else [])],
             env=env, stdout=subprocess.PIPE, stderr=log, text=True,
         )  # fmt: skip
     assert process.stdout is not None
@@ -260,14 +280,15 @@ def start_coordinator(home: Path, db_url: str, http_workers: int = 0) -> Coordin
     return process, fields["grpc"], fields["http"]
 
 
-async def enroll_all(address: str, tokens: list[str]) -> list[dict[str, str]]:
+async def enroll_all(address: str, ca: str, tokens: list[str]) -> list[dict[str, str]]:
     limit = asyncio.Semaphore(32)
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with _channel(address, ca, []) as channel:
         stub = pb_grpc.AgentServiceStub(channel)
 
         async def one(index: int, token: str) -> dict[str, str]:
             async with limit:
-                request = pb.EnrollRequest(token=token, name=f"sim-{index:05d}", hardware=HARDWARE)
+                secret = split_token(token)[0]
+                request = pb.EnrollRequest(token=secret, name=f"sim-{index:05d}", hardware=HARDWARE)
                 reply = await stub.Enroll(request)
             return {"agent_id": reply.agent_id, "secret": reply.secret}
 
@@ -363,7 +384,7 @@ def drive(args: argparse.Namespace) -> None:
         for index in range(args.coordinators):
             home = work / f"coordinator-{index}"
             home.mkdir()
-            coordinators.append(start_coordinator(home, db_url, args.http_workers))
+            coordinators.append(start_coordinator(home, db_url, args.http_workers, args.insecure))
         report(args, work, coordinators, db_url)
     finally:
         for process, _, _ in coordinators:
@@ -386,7 +407,8 @@ def report(
     tokens = [api.create_token(contributor=False)
               for _ in range(args.agents)]  # fmt: skip
     addresses = [address for _, address, _ in coordinators]
-    credentials = asyncio.run(enroll_all(addresses[0], tokens))
+    homes = [work / f"coordinator-{index}" for index in range(len(coordinators))]
+    credentials = asyncio.run(enroll_all(addresses[0], ca_of(homes[0]), tokens))
     for _ in range(BACKLOG // args.job_runs):
         api.submit_job(job_body(sha, args.job_runs))
     start_at = time.time() + args.warmup
@@ -398,6 +420,7 @@ def report(
         simulators.append(subprocess.Popen(
             [sys.executable, "-m", "benchmarks.fleet", "--simulate",
              "--address", addresses[index % len(addresses)],
+             "--ca", ca_of(homes[index % len(homes)]),
              "--credentials", str(creds), "--out", str(work / f"stats-{index}.json"),
              "--start-at", str(start_at), "--duration", str(args.duration),
              "--heartbeat", str(args.heartbeat), "--run-seconds", str(args.run_seconds)],
@@ -465,8 +488,9 @@ def report(
         rows.append(("dashboard reader: pages read; p50 / p95 ms",
                      f"{len(reader.times)}; {percentile(reader.times, 0.5):.0f} / "
                      f"{percentile(reader.times, 0.95):.0f}"))  # fmt: skip
-    print(f"\n{backend}, {args.agents} agents, {args.duration:.0f} s, heartbeat every "
-          f"{args.heartbeat:g} s, runs of {args.run_seconds:g} s\n")  # fmt: skip
+    transport = "plaintext (--insecure)" if args.insecure else "TLS"
+    print(f"\n{backend}, {args.agents} agents over {transport}, {args.duration:.0f} s, "
+          f"heartbeat every {args.heartbeat:g} s, runs of {args.run_seconds:g} s\n")  # fmt: skip
     print("| measure | value |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
@@ -517,7 +541,10 @@ def main() -> None:
                         help="a client reads every dashboard page in a loop meanwhile")  # fmt: skip
     parser.add_argument("--http-workers", type=int, default=0,
                         help="HTTP worker processes (serve --http-workers)")  # fmt: skip
+    parser.add_argument("--insecure", action="store_true",
+                        help="plaintext agents (serve --insecure); default: TLS")  # fmt: skip
     parser.add_argument("--simulate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ca", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--credentials", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
