@@ -19,6 +19,7 @@ from edgebench import paths
 from edgebench.dashboard.models import (
     TOKEN_LIFETIME_SECONDS,
     ArtifactPublic,
+    AuditEntryPublic,
     DevicePublic,
     JobCancelled,
     JobCreate,
@@ -189,6 +190,12 @@ class CoordinatorClient:
     def resume_device(self, key: str) -> DevicePublic:
         answer = self._request("POST", f"/api/v1/devices/{_part(key)}/resume")
         return _one(DevicePublic, answer)
+
+    def audit(self, limit: int) -> list[AuditEntryPublic]:
+        """The newest `limit` admin actions."""
+        page = self._request("GET", "/api/v1/audit", params={"limit": limit})
+        items = page.get("items") if isinstance(page, dict) else None
+        return _list(AuditEntryPublic, items)
 
     def tokens(self) -> list[TokenPublic]:
         return _list(TokenPublic, self._request("GET", "/api/v1/tokens"))

@@ -306,6 +306,27 @@ def token_list(
     out.print(table)
 
 
+@app.command()
+def audit(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 50,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
+) -> None:
+    """The audit log: every admin action, allowed or refused (who, what, when, from where)."""
+    entries = client(url, token, ca).audit(limit)
+    if as_json:
+        print_json([e.model_dump(mode="json") for e in entries])
+        return
+    table = Table(title="Audit log")
+    for header in ("When (UTC)", "Who", "What", "Status", "From"):
+        table.add_column(header)
+    for e in entries:
+        table.add_row(when(e.at), e.actor, literal(e.action), str(e.status), literal(e.address))
+    out.print(table)
+
+
 @token_app.command("revoke")
 def token_revoke(
     token_id: Annotated[str, typer.Argument(help="Token id, or a unique prefix of it.")],

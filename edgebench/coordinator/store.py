@@ -50,6 +50,7 @@ from edgebench.coordinator.tables import (
     LEADERBOARD,
     Agent,
     Artifact,
+    AuditEntry,
     Device,
     EnrollmentToken,
     Job,
@@ -220,6 +221,21 @@ class Store:
         with self.session() as s:
             row = s.get(Setting, ADMIN_TOKEN_KEY)
         return row is not None and hmac.compare_digest(row.value, sha256_text(token))
+
+    # ---- audit log ---------------------------------------------------------------
+
+    def record_audit(self, *, actor: str, action: str, status: int, address: str) -> None:
+        with self.session(immediate=True) as s:
+            s.add(AuditEntry(actor=actor, action=action[:500], status=status, address=address))
+            s.commit()
+
+    def audit_entries(self, offset: int, limit: int) -> tuple[list[AuditEntry], int]:
+        """A page of the audit log, newest first, and how many entries it has."""
+        with self.session() as s:
+            newest = col(AuditEntry.at).desc()
+            rows = list(s.exec(select(AuditEntry).order_by(newest).offset(offset).limit(limit)))
+            total = s.exec(select(func.count()).select_from(AuditEntry)).one()
+        return rows, int(total)
 
     def may_read(self, token: str) -> bool:
         """The admin token, or a viewer token that is neither expired nor revoked."""

@@ -43,6 +43,17 @@ class Setting(SQLModel, table=True):
     value: str
 
 
+class AuditEntry(SQLModel, table=True):
+    """One admin action, allowed or refused: who, what, when, from where."""
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str  # "admin", or "unauthenticated" for a refused attempt
+    action: str  # the request: method and path ("POST /api/v1/tokens")
+    status: int  # the HTTP status it was answered with
+    address: str  # the client's address
+
+
 class Device(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True)
     name: str = Field(index=True, unique=True)

@@ -145,7 +145,8 @@ class SecurityHeaders:
 class AdminBeforeBody:
     """Admin calls (every API call that writes) are refused before their body is read:
     FastAPI parses a JSON body before it runs a route's dependencies, so an
-    unauthenticated 100 MB POST was read and parsed before its token was checked."""
+    unauthenticated 100 MB POST was read and parsed before its token was checked. Each
+    one, allowed or refused, is written to the audit log with its status."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -169,10 +170,30 @@ class AdminBeforeBody:
             refusal = JSONResponse(
                 {"detail": NOT_ADMIN}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
             )
+            await _audit(scope, "unauthenticated", 401)
         else:
-            await self.app(scope, receive, send)
+            answered: list[int] = [500]
+
+            async def noting_status(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    answered[0] = message["status"]
+                await send(message)
+
+            try:
+                await self.app(scope, receive, noting_status)
+            finally:
+                await _audit(scope, "admin", answered[0])
             return
         await refusal(scope, receive, send)
+
+
+async def _audit(scope: Scope, actor: str, status: int) -> None:
+    store = scope["app"].state.context.store
+    action = f"{scope['method']} {scope['path']}"
+    address = str((scope.get("client") or ("unknown", 0))[0])
+    await run_in_threadpool(
+        lambda: store.record_audit(actor=actor, action=action, status=status, address=address)
+    )
 
 
 async def _is_admin(scope: Scope) -> bool:

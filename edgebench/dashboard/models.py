@@ -168,6 +168,16 @@ class TokenPublic(BaseModel):
     used_at: datetime | None
 
 
+class AuditEntryPublic(BaseModel):
+    """One admin action, allowed or refused."""
+
+    at: datetime
+    actor: str  # "admin", or "unauthenticated" for a refused attempt
+    action: str  # method and path
+    status: int
+    address: str
+
+
 # ---- responses -------------------------------------------------------------------
 
 

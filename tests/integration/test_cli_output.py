@@ -196,3 +196,28 @@ def test_an_unhealthy_device_is_shown_and_resumed(coordinator: Coordinator) -> N
         json.loads(coordinator.cli("devices", "show", device.name, "--json").stdout)["unhealthy"]
         == ""
     )
+
+
+def test_the_audit_log_records_admin_actions_allowed_and_refused(
+    coordinator: Coordinator,
+) -> None:
+    made = coordinator.cli("coordinator", "token", "create", "--viewer")
+    assert made.returncode == 0, made.stderr
+    refused = coordinator.cli("coordinator", "token", "create", token="eba_wrong")
+    assert refused.returncode == 1
+    hostile = httpx.post(coordinator.http + "/api/v1/jobs%1b[31mred", timeout=10)
+    assert hostile.status_code == 401
+    entries = json.loads(coordinator.cli("coordinator", "audit", "--json").stdout)
+    assert [(e["actor"], e["action"], e["status"]) for e in entries] == [
+        ("unauthenticated", "POST /api/v1/jobs\x1b[31mred", 401),
+        ("unauthenticated", "POST /api/v1/tokens", 401),
+        ("admin", "POST /api/v1/tokens", 201),
+    ]
+    assert {e["address"] for e in entries} == {"127.0.0.1"}
+    listed = coordinator.cli("coordinator", "audit")
+    said = _said(listed.stdout)
+    assert "Audit log" in said and "admin POST /api/v1/tokens 201 127.0.0.1" in said
+    assert "\x1b" not in listed.stdout and "\\x1b[31mred" in listed.stdout
+    viewer = made.stdout.strip()
+    as_viewer = coordinator.cli("coordinator", "audit", token=viewer)
+    assert as_viewer.returncode == 1 and "admin token" in as_viewer.stderr

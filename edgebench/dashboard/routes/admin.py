@@ -17,10 +17,12 @@ from edgebench.dashboard import queries
 from edgebench.dashboard.deps import ContextDep, StoreDep, require_admin
 from edgebench.dashboard.models import (
     ArtifactPublic,
+    AuditEntryPublic,
     DevicePublic,
     JobCancelled,
     JobCreate,
     JobPublic,
+    Page,
     TokenCreate,
     TokenCreated,
     TokenPublic,
@@ -70,6 +72,18 @@ def resume_device(key: str, store: StoreDep) -> DevicePublic:
 def list_tokens(store: StoreDep) -> list[TokenPublic]:
     """Every enrollment token and its state, newest first."""
     return [queries.token(row) for row in store.enrollment_tokens()]
+
+
+@router.get("/audit")
+def audit_log(
+    store: StoreDep,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Page[AuditEntryPublic]:
+    """Every admin action, allowed or refused, newest first: who, what, when, from where."""
+    rows, total = store.audit_entries(offset, limit)
+    items = [AuditEntryPublic.model_validate(row, from_attributes=True) for row in rows]
+    return Page[AuditEntryPublic](items=items, total=total, offset=offset, limit=limit)
 
 
 @router.post("/tokens/{token_id}/revoke")
