@@ -187,6 +187,10 @@ class CoordinatorClient:
         created = self._request("POST", "/api/v1/tokens", json=body.model_dump())
         return _one(TokenCreated, created).token
 
+    def revoke_device(self, key: str) -> DevicePublic:
+        answer = self._request("POST", f"/api/v1/devices/{_part(key)}/revoke")
+        return _one(DevicePublic, answer)
+
     def resume_device(self, key: str) -> DevicePublic:
         answer = self._request("POST", f"/api/v1/devices/{_part(key)}/resume")
         return _one(DevicePublic, answer)

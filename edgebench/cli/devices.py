@@ -87,6 +87,20 @@ def show_device(
     out.print(literal(f"{'tags':>20}: {tags}"))
 
 
+@app.command("revoke")
+def revoke_device(
+    key: Annotated[str, typer.Argument(help="Device name or id.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
+) -> None:
+    """Refuse a device's agents from now on (a lost or compromised board): its session
+    ends within a heartbeat and the run it holds goes back to the queue. It comes back
+    only by enrolling again with `coordinator token create --device NAME`."""
+    device = client(url, token, ca).revoke_device(key)
+    err.print(literal(f"{device.name} revoked: its agents are refused"))
+
+
 @app.command("resume")
 def resume_device(
     key: Annotated[str, typer.Argument(help="Device name or id.")],

@@ -11,7 +11,7 @@ import functools
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from edgebench.coordinator import lifecycle
@@ -47,6 +47,9 @@ class AgentSession:
     # Runs this session reported done: a touch of theirs written after the result is no
     # stale lease (the agent has moved on), so it gets no CancelRun.
     finished: deque[str] = field(default_factory=lambda: deque(maxlen=8))
+    # why the coordinator ended this session on its own ("" = it did not): the stream
+    # then ends with UNAUTHENTICATED and this reason
+    ended_because: str = ""
 
 
 class Dispatcher:
@@ -75,6 +78,7 @@ class Dispatcher:
         self._specs: dict[str, JobCreate] = {}  # jobs never change once stored
         # Fair share's runs in flight, counted once a second (only the rounds writer uses it)
         self._in_flight = lifecycle.InFlightCounts()
+        self._revocations_seen_at = utcnow()  # revoked before: refused at authentication
 
     def start_writers(self) -> None:
         for writer in (self.writer, self.rounds, self.housekeeping):
@@ -111,8 +115,20 @@ class Dispatcher:
             await asyncio.sleep(self.settings.touch_flush_seconds)
             try:
                 await self.flush_touches()
+                await self.end_revoked_sessions()
             except Exception:  # a database hiccup: the agents' next touches try again
                 log.exception("writing heartbeats and progress failed")
+
+    async def end_revoked_sessions(self) -> None:
+        """Ends the live sessions of devices revoked since the last look (by any
+        coordinator sharing the store): within a heartbeat of `devices revoke`."""
+        since, self._revocations_seen_at = self._revocations_seen_at, utcnow()
+        margin = timedelta(seconds=5)  # clocks of coordinators sharing a store differ
+        revoked = await asyncio.to_thread(self.store.revoked_since, since - margin)
+        for session in list(self.sessions.values()):
+            if session.device.id in revoked:
+                session.ended_because = f"device {session.device.name} was revoked"
+                session.outgoing.put_nowait(pb.CoordinatorMessage())
 
     async def flush_touches(self) -> None:
         """Extends every lease touched since the last flush; an agent whose lease is no

@@ -230,7 +230,10 @@ _EXPIRE_LEASE = (
     .where(col(Run.id) == bindparam("run"), _live)
     .values(lease_expires_at=bindparam("past"))
 )
-_UNHEALTHY = select(Device.id).where(col(Device.unhealthy) != "")
+# devices that take no work: benched as unhealthy, or revoked
+_UNHEALTHY = select(Device.id).where(
+    or_(col(Device.unhealthy) != "", col(Device.revoked_at).is_not(None))
+)
 _FIRST_SUBMITTER = select(func.min(Run.submitter)).where(_queued)
 _NEXT_SUBMITTER = select(func.min(Run.submitter)).where(
     _queued, col(Run.submitter) > bindparam("after")

@@ -143,6 +143,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 if not message.WhichOneof("body"):
                     break  # the end: the reader stopped, or a newer session replaced this one
                 yield message
+            if session.ended_because:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, session.ended_because)
         finally:
             reader.cancel()
             if reader.done() and not reader.cancelled() and reader.exception() is not None:

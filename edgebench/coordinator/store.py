@@ -30,7 +30,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import bindparam, func, insert, update
 from sqlmodel import Session, col, select
 
-from edgebench.coordinator import leaderboard, schema
+from edgebench.coordinator import leaderboard, lifecycle, schema
 from edgebench.coordinator.database import make_engine, writer_engine
 from edgebench.coordinator.errors import Ambiguous, Conflict, NotFound, StaleLease, StoreError
 from edgebench.coordinator.jobspec import MAX_RUNS_PER_JOB, PlannedRun
@@ -68,6 +68,7 @@ from edgebench.dashboard.models import DeviceSelector
 from edgebench.device import HardwareInfo, hardware_class
 
 ADMIN_TOKEN_KEY = "admin_token_sha256"
+REVOKED_SECRET = "revoked"  # an agent's secret hash after `devices revoke`: matches none
 # Every column of a fresh run that the multi-row insert must spell out.
 _NEW_RUN: dict[str, Any] = {"state": RunState.QUEUED, "lease_epoch": 0, "attempts": 0,
                             "phase": "", "rep": 0, "error": ""}  # fmt: skip
@@ -314,6 +315,7 @@ class Store:
             _apply_hardware(device, hardware)
             device.tags_json = json.dumps(tags, sort_keys=True)
             device.contributor = device.contributor or row.contributor
+            device.revoked_at = None  # enrolled again, with a token made for it
             s.add(device)
             s.flush()
             agent = Agent(device_id=device.id, secret_sha256=sha256_text(secret))
@@ -360,9 +362,10 @@ class Store:
     def authenticate_agent(self, agent_id: str, secret: str) -> Agent | None:
         with self.session() as s:
             agent: Agent | None = s.exec(_AGENT_BY_ID, params={"agent": agent_id}).first()
-        if agent is None or not hmac.compare_digest(agent.secret_sha256, sha256_text(secret)):
-            return None
-        return agent
+            if agent is None or not hmac.compare_digest(agent.secret_sha256, sha256_text(secret)):
+                return None
+            device = s.get(Device, agent.device_id)
+        return None if device is None or device.revoked_at is not None else agent
 
     # ---- artifacts ---------------------------------------------------------------
 
@@ -657,6 +660,35 @@ class Store:
         """A device by id, by name or by a unique id prefix."""
         with self.session() as s:
             return _device(s, key)
+
+    def revoke_device(self, key: str, retry_base_seconds: float = 1.0) -> Device:
+        """Its agents' credentials are refused from now on; the runs they hold go back to
+        the queue (their leases expire now). Coordinators end its live sessions within a
+        heartbeat (revoked_since)."""
+        with self.session(immediate=True) as s:
+            device = _device(s, key)
+            if device.revoked_at is None:
+                device.revoked_at = utcnow()
+                s.add(device)
+                agents = s.exec(select(Agent.id).where(Agent.device_id == device.id)).all()
+                lifecycle.release_leases(s, list(agents), retry_base_seconds)
+                # no secret hashes to this: these agents stay refused even after the
+                # device is enrolled again (with a token made for it)
+                s.exec(
+                    update(Agent)
+                    .where(col(Agent.device_id) == device.id)
+                    .values(secret_sha256=REVOKED_SECRET)
+                )
+            s.commit()
+            s.refresh(device)
+        self._fleet_read_at = -math.inf
+        return device
+
+    def revoked_since(self, moment: datetime) -> set[str]:
+        """Ids of devices revoked at or after `moment`."""
+        with self.session() as s:
+            since = col(Device.revoked_at) >= moment
+            return set(s.exec(select(Device.id).where(since)).all())
 
     def resume_device(self, key: str) -> Device:
         """An unhealthy device takes work again, with a clean history."""

@@ -70,6 +70,9 @@ class Device(SQLModel, table=True):
     # another device then finished (lifecycle.HEALTH_WINDOW of them).
     outcomes: str = ""
     unhealthy: str = ""  # why it takes no work until `devices resume`; "" = healthy
+    # `devices revoke`: its agents' credentials are refused from then on, its live
+    # sessions end within a heartbeat and it takes no work
+    revoked_at: datetime | None = None
 
 
 class Agent(SQLModel, table=True):

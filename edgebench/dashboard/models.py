@@ -193,8 +193,11 @@ class DevicePublic(BaseModel):
     id: str
     name: str
     online: bool
-    status: str  # unhealthy (takes no work), offline, idle (online, no run), busy (holds a run)
+    # revoked (its credentials refused), unhealthy (takes no work), offline, idle (online,
+    # no run), busy (holds a run)
+    status: str
     unhealthy: str = ""  # why it takes no work until `devices resume`; "" = healthy
+    revoked_at: datetime | None = None  # `devices revoke`: its agents are refused
     last_seen_at: datetime | None
     identity: DeviceIdentity  # what the device is
     capabilities: DeviceCapabilities  # what it had installed when it last connected

@@ -165,3 +165,45 @@ def test_extra_names_are_in_the_server_certificate(tmp_path: Path) -> None:
         assert "10.9.8.7" in {str(a) for a in names.get_values_for_type(x509.IPAddress)}
     finally:
         stop(coord.process)
+
+
+def test_a_revoked_device_is_cut_off_within_a_heartbeat_and_stays_refused(
+    coordinator: Coordinator, tmp_path: Path, tiny_model: Path
+) -> None:
+    home = tmp_path / "board"
+    enrolled = _enroll(home, coordinator.grpc, _token(coordinator), "--name", "lost-board")
+    assert enrolled.returncode == 0, enrolled.stderr
+    old_credential = (home / "config" / "agent.json").read_text()
+    agent = start_agent(home)
+    try:
+        wait_until(lambda: any(d["online"] for d in coordinator.api("/api/v1/devices")),
+                   what="the agent online")  # fmt: skip
+        submitted = coordinator.cli("jobs", "submit", "--model", str(tiny_model), "-p", "8",
+                                    "-n", "512", "-r", "20", "--device", "lost-board")  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.strip()
+        wait_until(lambda: coordinator.api(f"/api/v1/jobs/{job_id}")["runs"][0]["state"]
+                   == "leased", what="the run leased")  # fmt: skip
+        revoked = coordinator.cli("devices", "revoke", "lost-board")
+        assert revoked.returncode == 0 and "lost-board revoked" in revoked.stderr
+        agent.wait(timeout=15)  # a heartbeat is 5 s here
+    finally:
+        stop(agent)
+    said = (home / "agent.log").read_text()
+    assert "device lost-board was revoked" in said
+    (device,) = coordinator.api("/api/v1/devices")
+    assert device["status"] == "revoked" and device["revoked_at"]
+    run = coordinator.api(f"/api/v1/jobs/{job_id}")["runs"][0]
+    assert run["state"] == "queued"  # its lease ended with the revocation
+    again = _enroll(tmp_path / "thief", coordinator.grpc, _token(coordinator), "--name",
+                    "lost-board")  # fmt: skip
+    assert again.returncode == 1 and "already enrolled" in again.stderr
+    made = coordinator.cli("coordinator", "token", "create", "--device", "lost-board")
+    back = _enroll(tmp_path / "reinstalled", coordinator.grpc, made.stdout.strip(), "--name",
+                   "lost-board")  # fmt: skip
+    assert back.returncode == 0, back.stderr
+    (device,) = coordinator.api("/api/v1/devices")
+    assert device["status"] != "revoked"
+    (home / "config" / "agent.json").write_text(old_credential)  # the old board returns
+    refused = run_cli(home, "agent", "run", timeout=30)
+    assert refused.returncode == 1 and "refused this agent's credential" in refused.stderr

@@ -61,6 +61,14 @@ def create_token(body: TokenCreate, context: ContextDep) -> TokenCreated:
     return TokenCreated(token=token_with_fingerprint(token, context.authority_fingerprint))
 
 
+@router.post("/devices/{key}/revoke")
+def revoke_device(key: str, store: StoreDep) -> DevicePublic:
+    """Refuses the device's agents from now on: their live sessions end within a
+    heartbeat, the runs they hold go back to the queue. A revoked device can come back
+    only by enrolling again with a token made for it (`token create --device NAME`)."""
+    return queries.device_public(store.revoke_device(key))
+
+
 @router.post("/devices/{key}/resume")
 def resume_device(key: str, store: StoreDep) -> DevicePublic:
     """An unhealthy device (too many of its recent runs failed there and succeeded
