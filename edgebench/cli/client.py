@@ -24,6 +24,7 @@ from edgebench.dashboard.models import (
     JobCancelled,
     JobCreate,
     JobPublic,
+    ResultDeleted,
     TokenCreate,
     TokenCreated,
     TokenPublic,
@@ -186,6 +187,10 @@ class CoordinatorClient:
         )
         created = self._request("POST", "/api/v1/tokens", json=body.model_dump())
         return _one(TokenCreated, created).token
+
+    def delete_result(self, key: str) -> str:
+        answer = self._request("DELETE", f"/api/v1/results/{_part(key)}")
+        return _one(ResultDeleted, answer).id
 
     def revoke_device(self, key: str) -> DevicePublic:
         answer = self._request("POST", f"/api/v1/devices/{_part(key)}/revoke")

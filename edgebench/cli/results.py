@@ -13,11 +13,28 @@ from edgebench.cli.common import (
     UrlOption,
     check_output_format,
     client,
+    err,
     write_output,
 )
-from edgebench.report import FORMATS, render
+from edgebench.report import FORMATS, literal, render
 
-app = typer.Typer(help="Export stored results.", no_args_is_help=True)
+app = typer.Typer(help="Export or delete stored results.", no_args_is_help=True)
+
+
+@app.command("delete")
+def delete(
+    key: Annotated[str, typer.Argument(help="Result id or a unique prefix of 4+ characters.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
+) -> None:
+    """Delete one result for good (a bad run, a forged figure); its leaderboard row is
+    counted again from the results left. The audit log records it."""
+    if not yes and not typer.confirm(f"Delete result {key} for good?"):
+        raise typer.Exit(1)
+    deleted = client(url, token, ca).delete_result(key)
+    err.print(literal(f"result {deleted[:8]} deleted"))
 
 
 @app.command("export")

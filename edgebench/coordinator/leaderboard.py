@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, func, not_, or_, select
+from sqlalchemy import Connection, and_, case, delete, func, not_, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from edgebench.coordinator.tables import (
@@ -106,17 +106,42 @@ def record(connection: Connection, results: Iterable[Mapping[str, Any]]) -> None
             connection.execute(_upsert(connection.dialect.name, view), rows)
 
 
+def forget(connection: Connection, deleted: Mapping[str, Any]) -> None:
+    """Recounts the group of a result just deleted (its summary columns and its
+    environment_json) from the results the group still has; a group left empty goes."""
+    key = entries_of(deleted)[0]["key"]
+    connection.execute(delete(LEADERBOARD).where(LEADERBOARD.c.key == key))
+    columns = [_RESULT.c[name] for name in SUMMARY_COLUMNS]
+    same_group = [_RESULT.c[name] == deleted[name] for name in GROUP_COLUMNS]
+    rows = connection.execute(
+        select(*columns, _PAYLOAD.c.environment_json)
+        .join(_PAYLOAD, _PAYLOAD.c.result_id == _RESULT.c.id)
+        .where(*same_group)
+    )
+    record(connection, [r for r in map(dict, rows.mappings()) if entries_of(r)[0]["key"] == key])
+
+
 def rebuild(connection: Connection, batch: int = 2000) -> None:
     """Refills the table from every stored result (a store made before it existed)."""
     connection.execute(delete(LEADERBOARD))
     columns = [_RESULT.c[name] for name in SUMMARY_COLUMNS]
-    rows = connection.execution_options(yield_per=batch).execute(
+    order = (_RESULT.c.created_at, _RESULT.c.id)
+    # read a batch at a time by key, not through one open cursor: PostgreSQL cannot write
+    # on a connection whose server-side cursor is still open
+    statement = (
         select(*columns, _PAYLOAD.c.environment_json)
         .join(_PAYLOAD, _PAYLOAD.c.result_id == _RESULT.c.id)
-        .order_by(_RESULT.c.created_at)
+        .order_by(*order)
+        .limit(batch)
     )
-    for chunk in rows.partitions(batch):
-        record(connection, [dict(row._mapping) for row in chunk])
+    after: tuple[Any, Any] | None = None
+    while True:
+        page = statement if after is None else statement.where(tuple_(*order) > tuple_(*after))
+        chunk = [dict(row) for row in connection.execute(page).mappings()]
+        if not chunk:
+            return
+        record(connection, chunk)
+        after = (chunk[-1]["created_at"], chunk[-1]["id"])
 
 
 def needs_rebuild(connection: Connection) -> bool:

@@ -598,8 +598,27 @@ class Store:
         with self.session() as s:
             result_id = resolve_id(s, Result, key, "result")
             result, payload = s.get(Result, result_id), s.get(ResultPayload, result_id)
-        assert result is not None and payload is not None  # results are never deleted
+        if result is None or payload is None:  # deleted meanwhile (`results delete`)
+            raise NotFound(f"no result {key!r}")
         return result, payload
+
+    def delete_result(self, key: str) -> Result:
+        """Deletes a result (by id or unique prefix) and its payload; its leaderboard
+        group is counted again from the results it still has."""
+        with self.session(immediate=True) as s:
+            result_id = resolve_id(s, Result, key, "result")
+            result, payload = s.get(Result, result_id), s.get(ResultPayload, result_id)
+            if result is None or payload is None:
+                raise NotFound(f"no result {key!r}")
+            deleted = {**result.model_dump(), "environment_json": payload.environment_json}
+            s.delete(payload)
+            s.flush()  # first: the payload names the result
+            s.delete(result)
+            s.flush()
+            leaderboard.forget(s.connection(), deleted)
+            s.commit()
+        self._read_cache.clear()  # the tests and values lists may have lost an entry
+        return result
 
     def get_job(self, key: str) -> Job:
         """A job by id or by a unique id prefix."""

@@ -168,6 +168,10 @@ class TokenPublic(BaseModel):
     used_at: datetime | None
 
 
+class ResultDeleted(BaseModel):
+    id: str  # the deleted result's full id
+
+
 class AuditEntryPublic(BaseModel):
     """One admin action, allowed or refused."""
 

@@ -7,15 +7,27 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from edgebench.coordinator.store import Store
 from edgebench.coordinator.tables import Device, Run
-from tests.conftest import Coordinator, enroll_agent, run_cli, start_agent, stop, wait_until
+from tests.conftest import (
+    ADMIN_TOKEN,
+    Coordinator,
+    cli_env,
+    enroll_agent,
+    run_cli,
+    start_agent,
+    stop,
+    wait_until,
+)
 from tests.storefill import fill
 
 pytestmark = pytest.mark.slow
@@ -221,3 +233,27 @@ def test_the_audit_log_records_admin_actions_allowed_and_refused(
     viewer = made.stdout.strip()
     as_viewer = coordinator.cli("coordinator", "audit", token=viewer)
     assert as_viewer.returncode == 1 and "admin token" in as_viewer.stderr
+
+
+def test_an_admin_deletes_a_result(coordinator: Coordinator) -> None:
+    store = Store(f"sqlite:///{coordinator.db_path}")
+    fill(store, devices=1, results=3, samples=2)
+    store.close()
+    first = coordinator.api("/api/v1/results")[0]["id"]
+    kept = _answering(coordinator, "n\n", "results", "delete", first[:8])
+    assert kept.returncode == 1 and "Delete result" in kept.stdout
+    assert len(coordinator.api("/api/v1/results")) == 3
+    deleted = coordinator.cli("results", "delete", first[:8], "--yes")
+    assert deleted.returncode == 0 and f"result {first[:8]} deleted" in deleted.stderr
+    assert first not in {r["id"] for r in coordinator.api("/api/v1/results")}
+    assert httpx.get(f"{coordinator.http}/results/{first}", timeout=10).status_code == 404
+    again = coordinator.cli("results", "delete", first, "--yes")
+    assert again.returncode == 1 and "no result" in again.stderr
+    assert "DELETE /api/v1/results/" in coordinator.cli("coordinator", "audit").stdout
+
+
+def _answering(coordinator: Coordinator, text: str, *args: str) -> Any:
+    """A command run with `text` typed at its prompt."""
+    env = cli_env(coordinator.home, EDGEBENCH_URL=coordinator.http, EDGEBENCH_TOKEN=ADMIN_TOKEN)
+    return subprocess.run([sys.executable, "-m", "edgebench", *args], input=text, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip

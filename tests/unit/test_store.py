@@ -955,3 +955,33 @@ def test_a_run_that_fails_on_two_devices_or_has_no_other_is_final(store: Store) 
     assert pinned is not None and pinned.run.job_id == alone.id
     _fail(store, first, pinned)
     assert store.runs_of(alone.id)[0].state == RunState.FAILED
+
+
+def test_deleting_results_leaves_the_leaderboard_as_a_rebuild_would(store: Store) -> None:
+    from edgebench.coordinator import leaderboard
+    from edgebench.coordinator.tables import LEADERBOARD
+    from tests.storefill import fill
+
+    fill(store, devices=2, results=48, samples=2)
+
+    def groups() -> list[dict[str, Any]]:
+        with store.engine.connect() as connection:
+            rows = connection.execute(LEADERBOARD.select()).mappings().all()
+        return sorted((dict(row) for row in rows), key=lambda r: (r["key"], r["view"]))
+
+    shown = {row["result_id"] for row in groups()}
+    with store.engine.connect() as connection:
+        every = [r.id for r in connection.execute(select(col(Result.id)).order_by(Result.id))]
+    doomed = list(dict.fromkeys(sorted(shown)[:6] + every[:4]))
+    for key in doomed:
+        assert store.delete_result(key).id == key
+    kept = groups()
+    with store.writing() as s:
+        leaderboard.rebuild(s.connection())
+    assert kept == groups()
+    assert sum(row["results"] for row in kept if row["view"] == "newest") == 48 - len(doomed)
+    assert ops.count(store, Result) == 48 - len(doomed)
+    with pytest.raises(NotFound):
+        store.delete_result(doomed[0])
+    with pytest.raises(NotFound):
+        store.get_result(doomed[0])

@@ -23,6 +23,7 @@ from edgebench.dashboard.models import (
     JobCreate,
     JobPublic,
     Page,
+    ResultDeleted,
     TokenCreate,
     TokenCreated,
     TokenPublic,
@@ -80,6 +81,13 @@ def resume_device(key: str, store: StoreDep) -> DevicePublic:
 def list_tokens(store: StoreDep) -> list[TokenPublic]:
     """Every enrollment token and its state, newest first."""
     return [queries.token(row) for row in store.enrollment_tokens()]
+
+
+@router.delete("/results/{key}")
+def delete_result(key: str, store: StoreDep) -> ResultDeleted:
+    """Deletes one result (by id or unique prefix) and its payload; its leaderboard group
+    is counted again from the results it still has."""
+    return ResultDeleted(id=store.delete_result(key).id)
 
 
 @router.get("/audit")
