@@ -84,6 +84,13 @@ class HardwareInfo(_Shape):
         return cls.model_validate(parts)
 
 
+def hardware_signature(identity: DeviceIdentity) -> str:
+    """What must not change under an enrolled device without an admin's word: its
+    architecture and hardware class (CPU or accelerator, cores, memory). Installed engines,
+    versions, kernel and host name may change freely."""
+    return f"{identity.arch or 'unknown arch'} · {hardware_class(identity)}"
+
+
 def hardware_class(identity: DeviceIdentity) -> str:
     """The class of machines a device belongs to: its accelerator's or CPU's name, its
     core count and its memory rounded to a power of two. Devices of one class are

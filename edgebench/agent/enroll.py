@@ -3,13 +3,14 @@ coordinator's TLS authority named by the token (edgebench/tls.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 
 from edgebench.agent import hardware
 from edgebench.agent.credentials import Credential
-from edgebench.agent.transport import open_channel, unreachable_reason
+from edgebench.agent.transport import metadata, open_channel, unreachable_reason
 from edgebench.errors import EdgebenchError
 from edgebench.proto.convert import to_message
 from edgebench.proto.v1 import agent_pb2 as pb
@@ -56,6 +57,21 @@ def enroll(
         device_name=reply.device_name,
         authority_pem=authority,
     )
+
+
+def rotate(credential: Credential, *, insecure: bool = False) -> Credential:
+    """The same credential with a new secret (the coordinator forgets the old one)."""
+    address = credential.coordinator
+    with open_channel(address, credential.authority_pem, insecure) as channel:
+        try:
+            reply = pb_grpc.AgentServiceStub(channel).RotateSecret(
+                pb.RotateSecretRequest(), metadata=metadata(credential), timeout=15
+            )
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise EnrollError(unreachable_reason(address, exc)) from None
+            raise EnrollError(f"rotation refused: {exc.details()}") from None
+    return replace(credential, secret=reply.secret)
 
 
 def _authority(coordinator: str, pinned: str | None, authority_file: Path | None) -> str:

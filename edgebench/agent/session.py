@@ -25,13 +25,12 @@ from edgebench.agent.cache import ModelCache
 from edgebench.agent.credentials import Credential, NotEnrolled
 from edgebench.agent.isolation import measure_in_child
 from edgebench.agent.outbox import Outbox
-from edgebench.agent.transport import open_session_channel
+from edgebench.agent.transport import metadata, open_session_channel
 from edgebench.agent.wire import metrics_message, spec_from
 from edgebench.measure.record import BenchResult
 from edgebench.proto.convert import to_message
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
-from edgebench.protocol import AGENT_ID_KEY, AGENT_SECRET_KEY
 from edgebench.workload import RunSpec
 
 log = logging.getLogger("edgebench.agent")
@@ -42,10 +41,6 @@ MIN_HEARTBEAT_SECONDS, MAX_HEARTBEAT_SECONDS = 1.0, 60.0
 
 class RunCancelled(Exception):
     pass
-
-
-def metadata(credential: Credential) -> tuple[tuple[str, str], ...]:
-    return ((AGENT_ID_KEY, credential.agent_id), (AGENT_SECRET_KEY, credential.secret))
 
 
 @dataclass

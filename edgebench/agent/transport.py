@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 
 from edgebench.agent.credentials import Credential
-from edgebench.protocol import MAX_MESSAGE_BYTES
+from edgebench.protocol import AGENT_ID_KEY, AGENT_SECRET_KEY, MAX_MESSAGE_BYTES
 from edgebench.tls import TrustError, authority_from_server, refuse_plaintext
 
 
@@ -22,6 +22,11 @@ def channel_options() -> list[tuple[str, int]]:
         ("grpc.initial_reconnect_backoff_ms", 500),
         ("grpc.max_reconnect_backoff_ms", 10_000),
     ]
+
+
+def metadata(credential: Credential) -> tuple[tuple[str, str], ...]:
+    """What authenticates the agent on every call."""
+    return ((AGENT_ID_KEY, credential.agent_id), (AGENT_SECRET_KEY, credential.secret))
 
 
 def credentials_for(

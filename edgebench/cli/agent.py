@@ -81,6 +81,18 @@ def enroll(
 
 
 @app.command()
+def rotate(insecure: InsecureOption = False) -> None:
+    """Replace this agent's secret with a new one (the coordinator forgets the old one at
+    once; a copy of the old credential anywhere else stops working)."""
+    from edgebench.agent import credentials
+    from edgebench.agent.enroll import rotate as do_rotate
+
+    rotated = do_rotate(credentials.load(), insecure=insecure)
+    path = credentials.save(rotated)
+    err.print(f"{rotated.device_name} has a new secret; credential saved to {path}")
+
+
+@app.command()
 def run(
     coordinator: Annotated[
         str | None, typer.Option(help="Override the enrolled HOST:PORT.", callback=grpc_address)

@@ -196,6 +196,10 @@ class CoordinatorClient:
         answer = self._request("POST", f"/api/v1/devices/{_part(key)}/revoke")
         return _one(DevicePublic, answer)
 
+    def accept_hardware(self, key: str) -> DevicePublic:
+        answer = self._request("POST", f"/api/v1/devices/{_part(key)}/accept")
+        return _one(DevicePublic, answer)
+
     def resume_device(self, key: str) -> DevicePublic:
         answer = self._request("POST", f"/api/v1/devices/{_part(key)}/resume")
         return _one(DevicePublic, answer)

@@ -18,6 +18,7 @@ from edgebench.cli.common import (
     print_json,
     when,
 )
+from edgebench.dashboard.models import DevicePublic
 from edgebench.report import literal
 
 app = typer.Typer(help="List and inspect enrolled devices.", no_args_is_help=True)
@@ -43,7 +44,7 @@ def list_devices(
         identity = d.identity
         cells = (
             d.name,
-            "unhealthy" if d.unhealthy else "online" if d.online else "offline",
+            _state(d),
             identity.cpu_model,
             f"{identity.cpu_cores_physical}/{identity.cpu_cores_logical}",
             f"{identity.ram_bytes / 2**30:.1f}",
@@ -53,6 +54,13 @@ def list_devices(
         )
         table.add_row(*(literal(cell) for cell in cells))
     out.print(table)
+
+
+def _state(device: DevicePublic) -> str:
+    """Why it takes no work, else whether it is connected."""
+    if device.status in ("revoked", "review", "unhealthy"):
+        return device.status
+    return "online" if device.online else "offline"
 
 
 @app.command("show")
@@ -68,9 +76,10 @@ def show_device(
     if as_json:
         print_json(device.model_dump(mode="json"))
         return
-    status = device.status if device.unhealthy else "online" if device.online else "offline"
     seen = when(device.last_seen_at)
-    out.print(literal(f"{device.name} · {status} · last seen {seen} UTC"))
+    out.print(literal(f"{device.name} · {_state(device)} · last seen {seen} UTC"))
+    if device.review:
+        out.print(literal(f"{'review':>20}: {device.review}"))
     if device.unhealthy:
         out.print(literal(f"{'unhealthy':>20}: {device.unhealthy} (devices resume {device.name})"))
     out.print(literal(f"{'id':>20}: {device.id}"))
@@ -99,6 +108,19 @@ def revoke_device(
     only by enrolling again with `coordinator token create --device NAME`."""
     device = client(url, token, ca).revoke_device(key)
     err.print(literal(f"{device.name} revoked: its agents are refused"))
+
+
+@app.command("accept")
+def accept_hardware(
+    key: Annotated[str, typer.Argument(help="Device name or id.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
+) -> None:
+    """Accept a device's changed hardware (it is in review since a connection reported
+    other hardware than it enrolled with): it takes work again, matched by this hardware."""
+    device = client(url, token, ca).accept_hardware(key)
+    err.print(literal(f"{device.name} accepted as {device.hardware_class} ({device.status})"))
 
 
 @app.command("resume")

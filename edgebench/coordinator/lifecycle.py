@@ -230,9 +230,13 @@ _EXPIRE_LEASE = (
     .where(col(Run.id) == bindparam("run"), _live)
     .values(lease_expires_at=bindparam("past"))
 )
-# devices that take no work: benched as unhealthy, or revoked
+# devices that take no work: benched as unhealthy, revoked, or in hardware review
 _UNHEALTHY = select(Device.id).where(
-    or_(col(Device.unhealthy) != "", col(Device.revoked_at).is_not(None))
+    or_(
+        col(Device.unhealthy) != "",
+        col(Device.revoked_at).is_not(None),
+        col(Device.review) != "",
+    )
 )
 _FIRST_SUBMITTER = select(func.min(Run.submitter)).where(_queued)
 _NEXT_SUBMITTER = select(func.min(Run.submitter)).where(

@@ -231,6 +231,14 @@ class AgentService(pb_grpc.AgentServiceServicer):
     async def _on_failure(self, session: AgentSession, failure: pb.RunFailure) -> None:
         self.dispatcher.store_failure(session, failure.run_id, failure.lease_epoch, failure.error)
 
+    async def RotateSecret(
+        self, request: pb.RotateSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RotateSecretResponse:
+        agent = await self._authenticate(context)
+        secret = await asyncio.to_thread(self.store.rotate_secret, agent.id)
+        log.info("agent %s has a new secret", agent.id)
+        return pb.RotateSecretResponse(secret=secret)
+
     async def FetchArtifact(
         self, request: pb.FetchArtifactRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ArtifactChunk]:

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import logging
 import math
 import re
 import secrets
@@ -65,8 +66,9 @@ from edgebench.coordinator.tables import (
     utcnow,
 )
 from edgebench.dashboard.models import DeviceSelector
-from edgebench.device import HardwareInfo, hardware_class
+from edgebench.device import HardwareInfo, hardware_class, hardware_signature
 
+log = logging.getLogger("edgebench.coordinator")
 ADMIN_TOKEN_KEY = "admin_token_sha256"
 REVOKED_SECRET = "revoked"  # an agent's secret hash after `devices revoke`: matches none
 # Every column of a fresh run that the multi-row insert must spell out.
@@ -316,6 +318,8 @@ class Store:
             device.tags_json = json.dumps(tags, sort_keys=True)
             device.contributor = device.contributor or row.contributor
             device.revoked_at = None  # enrolled again, with a token made for it
+            device.accepted_hardware = hardware_signature(hardware.identity)
+            device.review = ""  # the admin made a token for this device: its hardware now
             s.add(device)
             s.flush()
             agent = Agent(device_id=device.id, secret_sha256=sha256_text(secret))
@@ -358,6 +362,18 @@ class Store:
             s.commit()
             s.refresh(token)
             return token
+
+    def rotate_secret(self, agent_id: str) -> str:
+        """A new secret for an authenticated agent; its old one stops working now."""
+        secret = secrets.token_urlsafe(32)
+        with self.session(immediate=True) as s:
+            s.exec(
+                update(Agent)
+                .where(col(Agent.id) == agent_id, col(Agent.secret_sha256) != REVOKED_SECRET)
+                .values(secret_sha256=sha256_text(secret))
+            )
+            s.commit()
+        return secret
 
     def authenticate_agent(self, agent_id: str, secret: str) -> Agent | None:
         with self.session() as s:
@@ -709,6 +725,18 @@ class Store:
             since = col(Device.revoked_at) >= moment
             return set(s.exec(select(Device.id).where(since)).all())
 
+    def accept_hardware(self, key: str) -> Device:
+        """The device's hardware as last reported is its hardware now; it leaves review."""
+        with self.session(immediate=True) as s:
+            device = _device(s, key)
+            device.accepted_hardware = hardware_signature(identity_of(device))
+            device.review = ""
+            s.add(device)
+            s.commit()
+            s.refresh(device)
+        self._fleet_read_at = -math.inf
+        return device
+
     def resume_device(self, key: str) -> Device:
         """An unhealthy device takes work again, with a clean history."""
         with self.session(immediate=True) as s:
@@ -761,12 +789,26 @@ def device_seen(s: Session, agent: Agent, hardware: HardwareInfo | None = None) 
     if device is None:
         raise NotFound("the agent's device is gone")
     if hardware is not None:
+        _check_hardware(device, hardware)
         _apply_hardware(device, hardware)
     device.last_seen_at = now
     s.add(device)
     s.exec(update(Agent).where(col(Agent.id) == agent.id).values(last_seen_at=now))
     s.flush()
     return device
+
+
+def _check_hardware(device: Device, hardware: HardwareInfo) -> None:
+    """Other hardware than the accepted puts the device in review (recorded, no work)."""
+    reported = hardware_signature(hardware.identity)
+    if not device.accepted_hardware:  # a device of a store made before this check
+        device.accepted_hardware = reported
+    elif reported != device.accepted_hardware and not device.review:
+        device.review = (
+            f"hardware changed from {device.accepted_hardware} to {reported}: "
+            f"`edgebench devices accept {device.name}` if that is right"
+        )
+        log.warning("device %s in review: %s", device.name, device.review)
 
 
 def _apply_hardware(device: Device, hardware: HardwareInfo) -> None:

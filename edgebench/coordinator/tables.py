@@ -73,6 +73,11 @@ class Device(SQLModel, table=True):
     # `devices revoke`: its agents' credentials are refused from then on, its live
     # sessions end within a heartbeat and it takes no work
     revoked_at: datetime | None = None
+    # The hardware it was enrolled (or last accepted) with, as device.hardware_signature
+    # writes it; a hello reporting other hardware puts it in review (no work) until an
+    # admin accepts the change (`devices accept`), as an SSH host key change would.
+    accepted_hardware: str = ""
+    review: str = ""  # why it is in review; "" = not
 
 
 class Agent(SQLModel, table=True):

@@ -197,11 +197,12 @@ class DevicePublic(BaseModel):
     id: str
     name: str
     online: bool
-    # revoked (its credentials refused), unhealthy (takes no work), offline, idle (online,
-    # no run), busy (holds a run)
+    # revoked (its credentials refused), review (its hardware changed: no work until
+    # accepted), unhealthy (takes no work), offline, idle (online, no run), busy (holds a run)
     status: str
     unhealthy: str = ""  # why it takes no work until `devices resume`; "" = healthy
     revoked_at: datetime | None = None  # `devices revoke`: its agents are refused
+    review: str = ""  # why it is in hardware review (no work until `devices accept`)
     last_seen_at: datetime | None
     identity: DeviceIdentity  # what the device is
     capabilities: DeviceCapabilities  # what it had installed when it last connected

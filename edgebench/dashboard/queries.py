@@ -45,6 +45,7 @@ def device_public(device: Device, current: RunPublic | None = None) -> DevicePub
         status=_status(device, online, current),
         unhealthy=device.unhealthy,
         revoked_at=device.revoked_at,
+        review=device.review,
         last_seen_at=device.last_seen_at,
         identity=identity,
         capabilities=capabilities_of(device),
@@ -59,6 +60,8 @@ def device_public(device: Device, current: RunPublic | None = None) -> DevicePub
 def _status(device: Device, online: bool, current: RunPublic | None) -> str:
     if device.revoked_at is not None:
         return "revoked"
+    if device.review:
+        return "review"
     if device.unhealthy:
         return "unhealthy"
     return "offline" if not online else "busy" if current else "idle"

@@ -257,3 +257,39 @@ def _answering(coordinator: Coordinator, text: str, *args: str) -> Any:
     env = cli_env(coordinator.home, EDGEBENCH_URL=coordinator.http, EDGEBENCH_TOKEN=ADMIN_TOKEN)
     return subprocess.run([sys.executable, "-m", "edgebench", *args], input=text, env=env,
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+
+
+def test_a_device_whose_hardware_changed_is_shown_in_review_and_accepted(
+    coordinator: Coordinator,
+) -> None:
+    from edgebench.device import HardwareInfo
+    from edgebench.proto.convert import to_message
+    from edgebench.proto.v1 import agent_pb2 as pb
+    from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
+
+    def hardware(cpu: str) -> pb.HardwareInfo:
+        flat = {"cpu_model": cpu, "cpu_cores_physical": 4, "arch": "aarch64"}
+        info = HardwareInfo.from_flat({**flat, "engines": {"llama_cpp": "0.3"}})
+        return to_message(info, pb.HardwareInfo())
+
+    with coordinator.channel() as channel:
+        stub = pb_grpc.AgentServiceStub(channel)
+        request = pb.EnrollRequest(token=coordinator.token_secret(), name="swapped",
+                                   hardware=hardware("Cortex-A76"))  # fmt: skip
+        reply = stub.Enroll(request, timeout=10)
+        meta = (("x-edgebench-agent-id", reply.agent_id),
+                ("x-edgebench-agent-secret", reply.secret))  # fmt: skip
+        hello = pb.AgentMessage(hello=pb.Hello(hardware=hardware("Xeon [bold]Platinum")))
+        session = stub.Session(iter([hello]), metadata=meta, timeout=10)
+        assert next(session).HasField("welcome")
+        session.cancel()
+    wait_until(lambda: coordinator.api("/api/v1/devices")[0]["status"] == "review",
+               what="the device in review")  # fmt: skip
+    listed = _said(coordinator.cli("devices", "list").stdout)
+    assert "swapped review Xeon [bold]Platinum" in listed
+    shown = coordinator.cli("devices", "show", "swapped").stdout
+    assert "swapped · review" in shown and "hardware changed from aarch64 · Cortex-A76" in shown
+    accepted = coordinator.cli("devices", "accept", "swapped")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "swapped accepted as Xeon [bold]Platinum · 4 cores" in accepted.stderr
+    assert coordinator.api("/api/v1/devices")[0]["review"] == ""

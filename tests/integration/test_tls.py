@@ -207,3 +207,24 @@ def test_a_revoked_device_is_cut_off_within_a_heartbeat_and_stays_refused(
     (home / "config" / "agent.json").write_text(old_credential)  # the old board returns
     refused = run_cli(home, "agent", "run", timeout=30)
     assert refused.returncode == 1 and "refused this agent's credential" in refused.stderr
+
+
+def test_rotating_the_secret_retires_the_old_one(coordinator: Coordinator, tmp_path: Path) -> None:
+    home = tmp_path / "board"
+    assert _enroll(home, coordinator.grpc, _token(coordinator), "--name", "rotated").returncode == 0
+    path = home / "config" / "agent.json"
+    before = path.read_text()
+    rotated = run_cli(home, "agent", "rotate")
+    assert rotated.returncode == 0 and "rotated has a new secret" in rotated.stderr
+    assert json.loads(path.read_text())["secret"] != json.loads(before)["secret"]
+    agent = start_agent(home)
+    try:
+        wait_until(lambda: any(d["online"] for d in coordinator.api("/api/v1/devices")),
+                   what="the agent online with its new secret")  # fmt: skip
+    finally:
+        stop(agent)
+    path.write_text(before)  # a copy of the old credential, elsewhere
+    refused = run_cli(home, "agent", "run", timeout=30)
+    assert refused.returncode == 1 and "refused this agent's credential" in refused.stderr
+    again = run_cli(home, "agent", "rotate")
+    assert again.returncode == 1 and "rotation refused" in again.stderr

@@ -109,6 +109,9 @@ class NeverAcks(pb_grpc.AgentServiceServicer):
     async def Enroll(self, request: Any, context: Any) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this test's agent is enrolled")
 
+    async def RotateSecret(self, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this test's agent keeps its secret")
+
     # A plain coroutine that aborts: the base declares a stream, which never starts here.
     async def FetchArtifact(self, request: Any, context: Any) -> Any:  # type: ignore[override]
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this test runs no model")

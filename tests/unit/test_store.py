@@ -985,3 +985,27 @@ def test_deleting_results_leaves_the_leaderboard_as_a_rebuild_would(store: Store
         store.delete_result(doomed[0])
     with pytest.raises(NotFound):
         store.get_result(doomed[0])
+
+
+def test_other_hardware_puts_a_device_in_review_until_accepted(store: Store) -> None:
+    from edgebench.coordinator.store import device_seen
+
+    _job(store)
+    agent, _ = _agent(store, "pi", cpu_model="Cortex-A76", cpu_cores_physical=4)
+
+    def hello(**hardware: object) -> Device:
+        flat = {"cpu_model": "Cortex-A76", "cpu_cores_physical": 4, "engines": ENGINES}
+        with store.writing() as s:
+            return device_seen(s, agent, HardwareInfo.from_flat({**flat, **hardware}))
+
+    upgraded = hello(engines={"llama_cpp": "0.3.99"}, kernel="6.12")  # software may change
+    assert upgraded.review == ""
+    swapped = hello(cpu_model="Xeon Platinum", cpu_cores_physical=64)
+    assert "hardware changed from" in swapped.review and "Xeon Platinum" in swapped.review
+    assert "devices accept pi" in swapped.review
+    held = store.get_device("pi")
+    assert ops.claim_run(store, agent=agent, device=held, lease_seconds=60) is None
+    assert "Xeon" in held.identity_json  # recorded, though not accepted
+    accepted = store.accept_hardware("pi")
+    assert accepted.review == "" and "Xeon Platinum" in accepted.accepted_hardware
+    assert ops.claim_run(store, agent=agent, device=accepted, lease_seconds=60) is not None

@@ -70,6 +70,13 @@ def revoke_device(key: str, store: StoreDep) -> DevicePublic:
     return queries.device_public(store.revoke_device(key))
 
 
+@router.post("/devices/{key}/accept")
+def accept_hardware(key: str, store: StoreDep) -> DevicePublic:
+    """The device's hardware as it last reported it becomes its accepted hardware: it
+    leaves review and takes work again."""
+    return queries.device_public(store.accept_hardware(key))
+
+
 @router.post("/devices/{key}/resume")
 def resume_device(key: str, store: StoreDep) -> DevicePublic:
     """An unhealthy device (too many of its recent runs failed there and succeeded

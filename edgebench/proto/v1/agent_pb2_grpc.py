@@ -49,6 +49,11 @@ class AgentServiceStub:
                 request_serializer=edgebench_dot_v1_dot_agent__pb2.FetchArtifactRequest.SerializeToString,
                 response_deserializer=edgebench_dot_v1_dot_agent__pb2.ArtifactChunk.FromString,
                 _registered_method=True)
+        self.RotateSecret = channel.unary_unary(
+                '/edgebench.v1.AgentService/RotateSecret',
+                request_serializer=edgebench_dot_v1_dot_agent__pb2.RotateSecretRequest.SerializeToString,
+                response_deserializer=edgebench_dot_v1_dot_agent__pb2.RotateSecretResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -76,6 +81,13 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateSecret(self, request, context):
+        """Replaces the calling agent's secret with a new one; the old one stops working.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +105,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.FetchArtifact,
                     request_deserializer=edgebench_dot_v1_dot_agent__pb2.FetchArtifactRequest.FromString,
                     response_serializer=edgebench_dot_v1_dot_agent__pb2.ArtifactChunk.SerializeToString,
+            ),
+            'RotateSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateSecret,
+                    request_deserializer=edgebench_dot_v1_dot_agent__pb2.RotateSecretRequest.FromString,
+                    response_serializer=edgebench_dot_v1_dot_agent__pb2.RotateSecretResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +193,33 @@ class AgentService:
             '/edgebench.v1.AgentService/FetchArtifact',
             edgebench_dot_v1_dot_agent__pb2.FetchArtifactRequest.SerializeToString,
             edgebench_dot_v1_dot_agent__pb2.ArtifactChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgebench.v1.AgentService/RotateSecret',
+            edgebench_dot_v1_dot_agent__pb2.RotateSecretRequest.SerializeToString,
+            edgebench_dot_v1_dot_agent__pb2.RotateSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,8 @@ class AgentServiceStub:
     """
     FetchArtifact: _grpc.UnaryStreamMultiCallable[_agent_pb2.FetchArtifactRequest, _agent_pb2.ArtifactChunk]
     """Streams a model artifact, content-addressed by sha256, from `offset` on (resume)."""
+    RotateSecret: _grpc.UnaryUnaryMultiCallable[_agent_pb2.RotateSecretRequest, _agent_pb2.RotateSecretResponse]
+    """Replaces the calling agent's secret with a new one; the old one stops working."""
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -57,6 +59,8 @@ class AgentServiceAsyncStub(AgentServiceStub):
     """
     FetchArtifact: _aio.UnaryStreamMultiCallable[_agent_pb2.FetchArtifactRequest, _agent_pb2.ArtifactChunk]  # type: ignore[assignment]
     """Streams a model artifact, content-addressed by sha256, from `offset` on (resume)."""
+    RotateSecret: _aio.UnaryUnaryMultiCallable[_agent_pb2.RotateSecretRequest, _agent_pb2.RotateSecretResponse]  # type: ignore[assignment]
+    """Replaces the calling agent's secret with a new one; the old one stops working."""
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -84,5 +88,13 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_agent_pb2.ArtifactChunk], _abc.AsyncIterator[_agent_pb2.ArtifactChunk]]:
         """Streams a model artifact, content-addressed by sha256, from `offset` on (resume)."""
+
+    @_abc_1.abstractmethod
+    def RotateSecret(
+        self,
+        request: _agent_pb2.RotateSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.RotateSecretResponse, _abc.Awaitable[_agent_pb2.RotateSecretResponse]]:
+        """Replaces the calling agent's secret with a new one; the old one stops working."""
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
