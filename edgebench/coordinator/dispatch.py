@@ -18,7 +18,7 @@ from edgebench.coordinator import lifecycle
 from edgebench.coordinator.lifecycle import Claim, ClaimRequest, LeaseTouch, ResultIn
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store, device_seen
-from edgebench.coordinator.tables import Agent, Artifact, Device, Job, utcnow
+from edgebench.coordinator.tables import Agent, Artifact, Device, Job, identity_of, utcnow
 from edgebench.coordinator.wire import assignment_for
 from edgebench.coordinator.writer import StoreWriter
 from edgebench.dashboard.models import JobCreate
@@ -50,6 +50,11 @@ class AgentSession:
     # why the coordinator ended this session on its own ("" = it did not): the stream
     # then ends with UNAUTHENTICATED and this reason
     ended_because: str = ""
+
+    @property
+    def logical_cpus(self) -> int:
+        """The device's logical CPUs as it reported them (0 when unknown)."""
+        return identity_of(self.device).cpu_cores_logical
 
 
 class Dispatcher:

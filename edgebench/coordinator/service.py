@@ -197,7 +197,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 check_uuid(result.result_id, "result_id"),
                 result.run_id,
                 result.lease_epoch,
-                *checked_result(result.metrics),
+                *checked_result(result.metrics, session.logical_cpus),
             )
         except WireError as exc:
             self._acknowledge(session, result.result_id, exc)

@@ -184,8 +184,13 @@ def _depth(data: Any) -> int:
     return deepest
 
 
-def checked_result(metrics: pb.Metrics) -> tuple[dict[str, Any], bytes]:
+def checked_result(metrics: pb.Metrics, logical_cpus: int = 0) -> tuple[dict[str, Any], bytes]:
+    """The result's stored values and packed timings; `logical_cpus` (the device's, 0 when
+    unknown) bounds the threads it says it ran with."""
     values, timings = result_values(metrics)
+    threads = values.get("threads") or 0
+    if logical_cpus and threads > logical_cpus:
+        raise WireError(f"threads {threads} is more than the device's {logical_cpus} logical CPUs")
     return values, pack_reps(timings)
 
 

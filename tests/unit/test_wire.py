@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgebench.agent.wire import metrics_message
-from edgebench.coordinator.wire import WireError, result_values
+from edgebench.coordinator.wire import WireError, checked_result, result_values
 from edgebench.measure.record import RepTiming, summarize
 from edgebench.proto.v1 import agent_pb2 as pb
 
@@ -116,3 +116,11 @@ def test_a_decode_that_takes_no_time_is_refused() -> None:
     metrics = _metrics((100, [200, 200, 200]))
     with pytest.raises(WireError, match="decode must take time"):
         result_values(metrics)
+
+
+def test_more_threads_than_the_device_has_cpus_is_refused() -> None:
+    metrics = _metrics((1_000_000, [2_000_000, 3_000_000, 4_500_000]))  # threads 4
+    checked_result(metrics, logical_cpus=4)
+    checked_result(metrics, logical_cpus=0)  # unknown: nothing to compare with
+    with pytest.raises(WireError, match="threads 4 is more than the device's 2 logical CPUs"):
+        checked_result(metrics, logical_cpus=2)
