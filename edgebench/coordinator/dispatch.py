@@ -48,8 +48,15 @@ class AgentSession:
     # stale lease (the agent has moved on), so it gets no CancelRun.
     finished: deque[str] = field(default_factory=lambda: deque(maxlen=8))
     # why the coordinator ended this session on its own ("" = it did not): the stream
-    # then ends with UNAUTHENTICATED and this reason
+    # then ends with `ended_with` and this reason
     ended_because: str = ""
+    ended_with: str = "UNAUTHENTICATED"  # a grpc.StatusCode name
+    bogus: int = 0  # messages refused as malformed in this session
+
+    def end(self, reason: str, code: str = "UNAUTHENTICATED") -> None:
+        """Ends the session from the coordinator's side, with a status the agent reads."""
+        self.ended_because, self.ended_with = reason, code
+        self.outgoing.put_nowait(pb.CoordinatorMessage())
 
     @property
     def logical_cpus(self) -> int:
@@ -132,8 +139,7 @@ class Dispatcher:
         revoked = await asyncio.to_thread(self.store.revoked_since, since - margin)
         for session in list(self.sessions.values()):
             if session.device.id in revoked:
-                session.ended_because = f"device {session.device.name} was revoked"
-                session.outgoing.put_nowait(pb.CoordinatorMessage())
+                session.end(f"device {session.device.name} was revoked")
 
     async def flush_touches(self) -> None:
         """Extends every lease touched since the last flush; an agent whose lease is no

@@ -32,6 +32,9 @@ from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
 from edgebench.protocol import AGENT_ID_KEY, AGENT_SECRET_KEY
 
 log = logging.getLogger("edgebench.coordinator")
+# malformed messages (refused results, bad work requests) a session may send before it is
+# ended: an honest agent sends none
+MAX_BOGUS_PER_SESSION = 50
 
 
 def refusal_code(exc: BaseException) -> str:
@@ -144,7 +147,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
                     break  # the end: the reader stopped, or a newer session replaced this one
                 yield message
             if session.ended_because:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, session.ended_because)
+                code = grpc.StatusCode[session.ended_with]
+                await context.abort(code, session.ended_because)
         finally:
             reader.cancel()
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
@@ -174,6 +178,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             request_id = check_uuid(request.request_id, "request_id")
         except WireError as exc:
             log.warning("work request from %s ignored: %s", session.device.name, exc)
+            self._count_bogus(session)
             return
         self.dispatcher.want_work(session, request_id)
 
@@ -201,9 +206,18 @@ class AgentService(pb_grpc.AgentServiceServicer):
             )
         except WireError as exc:
             self._acknowledge(session, result.result_id, exc)
+            self._count_bogus(session)
             return
         stored = self.dispatcher.store_result(session, item)
         stored.add_done_callback(functools.partial(self._after_store, session, result.result_id))
+
+    @staticmethod
+    def _count_bogus(session: AgentSession) -> None:
+        """A session that keeps sending what cannot be taken is ended (the agent may open
+        another after its backoff): one hostile agent costs the coordinator little."""
+        session.bogus += 1
+        if session.bogus == MAX_BOGUS_PER_SESSION:
+            session.end(f"{MAX_BOGUS_PER_SESSION} malformed messages", "RESOURCE_EXHAUSTED")
 
     def _after_store(
         self, session: AgentSession, result_id: str, stored: asyncio.Future[None]

@@ -300,3 +300,22 @@ def test_guessing_enrollment_tokens_is_slowed_per_address(coordinator: Coordinat
     assert 0 < int(trailing["retry-after"]) <= 60
     assert _count(coordinator, "device") == 0
     channel.close()
+
+
+def test_a_session_that_keeps_sending_malformed_messages_is_ended(
+    coordinator: Coordinator,
+) -> None:
+    stub, metadata, channel = _enrolled_stub(coordinator)
+    hello = pb.AgentMessage(hello=pb.Hello())
+    junk = [pb.AgentMessage(result=pb.RunResult(result_id=f"x{i}")) for i in range(80)]
+    acks = []
+    with pytest.raises(grpc.RpcError) as ended:
+        for reply in stub.Session(iter([hello, *junk]), metadata=metadata, timeout=10):
+            if reply.HasField("ack"):
+                acks.append(reply.ack)
+    assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "50 malformed messages" in (ended.value.details() or "")
+    assert len(acks) <= 50 and not any(a.accepted for a in acks)
+    health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    channel.close()
