@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 
 from edgebench import paths
 from edgebench.agent import hardware
-from edgebench.agent.cache import ModelCache
+from edgebench.agent.cache import DEFAULT_MAX_BYTES, ModelCache
 from edgebench.agent.credentials import Credential, NotEnrolled
 from edgebench.agent.isolation import measure_in_child
 from edgebench.agent.outbox import Outbox
@@ -57,6 +57,7 @@ class Agent:
         heartbeat_seconds: float = 5.0,
         outbox_limit: int = DEFAULT_OUTBOX_LIMIT,
         insecure: bool = False,
+        cache_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.credential = credential
         self.insecure = insecure  # plaintext allowed beyond loopback (no saved authority)
@@ -67,7 +68,7 @@ class Agent:
         # same id after a reconnect, so a lost answer brings back the same lease.
         self._request_id: str | None = None
         self._asked = False  # the open request went out on the current session
-        self.cache = ModelCache(paths.cache_dir() / "models")
+        self.cache = ModelCache(paths.cache_dir() / "models", cache_max_bytes)
         self.active: ActiveRun | None = None
         # When the coordinator last acknowledged a heartbeat (or gave this run): a lease
         # lapses a whole lease after that, however the link failed.

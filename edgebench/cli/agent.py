@@ -105,6 +105,14 @@ def run(
             "acknowledgement (results are never dropped).",
         ),
     ] = 1000,
+    cache_max_gb: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Keep the model cache within this many GiB: the least recently used "
+            "models are evicted first.",
+        ),
+    ] = 20.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every message.")] = False,
     insecure: InsecureOption = False,
 ) -> None:
@@ -121,7 +129,12 @@ def run(
         credential = replace(credential, coordinator=coordinator)
     if not credential.authority_pem:
         refuse_plaintext(credential.coordinator, insecure)
-    agent = Agent(credential, outbox_limit=outbox_limit, insecure=insecure)
+    agent = Agent(
+        credential,
+        outbox_limit=outbox_limit,
+        insecure=insecure,
+        cache_max_bytes=int(cache_max_gb * 1024**3),
+    )
 
     async def main() -> None:
         stop = asyncio.Event()

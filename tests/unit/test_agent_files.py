@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -127,3 +128,46 @@ def test_a_download_stops_at_the_declared_size(tmp_path: Path) -> None:
         asyncio.run(cache.ensure_model(sha, "gguf", fetch, size_bytes=10))
     assert list(tmp_path.iterdir()) == []  # the partial file is gone
     assert asyncio.run(cache.ensure_model(sha, "gguf", fetch, size_bytes=len(data))).is_file()
+
+
+def _model(seed: int) -> tuple[bytes, str]:
+    data = b"GGUF" + bytes([seed]) * 60
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def test_a_cached_model_changed_on_disk_is_verified_again_and_fetched(tmp_path: Path) -> None:
+    data, sha = _model(1)
+    cache = ModelCache(tmp_path)
+    fetch, calls = _source(data)
+    path = asyncio.run(cache.ensure(sha, fetch))
+    path.write_bytes(b"GGUF" + bytes(60))  # tampered: same size, new modification time
+    assert asyncio.run(cache.ensure(sha, fetch)).read_bytes() == data
+    assert calls == [0, 0]  # fetched again after the check failed
+    assert asyncio.run(cache.ensure(sha, fetch)) == path and calls == [0, 0]
+
+
+def test_the_cache_keeps_its_size_by_evicting_the_least_recently_used(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path, max_bytes=150)  # room for two 64-byte models
+    models = [_model(seed) for seed in (1, 2, 3)]
+    paths = []
+    for moment, (data, sha) in enumerate(models[:2]):
+        paths.append(asyncio.run(cache.ensure(sha, _source(data)[0], size_bytes=len(data))))
+        mark = paths[-1].with_name(paths[-1].name + ".verified")
+        os.utime(mark, (1000 + moment, 1000 + moment))  # first used long ago
+    asyncio.run(cache.ensure(models[0][1], _source(models[0][0])[0]))  # the first, used now
+    data, sha = models[2]
+    third = asyncio.run(cache.ensure(sha, _source(data)[0], size_bytes=len(data)))
+    assert paths[0].is_file() and third.is_file()
+    assert not paths[1].exists()  # the least recently used went
+    assert not paths[1].with_name(paths[1].name + ".verified").exists()
+
+
+def test_a_full_disk_deletes_the_partial_download(tmp_path: Path) -> None:
+    data, sha = _model(4)
+    cache = ModelCache(tmp_path)
+    (tmp_path / f"{sha}.gguf.part").symlink_to("/dev/full")  # the kernel answers ENOSPC
+    with pytest.raises(CacheError, match="is full: the download was deleted"):
+        asyncio.run(cache.ensure(sha, _source(data)[0]))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(CacheError, match="not enough free disk"):
+        asyncio.run(cache.ensure(sha, _source(data)[0], size_bytes=1 << 60))
