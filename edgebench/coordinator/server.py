@@ -21,11 +21,13 @@ from edgebench.coordinator.artifacts import ArtifactFiles
 from edgebench.coordinator.certificates import ServerTls
 from edgebench.coordinator.dispatch import Dispatcher
 from edgebench.coordinator.httpworkers import HttpWorkers, api_context, http_server
+from edgebench.coordinator.parsing import ParseErrorsAreInvalidArguments
 from edgebench.coordinator.service import AgentService
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store
 from edgebench.dashboard.deps import ApiContext, ApiHooks
 from edgebench.errors import EdgebenchError
+from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
 
 log = logging.getLogger("edgebench.coordinator")
@@ -100,7 +102,8 @@ async def serve(
         bind_socket(settings.host, settings.grpc_port, "gRPC").close()
     tls = certificates.for_settings(settings)
     http_socket = bind_http_socket(settings.host, settings.http_port)
-    server = grpc.aio.server(options=grpc_server_options(settings))
+    unparsable = ParseErrorsAreInvalidArguments({f"/{SERVICE_NAME}/Session": pb.AgentMessage})
+    server = grpc.aio.server(options=grpc_server_options(settings), interceptors=[unparsable])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:

@@ -170,6 +170,8 @@ class AgentService(pb_grpc.AgentServiceServicer):
                 await self._on_failure(session, message.failure)
             elif kind == "work_request":
                 await self._on_work_request(session, message.work_request)
+            else:  # nothing we know, or a message that did not parse (parsing.py)
+                self._count_bogus(session)
 
     async def _on_work_request(self, session: AgentSession, request: pb.WorkRequest) -> None:
         """The agent is idle: the next dispatch round answers it (with the lease this
