@@ -120,7 +120,8 @@ def test_second_job_reuses_uploaded_model(
         assert db.execute("SELECT COUNT(*) FROM artifact").fetchone() == (1,)
         assert db.execute("SELECT COUNT(*) FROM result").fetchone() == (2,)
     cached = list((agent / "cache" / "models").iterdir())
-    assert [p.suffix for p in cached] == [".gguf"]  # downloaded once, verified, no .part left
+    # downloaded once, verified (its mark beside it), no .part left
+    assert sorted(p.suffix for p in cached) == [".gguf", ".verified"]
 
 
 def test_queued_jobs_run_one_after_another(
