@@ -129,6 +129,15 @@ def check_pinned(authority_pem: str, pinned: str | None) -> None:
         )
 
 
+def speaks_tls(address: str, timeout: float = 3.0) -> bool:
+    """Whether the server at `address` completes a TLS handshake."""
+    try:
+        _server_certificate(address, timeout)
+    except TrustError:
+        return False
+    return True
+
+
 def _server_certificate(address: str, timeout: float) -> str:
     host, port = split_address(address)
     try:

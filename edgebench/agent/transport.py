@@ -7,7 +7,7 @@ import grpc
 
 from edgebench.agent.credentials import Credential
 from edgebench.protocol import AGENT_ID_KEY, AGENT_SECRET_KEY, MAX_MESSAGE_BYTES
-from edgebench.tls import TrustError, authority_from_server, refuse_plaintext
+from edgebench.tls import refuse_plaintext, speaks_tls
 
 
 def channel_options() -> list[tuple[str, int]]:
@@ -52,14 +52,6 @@ def open_session_channel(credential: Credential, insecure: bool) -> grpc.aio.Cha
     if tls is None:
         return grpc.aio.insecure_channel(address, options=channel_options())
     return grpc.aio.secure_channel(address, tls, options=channel_options())
-
-
-def speaks_tls(address: str) -> bool:
-    try:
-        authority_from_server(address, "0" * 64, timeout=3)
-    except TrustError as exc:
-        return "does not speak TLS" not in str(exc) and "not reachable" not in str(exc)
-    return True
 
 
 def unreachable_reason(address: str, error: grpc.RpcError, plaintext: bool = False) -> str:

@@ -106,7 +106,9 @@ class CoordinatorClient:
                 " use the coordinator's https:// URL (it serves HTTPS beyond loopback)"
             )
         if response.status_code == 401 and method == "GET":  # reads that need a token
-            raise ClientError(f"{_detail(response)}; set EDGEBENCH_TOKEN or pass --token")
+            detail = _detail(response)
+            hint = "" if "EDGEBENCH_TOKEN" in detail else "; set EDGEBENCH_TOKEN or pass --token"
+            raise ClientError(detail + hint)
         if response.status_code == 401:
             raise ClientError("admin token missing or wrong: set EDGEBENCH_TOKEN or pass --token")
         if response.status_code >= 400:

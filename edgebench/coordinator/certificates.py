@@ -161,9 +161,8 @@ def _create_once(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
+        with contextlib.suppress(FileExistsError):  # made first by the other: theirs stays
+            os.link(tmp, path)
     finally:
         tmp.unlink()
 

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edgebench.coordinator.throttle import FailureBudget
 from edgebench.dashboard.deps import ApiContext, StoreDep
+from edgebench.dashboard.pages import templates  # the pages' environment and base
 
 COOKIE = "edgebench_viewer"
 COOKIE_DAYS = 30  # at most; a token that expires sooner ends the sign-in with it
@@ -97,8 +98,6 @@ def safe_next(wanted: str | None) -> str:
 
 
 def _form(request: Request, wanted: str, error: str = "", status_code: int = 200) -> Response:
-    from edgebench.dashboard.pages import templates  # the pages' environment and base
-
     context = {"next": safe_next(wanted), "error": error}
     return templates.TemplateResponse(request, "login.html", context, status_code=status_code)
 

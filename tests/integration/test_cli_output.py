@@ -233,6 +233,7 @@ def test_the_audit_log_records_admin_actions_allowed_and_refused(
     viewer = made.stdout.strip()
     as_viewer = coordinator.cli("coordinator", "audit", token=viewer)
     assert as_viewer.returncode == 1 and "admin token" in as_viewer.stderr
+    assert as_viewer.stderr.count("EDGEBENCH_TOKEN") == 1
 
 
 def test_an_admin_deletes_a_result(coordinator: Coordinator) -> None:
