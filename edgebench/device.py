@@ -41,6 +41,7 @@ class DeviceIdentity(_Shape):
     os: str = _text("operating system, e.g. Linux")
     arch: str = _text("CPU architecture, e.g. x86_64, aarch64")
     accelerator: str = _text("cuda where NVML or a Jetson GPU answers, else none")
+    cache_bytes: int = _count("the CPU's last-level cache, bytes; 0 when unknown", 1 << 40)
 
 
 class DeviceCapabilities(_Shape):

@@ -126,18 +126,27 @@ def grouped(rows: Sequence[Row]) -> list[Block]:
     decode `tg`), each with tok/s and its 95% interval, joules per token and, where any
     result was disturbed, a `noisy` mark. Unknown values (no sensor) are '-', never 0."""
     with_mark = any(row.get("noisy") for row in rows)
+    with_check = any(row.get("verification", "trusted") != "trusted" for row in rows)
     header = ["test", "t/s", "TTFT ms", "J/tok"] + (["noisy"] if with_mark else [])
+    header += ["check"] if with_check else []
     blocks: dict[str, Block] = {}
     for row in rows:
         title = _title(row)
         block = blocks.setdefault(title, Block(title, header))
-        block.lines.extend(_phase_lines(row, with_mark))
+        block.lines.extend(_phase_lines(row, with_mark, with_check))
     return list(blocks.values())
 
 
-def _phase_lines(row: Row, with_mark: bool) -> list[list[str]]:
+def _check(row: Row) -> str:
+    """A contributor's result: where its verification stands, short."""
+    state = str(row.get("verification", "trusted"))
+    return "" if state == "trusted" else "quorum" if state == "verified-by-quorum" else state
+
+
+def _phase_lines(row: Row, with_mark: bool, with_check: bool = False) -> list[list[str]]:
     depth = f" @ d{row['n_depth']}" if row.get("n_depth") else ""
     mark = ["yes" if row.get("noisy") else ""] if with_mark else []
+    mark += [_check(row)] if with_check else []
     lines = []
     for phase, count, tps, joules, ttft in (
         ("pp", "n_prompt", "prefill_tps", "prefill_j_per_token", _num(row.get("ttft_ms"), 1)),

@@ -25,6 +25,22 @@ def _cpu_model(procfs: Path) -> str:
     return platform.processor() or platform.machine()
 
 
+def _cache_bytes(sysfs: Path) -> int:
+    """The CPU's last-level cache (the highest level cpu0 reports), 0 when unknown."""
+    levels: dict[int, int] = {}
+    for index in (sysfs / "devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level = int((index / "level").read_text())
+            size = (index / "size").read_text().strip().upper()
+        except (OSError, ValueError):
+            continue
+        factor = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(size[-1:], 1)
+        digits = size.rstrip("KMG")
+        if digits.isdigit():
+            levels[level] = max(levels.get(level, 0), int(digits) * factor)
+    return levels[max(levels)] if levels else 0
+
+
 def _os_release(etc: Path) -> str:
     try:
         for line in (etc / "os-release").read_text().splitlines():
@@ -35,7 +51,9 @@ def _os_release(etc: Path) -> str:
     return platform.platform()
 
 
-def snapshot(procfs: Path = Path("/proc"), etc: Path = Path("/etc")) -> HardwareInfo:
+def snapshot(
+    procfs: Path = Path("/proc"), etc: Path = Path("/etc"), sysfs: Path = Path("/sys")
+) -> HardwareInfo:
     freq = psutil.cpu_freq()
     identity = DeviceIdentity(
         hostname=socket.gethostname()[:MAX_TEXT],
@@ -47,6 +65,7 @@ def snapshot(procfs: Path = Path("/proc"), etc: Path = Path("/etc")) -> Hardware
         os=platform.system(),
         arch=platform.machine(),
         accelerator=accelerator_of(detect_sources(Roots(procfs=procfs))),
+        cache_bytes=min(_cache_bytes(sysfs), 1 << 40),
     )
     capabilities = DeviceCapabilities(
         engines=installed_engines(),

@@ -179,6 +179,7 @@ class CoordinatorClient:
         device: str | None = None,
         uses: int = 1,
         viewer: bool = False,
+        owner: str = "",
     ) -> str:
         body = TokenCreate(
             contributor=contributor,
@@ -186,6 +187,7 @@ class CoordinatorClient:
             device=device,
             uses=uses,
             viewer=viewer,
+            owner=owner,
         )
         created = self._request("POST", "/api/v1/tokens", json=body.model_dump())
         return _one(TokenCreated, created).token

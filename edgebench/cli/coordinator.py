@@ -69,8 +69,21 @@ def serve(
         ),
     ] = None,
     reap_seconds: Annotated[
-        int, typer.Option(min=1, help="How often expired leases are reaped.")
+        int,
+        typer.Option(
+            min=1, help="How often expired leases are reaped and contributor results checked."
+        ),
     ] = 10,
+    verify_band: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=10.0,
+            help="A contributor's result and its replication agree when each compared "
+            "figure is within max(this share of the trusted figure, the combined 95% "
+            "intervals).",
+        ),
+    ] = 0.05,
     http_workers: Annotated[
         int,
         typer.Option(
@@ -166,6 +179,7 @@ def serve(
         http_port=http_port,
         lease_seconds=lease_seconds,
         reap_seconds=reap_seconds,
+        verify_band=verify_band,
         http_workers=http_workers,
         insecure=insecure,
         tls_cert=tls_cert,
@@ -252,6 +266,14 @@ def token_create(
             "/login, a script sends it as a bearer token. It enrolls nothing.",
         ),
     ] = False,
+    owner: Annotated[
+        str,
+        typer.Option(
+            help="Who owns the devices it enrolls. Contributor results are verified by a "
+            "trusted device of the same class, or where there is none, by contributors of "
+            "two different owners agreeing.",
+        ),
+    ] = "",
     url: UrlOption = None,
     token: TokenOption = None,
     ca: CaOption = None,
@@ -265,6 +287,7 @@ def token_create(
         device=device,
         uses=uses,
         viewer=viewer,
+        owner=owner,
     )
     out.print(created, highlight=False)
     if viewer:

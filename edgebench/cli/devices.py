@@ -58,7 +58,7 @@ def list_devices(
 
 def _state(device: DevicePublic) -> str:
     """Why it takes no work, else whether it is connected."""
-    if device.status in ("revoked", "review", "unhealthy"):
+    if device.status in ("revoked", "review", "suspended", "unhealthy"):
         return device.status
     return "online" if device.online else "offline"
 
@@ -80,9 +80,16 @@ def show_device(
     out.print(literal(f"{device.name} · {_state(device)} · last seen {seen} UTC"))
     if device.review:
         out.print(literal(f"{'review':>20}: {device.review}"))
-    if device.unhealthy:
-        out.print(literal(f"{'unhealthy':>20}: {device.unhealthy} (devices resume {device.name})"))
+    for label, why in (("unhealthy", device.unhealthy), ("suspended", device.suspended)):
+        if why:
+            out.print(literal(f"{label:>20}: {why} (devices resume {device.name})"))
     out.print(literal(f"{'id':>20}: {device.id}"))
+    out.print(literal(f"{'trust tier':>20}: {device.trust_tier}"))
+    if device.owner:
+        out.print(literal(f"{'owner':>20}: {device.owner}"))
+    if device.contributor:
+        checks = device.checks or "none yet"
+        out.print(literal(f"{'checks':>20}: {checks} (newest first; A agreed, D disputed)"))
     for section, shape in (("identity", device.identity), ("capabilities", device.capabilities)):
         out.print(f"{section}:", highlight=False)
         for name, value in shape.model_dump().items():
@@ -130,6 +137,7 @@ def resume_device(
     token: TokenOption = None,
     ca: CaOption = None,
 ) -> None:
-    """Let an unhealthy device take work again (its failure history starts afresh)."""
+    """Let an unhealthy or suspended device take work again (its failure and check
+    histories start afresh)."""
     device = client(url, token, ca).resume_device(key)
     err.print(literal(f"{device.name} takes work again ({device.status})"))

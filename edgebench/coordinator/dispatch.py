@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from edgebench.coordinator import lifecycle
+from edgebench.coordinator import lifecycle, verification
 from edgebench.coordinator.lifecycle import Claim, ClaimRequest, LeaseTouch, ResultIn
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store, device_seen
 from edgebench.coordinator.tables import Agent, Artifact, Device, Job, identity_of, utcnow
+from edgebench.coordinator.verification import VerifyPolicy
 from edgebench.coordinator.wire import assignment_for
 from edgebench.coordinator.writer import StoreWriter
 from edgebench.dashboard.models import JobCreate
@@ -169,6 +170,18 @@ class Dispatcher:
         await self.housekeeping.call(
             functools.partial(lifecycle.reap_expired, retry_base_seconds=retry_base)
         )
+
+    async def verify(self) -> None:
+        """A verification round (coordinator/verification.py); new replication runs go
+        out in the next dispatch round."""
+        policy = VerifyPolicy(band=self.settings.verify_band)
+        done = await self.housekeeping.call(functools.partial(verification.verify, policy=policy))
+        for result_id, state in done.judged.items():
+            log.info("result %s is %s after replication", result_id, state)
+        for result_id in done.quarantined:
+            log.warning("result %s quarantined: implausible", result_id)
+        for name in done.suspended:
+            log.warning("device %s suspended: too many disputed results", name)
 
     def _spec_of(self, job: Job) -> JobCreate:
         spec = self._specs.get(job.id)

@@ -168,6 +168,7 @@ _LEASES_OF = (
         col(Run.device_name),
         col(Run.selector_json),
         col(Run.failed_on_device_id),
+        col(Run.checks_result_id),
     )
     .where(col(Run.id).in_(bindparam("runs", expanding=True)))
     .order_by(col(Run.id))
@@ -230,12 +231,14 @@ _EXPIRE_LEASE = (
     .where(col(Run.id) == bindparam("run"), _live)
     .values(lease_expires_at=bindparam("past"))
 )
-# devices that take no work: benched as unhealthy, revoked, or in hardware review
+# devices that take no work: benched as unhealthy, revoked, in hardware review, or
+# suspended by replication
 _UNHEALTHY = select(Device.id).where(
     or_(
         col(Device.unhealthy) != "",
         col(Device.revoked_at).is_not(None),
         col(Device.review) != "",
+        col(Device.suspended) != "",
     )
 )
 _FIRST_SUBMITTER = select(func.min(Run.submitter)).where(_queued)
@@ -461,11 +464,12 @@ def store_results(s: Session, items: Sequence[ResultIn]) -> list[StoreError | No
         row.id: row for row in connection.execute(_RESULTS_BY_ID, {"results": ids})
     }
     now = utcnow()
+    contributors = _contributors(connection, leases.values())
     rows: list[dict[str, Any]] = []
     outcomes: list[StoreError | None] = []
     for item in items:
         try:
-            row = _result_row(item, leases.get(item.run_id), known, now)
+            row = _result_row(item, leases.get(item.run_id), known, now, contributors)
         except StoreError as exc:
             outcomes.append(exc)
             continue
@@ -511,7 +515,31 @@ def _outcomes_of(rows: list[dict[str, Any]], leases: dict[str, Any]) -> list[tup
     return outcomes
 
 
-def _result_row(item: ResultIn, lease: Any, known: dict[str, Any], now: datetime) -> Any:
+def _contributors(connection: Connection, leases: Any) -> set[str]:
+    """Which of these runs' devices are contributors (their results start unverified)."""
+    ids = sorted({lease.device_id for lease in leases if lease is not None and lease.device_id})
+    return set(connection.execute(_CONTRIBUTORS, {"devices": ids}).scalars()) if ids else set()
+
+
+_CONTRIBUTORS = select(Device.id).where(
+    col(Device.id).in_(bindparam("devices", expanding=True)), col(Device.contributor)
+)
+
+
+def _verification(lease: Any, contributor: bool) -> dict[str, Any]:
+    """Where a new result starts (coordinator/verification.py takes it from there)."""
+    if lease.checks_result_id is not None:  # a replication run: judged with its original
+        return {"verification": "unverified" if contributor else "trusted",
+                "verification_note": f"replicates result {lease.checks_result_id}",
+                "replica_run_id": ""}  # fmt: skip
+    if contributor:
+        return {"verification": "unverified", "verification_note": "", "replica_run_id": None}
+    return {"verification": "trusted", "verification_note": "", "replica_run_id": ""}
+
+
+def _result_row(
+    item: ResultIn, lease: Any, known: dict[str, Any], now: datetime, contributors: set[str]
+) -> Any:
     """The row to insert, None for a replay of a stored result; raises when refused."""
     payload = payload_sha256(item.values, item.timings)
     existing = known.get(item.result_id)
@@ -534,6 +562,7 @@ def _result_row(item: ResultIn, lease: Any, known: dict[str, Any], now: datetime
     row.update(id=item.result_id, run_id=item.run_id, job_id=lease.job_id,
                device_id=lease.device_id, payload_sha256=payload, created_at=now,
                timings=item.timings)  # fmt: skip
+    row.update(_verification(lease, lease.device_id in contributors))
     return row
 
 

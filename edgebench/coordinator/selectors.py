@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from edgebench.coordinator.tables import Device, capabilities_of, identity_of
+from edgebench.coordinator.tables import Device, capabilities_of, identity_of, trust_tier
 from edgebench.dashboard.models import GIB, DeviceSelector
 from edgebench.engines import ENGINES
 
@@ -28,6 +28,15 @@ def matches(selector: DeviceSelector, device: Device) -> bool:
     if selector.accelerator and identity.accelerator != selector.accelerator:
         return False
     if selector.min_memory_gb is not None and identity.ram_bytes < selector.min_memory_gb * GIB:
+        return False
+    if selector.hardware_class and device.hardware_class != selector.hardware_class:
+        return False
+    if selector.tiers and trust_tier(device) not in selector.tiers:
+        return False
+    if selector.not_owners and (not device.owner or device.owner in selector.not_owners):
+        return False
+    engines = capabilities_of(device).engines
+    if any(engines.get(name) != version for name, version in selector.engines.items()):
         return False
     tags = device_tags(device)
     return all(tags.get(key) == value for key, value in selector.tags.items())

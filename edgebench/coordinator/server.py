@@ -254,6 +254,7 @@ async def _reap_forever(dispatcher: Dispatcher, every_seconds: int) -> None:
         try:
             await dispatcher.flush_seen()
             await dispatcher.reap()
+            await dispatcher.verify()
             dispatcher.kick()  # also picks up runs whose retry backoff has passed
         except Exception:  # the reaper must outlive a failed round (database hiccup)
             log.exception("reaper round failed")

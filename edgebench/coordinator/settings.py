@@ -38,6 +38,9 @@ class CoordinatorSettings:
     max_artifact_bytes: int = 64 * 1024 * 1024 * 1024
     # 0: the HTTP app shares the agents' event loop; N: it runs in N processes of its own.
     http_workers: int = 0
+    # Replication agrees within max(this share of the trusted figure, the combined 95%
+    # intervals) (coordinator/verification.py).
+    verify_band: float = 0.05
     # TLS on the agent port (and HTTPS beyond loopback) unless `insecure`: the own
     # authority in `tls_dir`, or the operator's `tls_cert` chain and `tls_key`.
     insecure: bool = False

@@ -267,6 +267,7 @@ class Store:
         device_name: str | None = None,
         uses: int = 1,
         viewer: bool = False,
+        owner: str = "",
     ) -> str:
         """A token for `uses` enrollments; with `device_name`, one that re-enrolls that
         enrolled device (a reinstalled agent) and can enroll nothing else; `viewer`: one
@@ -292,6 +293,7 @@ class Store:
                     device_name=device_name,
                     uses_left=uses,
                     viewer=viewer,
+                    owner=owner,
                 )
             )
             s.commit()
@@ -317,6 +319,7 @@ class Store:
             _apply_hardware(device, hardware)
             device.tags_json = json.dumps(tags, sort_keys=True)
             device.contributor = device.contributor or row.contributor
+            device.owner = row.owner or device.owner
             device.revoked_at = None  # enrolled again, with a token made for it
             device.accepted_hardware = hardware_signature(hardware.identity)
             device.review = ""  # the admin made a token for this device: its hardware now
@@ -738,10 +741,11 @@ class Store:
         return device
 
     def resume_device(self, key: str) -> Device:
-        """An unhealthy device takes work again, with a clean history."""
+        """An unhealthy or suspended device takes work again, with a clean history."""
         with self.session(immediate=True) as s:
             device = _device(s, key)
             device.unhealthy, device.outcomes = "", ""
+            device.suspended, device.checks = "", ""
             s.add(device)
             s.commit()
             s.refresh(device)

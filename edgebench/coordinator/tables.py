@@ -78,6 +78,11 @@ class Device(SQLModel, table=True):
     # admin accepts the change (`devices accept`), as an SSH host key change would.
     accepted_hardware: str = ""
     review: str = ""  # why it is in review; "" = not
+    owner: str = ""  # who owns it, as its enrollment token said (quorum needs two)
+    # Its last replication checks, newest first: A agreed, D disputed (verification.py);
+    # a contributor with too many D is suspended (no work) until `devices resume`.
+    checks: str = ""
+    suspended: str = ""
 
 
 class Agent(SQLModel, table=True):
@@ -102,6 +107,7 @@ class EnrollmentToken(SQLModel, table=True):
     used_by_agent_id: str | None = None
     # a viewer token: reads the dashboard and API where reads need a token; enrolls nothing
     viewer: bool = False
+    owner: str = ""  # given to the devices it enrolls
 
 
 class Artifact(SQLModel, table=True):
@@ -152,6 +158,8 @@ class Run(SQLModel, table=True):
     not_before: datetime | None = None  # retry backoff: not leased again before this
     # the device a first failure happened on: retried elsewhere, never there again
     failed_on_device_id: str | None = None
+    # a replication run: it measures this contributor result's test again (verification.py)
+    checks_result_id: str | None = None
     phase: str = ""
     rep: int = 0
     error: str = ""
@@ -209,6 +217,12 @@ class Result(SQLModel, table=True):
     source_sha256: str = ""
     reps_mode: str = "fixed"
     window_s: float | None = None
+    # dashboard.models.VERIFICATION_STATES: "trusted" from an operator device, else where
+    # the checks of coordinator/verification.py have got to, and why
+    verification: str = Field(default="trusted", index=True)
+    verification_note: str = Field(default="", sa_column=Column(Text, nullable=False))
+    # the run that replicates it; "" when none will (the note says why)
+    replica_run_id: str | None = None
 
 
 class ResultPayload(SQLModel, table=True):
@@ -231,7 +245,8 @@ PAYLOAD_COLUMNS = ("windows_json", "environment_json", "sensors_json", "timings"
 
 # What a result list reads of a result (never its payload): the summary's columns.
 SUMMARY_COLUMNS = ("id", "run_id", "job_id", "device_id", "created_at", "source_sha256",
-                   "engine_version", "definitions_version", *FIELD_NAMES)  # fmt: skip
+                   "engine_version", "definitions_version", "verification",
+                   *FIELD_NAMES)  # fmt: skip
 LEADERBOARD_VIEWS = ("newest", "best")
 
 

@@ -176,7 +176,7 @@ def conditions(
         where.append(_in(c.device_id, devices))
     if models is not None:
         where.append(or_(_in(c.source_sha256, models), _in(c.model_sha256, models)))
-    for name in ("variant", "backend", "engine_version"):
+    for name in ("variant", "backend", "engine_version", "verification"):
         value = getattr(query, name)
         if value is not None:
             where.append(c[name] == value)
@@ -265,6 +265,7 @@ def summary(row: Any, lookup: Lookup) -> ResultSummary:
         device_name=facts.name if facts else "?",
         hardware_class=facts.hardware_class if facts else "",
         trust_tier=facts.trust_tier if facts else "",
+        verification=row.verification,
         model=lookup.model_name(row.source_sha256, row.model_sha256),
         parameters=parameters,
         size_bucket=size_bucket(parameters),
@@ -283,6 +284,7 @@ def flat(item: ResultSummary) -> dict[str, Any]:
         "device": item.device_name,
         "hardware_class": item.hardware_class,
         "trust_tier": item.trust_tier,
+        "verification": item.verification,
         "model": item.model,
         "parameters": item.parameters,
         "created_at": item.created_at.isoformat() if item.created_at else None,

@@ -26,6 +26,14 @@ from edgebench.protocol import NAME_RE, TAG_RE
 from edgebench.workload import FIELD_SECTIONS, SECTIONS, Workload
 
 GIB = 1024**3
+# How far the fleet trusts a device's results (coordinator/tables.py: trust_tier).
+TRUST_TIERS = ("operator", "contributor")
+TrustTier = Literal["operator", "contributor"]
+# Where a result stands (coordinator/verification.py): an operator device's result is
+# `trusted`; a contributor's starts `unverified` and is checked by replication.
+VERIFICATION_STATES = ("trusted", "unverified", "verified", "verified-by-quorum", "disputed",
+                       "quarantined")  # fmt: skip
+OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$")
 
 # ---- requests --------------------------------------------------------------------
 
@@ -38,6 +46,11 @@ class DeviceSelector(BaseModel):
     arch: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     accelerator: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{1,32}$")
     min_memory_gb: float | None = Field(default=None, ge=0, le=1_000_000)
+    hardware_class: str | None = Field(default=None, max_length=600)  # device.hardware_class
+    tiers: list[TrustTier] = Field(default_factory=list, max_length=2)  # [] = any tier
+    # engine -> the version the device must have installed (replication's "same build")
+    engines: dict[str, str] = Field(default_factory=dict, max_length=8)
+    not_owners: list[str] = Field(default_factory=list, max_length=8)  # no device of theirs
     every: bool = False
 
     @field_validator("devices")
@@ -47,6 +60,14 @@ class DeviceSelector(BaseModel):
             if not NAME_RE.match(name):
                 raise ValueError(f"{name!r} is not a device name")
         return names
+
+    @field_validator("not_owners")
+    @classmethod
+    def _owners(cls, owners: list[str]) -> list[str]:
+        for owner in owners:
+            if not OWNER_RE.match(owner):
+                raise ValueError(f"{owner!r} is not an owner name")
+        return owners
 
     @field_validator("tags")
     @classmethod
@@ -69,6 +90,13 @@ class DeviceSelector(BaseModel):
             parts.append(f"accelerator {self.accelerator}")
         if self.min_memory_gb is not None:
             parts.append(f"at least {self.min_memory_gb:g} GiB of memory")
+        if self.hardware_class:
+            parts.append(f"hardware class {self.hardware_class}")
+        if self.tiers:
+            parts.append(f"tier {' or '.join(self.tiers)}")
+        parts += [f"{engine} {version}" for engine, version in sorted(self.engines.items())]
+        if self.not_owners:
+            parts.append(f"not owned by {', '.join(self.not_owners)}")
         return " and ".join(parts) or "any device"
 
 
@@ -142,11 +170,18 @@ class TokenCreate(BaseModel):
         description="a read-only token for the dashboard and API (where reads need one); "
         "it enrolls nothing",
     )
+    owner: str = Field(
+        default="",
+        pattern=r"^$|" + OWNER_RE.pattern,
+        description="who owns the devices it enrolls (contributors: quorum needs two owners)",
+    )
 
     @model_validator(mode="after")
     def _viewer_enrolls_nothing(self) -> TokenCreate:
         if self.viewer and (self.contributor or self.device is not None or self.uses != 1):
             raise ValueError("a viewer token enrolls nothing: no contributor, device or uses")
+        if self.viewer and self.owner:
+            raise ValueError("a viewer token enrolls nothing: no owner")
         return self
 
 
@@ -161,6 +196,7 @@ class TokenPublic(BaseModel):
     state: Literal["active", "used", "expired", "revoked"]
     viewer: bool  # reads the dashboard and API; enrolls nothing
     contributor: bool
+    owner: str  # who owns the devices it enrolls
     device_name: str | None  # re-enrolls this device only
     created_at: datetime
     expires_at: datetime | None
@@ -198,9 +234,13 @@ class DevicePublic(BaseModel):
     name: str
     online: bool
     # revoked (its credentials refused), review (its hardware changed: no work until
-    # accepted), unhealthy (takes no work), offline, idle (online, no run), busy (holds a run)
+    # accepted), suspended (a contributor whose results replication disputed), unhealthy
+    # (takes no work), offline, idle (online, no run), busy (holds a run)
     status: str
     unhealthy: str = ""  # why it takes no work until `devices resume`; "" = healthy
+    suspended: str = ""  # why replication suspended it (until `devices resume`)
+    owner: str = ""  # who owns it, as its enrollment token said
+    checks: str = ""  # its last replication checks, newest first: A agreed, D disputed
     revoked_at: datetime | None = None  # `devices revoke`: its agents are refused
     review: str = ""  # why it is in hardware review (no work until `devices accept`)
     last_seen_at: datetime | None
@@ -234,6 +274,7 @@ class RunPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    checks_result_id: str | None = None  # a replication run: the result it checks
 
 
 class ModelRefPublic(BaseModel):
@@ -274,6 +315,9 @@ class ResultSummary(BaseModel):
     device_name: str
     hardware_class: str  # edgebench.device.hardware_class of the device
     trust_tier: str  # operator or contributor
+    # trusted (an operator device's), or a contributor's: unverified, verified,
+    # verified-by-quorum, disputed, quarantined (VERIFICATION_STATES)
+    verification: str
     model: str  # the file or folder name it was uploaded as
     parameters: int | None  # counted from the model file; None when unknown
     size_bucket: str  # the parameter-size bucket (modelparams.SIZE_BUCKETS), or unknown
@@ -287,6 +331,7 @@ class ResultPublic(ResultSummary):
     """One result with everything it carries."""
 
     source_sha256: str
+    verification_note: str  # why: the figures replication compared, or a failed check
     reps_mode: str
     window_s: float | None
     windows_tps: list[float]
@@ -322,8 +367,6 @@ class LeaderboardPage(Page[LeaderboardRow]):
 
 # ---- list queries (query strings of the API and the pages alike) ------------------
 
-# How far the fleet trusts a device's results (coordinator/tables.py: trust_tier).
-TRUST_TIERS = ("operator", "contributor")
 TEST_RE = r"^p(\d{1,7})-g(\d{1,7})(?:-d(\d{1,7}))?$"  # prompt, generated, depth
 IDENTITY_COLUMNS = ("created_at", "device", "model", "hardware_class")
 SORTABLE = (*IDENTITY_COLUMNS, *(name for name in FIELD_NAMES if name != "model_sha256"))
@@ -350,6 +393,9 @@ class ResultQuery(BaseModel):
     device: str | None = _TEXT
     hardware_class: str | None = _TEXT
     tier: str | None = Field(default=None, description=f"one of: {', '.join(TRUST_TIERS)}")
+    verification: str | None = Field(
+        default=None, description=f"one of: {', '.join(VERIFICATION_STATES)}"
+    )
     job: str | None = Field(default=None, max_length=64, description="job id or prefix")
     test: str | None = Field(
         default=None, max_length=40, description='"all", or a test such as p512-g128 (-d depth)'
@@ -370,10 +416,12 @@ class ResultQuery(BaseModel):
             return {key: value for key, value in data.items() if value != ""}
         return data
 
-    @field_validator("size", "tier")
+    @field_validator("size", "tier", "verification")
     @classmethod
     def _known(cls, value: str | None, info: ValidationInfo) -> str | None:
-        known = BUCKET_NAMES if info.field_name == "size" else TRUST_TIERS
+        known = {"size": BUCKET_NAMES, "tier": TRUST_TIERS}.get(
+            info.field_name or "", VERIFICATION_STATES
+        )
         if value is not None and value not in known:
             raise ValueError(f"{value!r} is not one of: {', '.join(known)}")
         return value

@@ -16,7 +16,13 @@ from edgebench import __version__
 from edgebench.coordinator.tables import is_online
 from edgebench.dashboard import listing, queries, views
 from edgebench.dashboard.deps import StoreDep
-from edgebench.dashboard.models import TRUST_TIERS, LeaderboardQuery, ResultQuery, test_label
+from edgebench.dashboard.models import (
+    TRUST_TIERS,
+    VERIFICATION_STATES,
+    LeaderboardQuery,
+    ResultQuery,
+    test_label,
+)
 from edgebench.modelparams import BUCKET_NAMES
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -126,6 +132,7 @@ def _filter_options(store: Any) -> dict[str, list[str]]:
         "arch": sorted({f.arch for f in facts if f.arch}),
         "accelerator": sorted({f.accelerator for f in facts if f.accelerator}),
         "tier": list(TRUST_TIERS),
+        "verification": list(VERIFICATION_STATES),
         **distinct,
     }
 

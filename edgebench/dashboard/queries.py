@@ -44,6 +44,9 @@ def device_public(device: Device, current: RunPublic | None = None) -> DevicePub
         online=online,
         status=_status(device, online, current),
         unhealthy=device.unhealthy,
+        suspended=device.suspended,
+        owner=device.owner,
+        checks=device.checks,
         revoked_at=device.revoked_at,
         review=device.review,
         last_seen_at=device.last_seen_at,
@@ -62,6 +65,8 @@ def _status(device: Device, online: bool, current: RunPublic | None) -> str:
         return "revoked"
     if device.review:
         return "review"
+    if device.suspended:
+        return "suspended"
     if device.unhealthy:
         return "unhealthy"
     return "offline" if not online else "busy" if current else "idle"
@@ -80,6 +85,7 @@ def token(row: EnrollmentToken) -> TokenPublic:
         state=state,
         viewer=row.viewer,
         contributor=row.contributor,
+        owner=row.owner,
         device_name=row.device_name,
         created_at=row.created_at,
         expires_at=row.expires_at,
@@ -149,6 +155,7 @@ def result_public(store: Store, key: str, *, timings: bool = True) -> ResultPubl
     return ResultPublic(
         **summary(result, lookup).model_dump(),
         source_sha256=result.source_sha256,
+        verification_note=result.verification_note,
         reps_mode=result.reps_mode,
         window_s=result.window_s,
         windows_tps=json.loads(payload.windows_json),

@@ -54,6 +54,7 @@ def create_token(body: TokenCreate, context: ContextDep) -> TokenCreated:
             device_name=body.device,
             uses=body.uses,
             viewer=body.viewer,
+            owner=body.owner,
         )
     except StoreError as exc:
         raise _unprocessable(str(exc)) from exc

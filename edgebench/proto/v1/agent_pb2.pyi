@@ -88,6 +88,7 @@ class DeviceIdentity(_message.Message):
     OS_FIELD_NUMBER: _builtins.int
     ARCH_FIELD_NUMBER: _builtins.int
     ACCELERATOR_FIELD_NUMBER: _builtins.int
+    CACHE_BYTES_FIELD_NUMBER: _builtins.int
     hostname: _builtins.str
     cpu_model: _builtins.str
     cpu_cores_physical: _builtins.int
@@ -100,6 +101,8 @@ class DeviceIdentity(_message.Message):
     """e.g. "x86_64", "aarch64" """
     accelerator: _builtins.str
     """"cuda", "none" """
+    cache_bytes: _builtins.int
+    """last-level CPU cache; 0 when unknown"""
     def __init__(
         self,
         *,
@@ -112,10 +115,11 @@ class DeviceIdentity(_message.Message):
         os: _builtins.str = ...,
         arch: _builtins.str = ...,
         accelerator: _builtins.str = ...,
+        cache_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "arch", b"arch", "cpu_cores_logical", b"cpu_cores_logical", "cpu_cores_physical", b"cpu_cores_physical", "cpu_max_mhz", b"cpu_max_mhz", "cpu_model", b"cpu_model", "hostname", b"hostname", "os", b"os", "ram_bytes", b"ram_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "arch", b"arch", "cache_bytes", b"cache_bytes", "cpu_cores_logical", b"cpu_cores_logical", "cpu_cores_physical", b"cpu_cores_physical", "cpu_max_mhz", b"cpu_max_mhz", "cpu_model", b"cpu_model", "hostname", b"hostname", "os", b"os", "ram_bytes", b"ram_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
