@@ -21,6 +21,7 @@ from edgebench.dashboard.models import (
     ArtifactPublic,
     AuditEntryPublic,
     DevicePublic,
+    DeviceRemoved,
     JobCancelled,
     JobCreate,
     JobPublic,
@@ -199,6 +200,10 @@ class CoordinatorClient:
     def revoke_device(self, key: str) -> DevicePublic:
         answer = self._request("POST", f"/api/v1/devices/{_part(key)}/revoke")
         return _one(DevicePublic, answer)
+
+    def remove_device(self, key: str) -> DeviceRemoved:
+        answer = self._request("DELETE", f"/api/v1/devices/{_part(key)}")
+        return _one(DeviceRemoved, answer)
 
     def accept_hardware(self, key: str) -> DevicePublic:
         answer = self._request("POST", f"/api/v1/devices/{_part(key)}/accept")

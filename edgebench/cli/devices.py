@@ -84,6 +84,7 @@ def show_device(
         if why:
             out.print(literal(f"{label:>20}: {why} (devices resume {device.name})"))
     out.print(literal(f"{'id':>20}: {device.id}"))
+    out.print(literal(f"{'hardware class':>20}: {device.hardware_class}"))
     out.print(literal(f"{'trust tier':>20}: {device.trust_tier}"))
     if device.owner:
         out.print(literal(f"{'owner':>20}: {device.owner}"))
@@ -115,6 +116,28 @@ def revoke_device(
     only by enrolling again with `coordinator token create --device NAME`."""
     device = client(url, token, ca).revoke_device(key)
     err.print(literal(f"{device.name} revoked: its agents are refused"))
+
+
+@app.command("remove")
+def remove_device(
+    key: Annotated[str, typer.Argument(help="Device name or id.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
+) -> None:
+    """Delete a revoked device for good, with its agents and its results (a board sold or
+    a contributor gone); queued runs pinned to it are cancelled. `devices revoke` it
+    first. The audit log records it."""
+    if not yes and not typer.confirm(f"Delete device {key} and all its results for good?"):
+        raise typer.Exit(1)
+    removed = client(url, token, ca).remove_device(key)
+    err.print(
+        literal(
+            f"{removed.name} removed with {removed.results_deleted} result(s); "
+            f"{removed.runs_cancelled} queued run(s) cancelled"
+        )
+    )
 
 
 @app.command("accept")

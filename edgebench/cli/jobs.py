@@ -125,6 +125,17 @@ def submit(
     min_memory: Annotated[
         float | None, typer.Option(help="Only devices with at least this much RAM, in GiB.")
     ] = None,
+    tier: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only devices of this trust tier (operator, contributor); repeat for both.",
+            show_default="any tier",
+        ),
+    ] = None,
+    hardware_class: Annotated[
+        str | None,
+        typer.Option(help="Only devices of this hardware class, as `devices show` names it."),
+    ] = None,
     every: Annotated[
         bool,
         typer.Option(
@@ -164,10 +175,11 @@ def submit(
     formats = [detect_format(path) for path in model]
     check_matrix(backend or [], variant or [""], formats)
     try:
-        selector = DeviceSelector(
-            devices=device or [], tags=parse_tags(tag), arch=arch, accelerator=accelerator,
-            min_memory_gb=min_memory, every=every,
-        )  # fmt: skip
+        selector = DeviceSelector.model_validate({
+            "devices": device or [], "tags": parse_tags(tag), "arch": arch,
+            "accelerator": accelerator, "min_memory_gb": min_memory, "tiers": tier or [],
+            "hardware_class": hardware_class, "every": every,
+        })  # fmt: skip
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from None
     who = submitter or user_name()

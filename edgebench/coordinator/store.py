@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import bindparam, func, insert, update
+from sqlalchemy import bindparam, delete, func, insert, or_, update
 from sqlmodel import Session, col, select
 
 from edgebench.coordinator import leaderboard, lifecycle, schema
@@ -143,6 +143,18 @@ class Cancelled:
 
 
 @dataclass(frozen=True)
+class Removed:
+    name: str
+    results: int  # results deleted with it
+    cancelled: int  # queued runs pinned to it, cancelled
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes (stored as UTC)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
 class Enrollment:
     agent_id: str
     secret: str
@@ -166,6 +178,8 @@ class Store:
         # instead and start the moment the previous one commits (benchmarks/fleet.py:
         # dispatch latency fell from seconds). Other processes still meet SQLite's lock.
         self.fleet_read_seconds = fleet_read_seconds
+        # a revoked device's sessions end within a heartbeat (at most 5 s): removal waits
+        self.remove_settle_seconds = 15.0
         self._fleet_cache: list[Device] = []
         self._read_cache: dict[str, tuple[float, Any]] = {}
         self._fleet_read_at = -math.inf
@@ -721,6 +735,58 @@ class Store:
             s.refresh(device)
         self._fleet_read_at = -math.inf
         return device
+
+    def remove_device(self, key: str) -> Removed:
+        """Deletes a revoked device for good: its agents, its results (with their payloads
+        and leaderboard rows) and its queued runs pinned to it (cancelled); finished runs
+        keep their history without it. Only once its sessions have surely ended
+        (`remove_settle_seconds` after the revocation): a live session could still claim
+        a run for it."""
+        with self.session(immediate=True) as s:
+            device = _device(s, key)
+            if device.revoked_at is None:
+                raise StoreError(f"revoke {device.name} first (`devices revoke {device.name}`)")
+            waited = (utcnow() - _aware(device.revoked_at)).total_seconds()
+            if waited < self.remove_settle_seconds:
+                raise StoreError(
+                    f"{device.name} was revoked {waited:.0f} s ago: its sessions may still be "
+                    f"ending; remove it {self.remove_settle_seconds - waited:.0f} s from now"
+                )
+            connection = s.connection()
+            # its pinned runs, and replications of its results, that have not gone out
+            pinned_or_checking = or_(
+                col(Run.device_name) == device.name,
+                col(Run.checks_result_id).in_(select(Result.id).where(
+                    col(Result.device_id) == device.id)),
+            )  # fmt: skip
+            cancelled = connection.execute(
+                update(Run)
+                .where(pinned_or_checking, col(Run.state) == RunState.QUEUED)
+                .values(state=RunState.CANCELLED, error=f"device {device.name} was removed",
+                        finished_at=utcnow())
+            ).rowcount  # fmt: skip
+            ids = list(s.exec(select(Result.id).where(col(Result.device_id) == device.id)))
+            for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+                connection.execute(
+                    delete(ResultPayload).where(col(ResultPayload.result_id).in_(chunk))
+                )
+                connection.execute(delete(Result).where(col(Result.id).in_(chunk)))
+            connection.execute(delete(LEADERBOARD).where(LEADERBOARD.c.device_id == device.id))
+            connection.execute(
+                update(Run).where(col(Run.device_id) == device.id).values(device_id=None)
+            )
+            connection.execute(
+                update(Run)
+                .where(col(Run.failed_on_device_id) == device.id)
+                .values(failed_on_device_id=None)
+            )
+            connection.execute(delete(Agent).where(col(Agent.device_id) == device.id))
+            name = device.name
+            s.delete(device)
+            s.commit()
+        self._fleet_read_at = -math.inf
+        self._read_cache.clear()
+        return Removed(name, len(ids), cancelled)
 
     def revoked_since(self, moment: datetime) -> set[str]:
         """Ids of devices revoked at or after `moment`."""

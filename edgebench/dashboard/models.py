@@ -208,6 +208,12 @@ class ResultDeleted(BaseModel):
     id: str  # the deleted result's full id
 
 
+class DeviceRemoved(BaseModel):
+    name: str
+    results_deleted: int  # its results, deleted with it
+    runs_cancelled: int  # queued runs pinned to it or replicating its results
+
+
 class AuditEntryPublic(BaseModel):
     """One admin action, allowed or refused."""
 

@@ -161,6 +161,21 @@ def test_contributor_results_are_verified_or_disputed_by_replication(
         table = coord.cli("results", "export", "-o", "md")
         assert table.returncode == 0, table.stderr
         assert "verified" in table.stdout and "disputed" in table.stdout
+
+        early = coord.cli("devices", "remove", "mallory-pi", "--yes")
+        assert early.returncode == 1 and "revoke mallory-pi first" in early.stderr
+        assert coord.cli("devices", "revoke", "mallory-pi").returncode == 0
+        settling = coord.cli("devices", "remove", "mallory-pi", "--yes")
+        assert settling.returncode == 1 and "its sessions may still be ending" in settling.stderr
+        removals: list[Any] = []
+        wait_until(lambda: removals.append(coord.cli("devices", "remove", "mallory-pi", "-y"))
+                   or removals[-1].returncode == 0, timeout=40, what="the removal")  # fmt: skip
+        assert "mallory-pi removed with 1 result(s)" in removals[-1].stderr
+        assert [d["name"] for d in coord.api("/api/v1/devices")] == ["donated-pi", "trusted-pi"]
+        left = {
+            row["result"]["device_name"] for row in coord.api("/api/v1/leaderboard", test="all")
+        }
+        assert left == {"donated-pi", "trusted-pi"}
     finally:
         if forger is not None:
             forger.close()

@@ -91,3 +91,14 @@ def test_a_bad_submitter_is_refused_before_any_upload(tmp_path: Path) -> None:
     code, text = _run("jobs", "submit", "--model", str(model), "--submitter", "a b",
                       "--url", CLOSED)  # fmt: skip
     assert code == 2 and "--submitter" in text and "not reachable" not in text
+
+
+def test_an_unknown_trust_tier_is_refused_before_any_upload(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(60))
+    code, text = _run("jobs", "submit", "--model", str(model), "--tier", "root",
+                      "--url", CLOSED)  # fmt: skip
+    assert code == 2 and "tiers" in text and "not reachable" not in text
+    code, text = _run("jobs", "submit", "--model", str(model), "--tier", "operator",
+                      "--url", CLOSED)  # fmt: skip
+    assert code == 1 and "not reachable" in text  # accepted, then the upload fails

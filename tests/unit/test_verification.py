@@ -14,7 +14,7 @@ from sqlmodel import col
 from edgebench.coordinator.jobspec import new_job, plan_runs
 from edgebench.coordinator.lifecycle import Claim
 from edgebench.coordinator.selectors import matches
-from edgebench.coordinator.store import Store
+from edgebench.coordinator.store import NotFound, Store, StoreError
 from edgebench.coordinator.tables import LEADERBOARD, Agent, Device, Result, Run, RunState
 from edgebench.coordinator.verification import Round, VerifyPolicy, verify
 from edgebench.dashboard.models import DeviceSelector
@@ -305,3 +305,30 @@ def test_stored_results_start_where_their_device_stands(store: Store) -> None:
         runs = s.execute(select(col(Run.id)).where(col(Run.checks_result_id).is_not(None))).all()
     assert runs == [] and _verify(store).replicated == []
     assert _run(store, claim.run.id).state == RunState.SUCCEEDED
+
+
+def test_removing_a_revoked_device_takes_its_results_and_cancels_its_queued_runs(
+    store: Store,
+) -> None:
+    operator = _agent(store, "pi-op")
+    contributor = _agent(store, "pi-donated", contributor=True)
+    _contributed(store, contributor, "donated")
+    _verify(store)  # a replication of it is queued
+    _job(store, "pi-donated")  # and a run pinned to it
+    with pytest.raises(StoreError, match="revoke pi-donated first"):
+        store.remove_device("pi-donated")
+    store.revoke_device("pi-donated")
+    with pytest.raises(StoreError, match="its sessions may still be ending"):
+        store.remove_device("pi-donated")
+    store.remove_settle_seconds = 0.0
+    removed = store.remove_device("pi-donated")
+    assert (removed.name, removed.results, removed.cancelled) == ("pi-donated", 1, 2)
+    assert [d.name for d in store.list_devices()] == ["pi-op"]
+    with pytest.raises(NotFound):
+        store.get_result("donated")
+    with store.session() as s:
+        assert s.execute(select(LEADERBOARD.c.key)).all() == []
+        states = s.execute(select(col(Run.state), col(Run.error))).all()
+    assert {state for state, _ in states} == {RunState.CANCELLED, RunState.SUCCEEDED}
+    assert _claim(store, operator) is None  # the replication went with it
+    assert store.authenticate_agent(contributor[0].id, "anything") is None

@@ -19,6 +19,7 @@ from edgebench.dashboard.models import (
     ArtifactPublic,
     AuditEntryPublic,
     DevicePublic,
+    DeviceRemoved,
     JobCancelled,
     JobCreate,
     JobPublic,
@@ -69,6 +70,19 @@ def revoke_device(key: str, store: StoreDep) -> DevicePublic:
     heartbeat, the runs they hold go back to the queue. A revoked device can come back
     only by enrolling again with a token made for it (`token create --device NAME`)."""
     return queries.device_public(store.revoke_device(key))
+
+
+@router.delete("/devices/{key}")
+def remove_device(key: str, store: StoreDep) -> DeviceRemoved:
+    """Deletes a revoked device for good, with its agents and results; queued runs
+    pinned to it are cancelled. Refused until it was revoked (and its sessions ended)."""
+    try:
+        removed = store.remove_device(key)
+    except StoreError as exc:
+        raise _unprocessable(str(exc)) from exc
+    return DeviceRemoved(
+        name=removed.name, results_deleted=removed.results, runs_cancelled=removed.cancelled
+    )
 
 
 @router.post("/devices/{key}/accept")
