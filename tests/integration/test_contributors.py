@@ -168,8 +168,12 @@ def test_contributor_results_are_verified_or_disputed_by_replication(
         settling = coord.cli("devices", "remove", "mallory-pi", "--yes")
         assert settling.returncode == 1 and "its sessions may still be ending" in settling.stderr
         removals: list[Any] = []
-        wait_until(lambda: removals.append(coord.cli("devices", "remove", "mallory-pi", "-y"))
-                   or removals[-1].returncode == 0, timeout=40, what="the removal")  # fmt: skip
+
+        def removed() -> bool:
+            removals.append(coord.cli("devices", "remove", "mallory-pi", "-y"))
+            return bool(removals[-1].returncode == 0)
+
+        wait_until(removed, timeout=40, what="the removal")
         assert "mallory-pi removed with 1 result(s)" in removals[-1].stderr
         assert [d["name"] for d in coord.api("/api/v1/devices")] == ["donated-pi", "trusted-pi"]
         left = {
