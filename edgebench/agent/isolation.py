@@ -15,9 +15,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from edgebench.agent.backends.base import BackendError
 from edgebench.agent.runner import Progress, run_benchmark
@@ -32,6 +35,41 @@ class EngineCrashed(BackendError):
     """The child process died without reporting (a native crash, the OOM killer...)."""
 
 
+class RunLimitExceeded(BackendError):
+    """The child went past its memory or time limit and was killed."""
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """What one run's child may take (`agent run --run-memory-gb/--run-timeout`): past
+    either it is killed and the run fails with the reason, before the kernel's OOM killer
+    picks a process of its own choosing (perhaps the agent) or a hung engine holds the
+    device forever. None: no limit."""
+
+    memory_bytes: int | None = None
+    seconds: float | None = None
+
+    def check(self, process: Any, started: float) -> None:
+        if self.seconds is not None and time.monotonic() - started > self.seconds:
+            raise RunLimitExceeded(
+                f"the run took longer than its limit of {self.seconds:g} s and was stopped"
+            )
+        if self.memory_bytes is None:
+            return
+        try:
+            rss = psutil.Process(process.pid).memory_info().rss
+        except psutil.Error:  # it has just ended: the relay reads why
+            return
+        if rss > self.memory_bytes:
+            raise RunLimitExceeded(
+                f"the engine process used {rss / 2**20:.0f} MiB, over its limit of "
+                f"{self.memory_bytes / 2**20:.0f} MiB, and was stopped"
+            )
+
+
+NO_LIMITS = RunLimits()
+
+
 def measure_in_child(
     model: Path,
     spec: RunSpec,
@@ -41,10 +79,11 @@ def measure_in_child(
     progress: Progress,
     check: Callable[[], None],
     child: Child | None = None,
+    limits: RunLimits = NO_LIMITS,
 ) -> list[BenchResult]:
     """run_benchmark in a spawned process. `progress` (on each step the child reports)
     and `check` (every POLL_S) are called here, in the caller's process; either may raise
-    to stop the run, and the child is then killed."""
+    to stop the run, and the child is then killed, as it is past its `limits`."""
     context = multiprocessing.get_context("spawn")  # no fork of a threaded gRPC process
     ours, theirs = context.Pipe()
     process = context.Process(
@@ -56,7 +95,13 @@ def measure_in_child(
     process.start()
     theirs.close()
     try:
-        return _relay(process, ours, progress, check)
+        started = time.monotonic()
+
+        def check_all() -> None:
+            check()
+            limits.check(process, started)
+
+        return _relay(process, ours, progress, check_all)
     finally:
         if process.is_alive():
             process.kill()
@@ -69,7 +114,7 @@ def _relay(
 ) -> list[BenchResult]:
     while True:
         if not pipe.poll(POLL_S):
-            check()  # stops even a long repetition at once (cancel, lost lease)
+            check()  # stops even a long repetition at once (cancel, lost lease, limits)
             if not process.is_alive() and not pipe.poll():
                 raise _died(process)
             continue
@@ -80,6 +125,7 @@ def _relay(
             raise _died(process) from None
         if kind == "progress":
             progress(*payload)
+            check()
         elif kind == "done":
             results: list[BenchResult] = payload
             return results

@@ -22,8 +22,9 @@ from google.protobuf.message import DecodeError
 from edgebench import paths
 from edgebench.agent import hardware
 from edgebench.agent.cache import DEFAULT_MAX_BYTES, ModelCache
+from edgebench.agent.conditions import Conditions
 from edgebench.agent.credentials import Credential, NotEnrolled
-from edgebench.agent.isolation import measure_in_child
+from edgebench.agent.isolation import NO_LIMITS, RunLimits, measure_in_child
 from edgebench.agent.outbox import Outbox
 from edgebench.agent.transport import metadata, open_session_channel
 from edgebench.agent.wire import metrics_message, spec_from
@@ -58,8 +59,13 @@ class Agent:
         outbox_limit: int = DEFAULT_OUTBOX_LIMIT,
         insecure: bool = False,
         cache_max_bytes: int = DEFAULT_MAX_BYTES,
+        run_limits: RunLimits = NO_LIMITS,
+        only_when: Conditions | None = None,
     ) -> None:
         self.credential = credential
+        self.run_limits = run_limits
+        self.only_when = only_when  # the owner's terms for taking work
+        self._held_back = ""  # why the last ask was held back ("" = it was not)
         self.insecure = insecure  # plaintext allowed beyond loopback (no saved authority)
         self.heartbeat_seconds = heartbeat_seconds
         self.outbox = Outbox(paths.data_dir() / "outbox.sqlite")
@@ -170,6 +176,7 @@ class Agent:
                 beat.run_id = active.assignment.run_id
                 beat.lease_epoch = active.assignment.lease_epoch
             queue.put_nowait(pb.AgentMessage(heartbeat=beat))
+            self._ask_for_work()  # the owner's terms may hold again
 
     async def _reader(self, call: Any) -> None:
         while True:
@@ -217,9 +224,23 @@ class Agent:
             log.warning("outbox full (%d results unacknowledged): taking no work until the "
                         "coordinator acknowledges them", waiting)  # fmt: skip
             return
+        if self._holds_back():
+            return
         self._request_id = self._request_id or str(uuid.uuid4())
         self._asked = True
         self._send(pb.AgentMessage(work_request=pb.WorkRequest(request_id=self._request_id)))
+
+    def _holds_back(self) -> bool:
+        """Whether the owner's terms (`--only-when`) keep the agent from asking now; each
+        change is logged once."""
+        why = (self.only_when.why_not() or "") if self.only_when else ""
+        if why != self._held_back:
+            if why:
+                log.info("taking no work: %s", why)
+            else:
+                log.info("the owner's terms hold again: asking for work")
+            self._held_back = why
+        return bool(why)
 
     def _on_assignment(self, assignment: pb.RunAssignment) -> None:
         active = self.active
@@ -305,6 +326,7 @@ class Agent:
             source_sha256=assignment.model.sha256,
             progress=progress,
             check=check,
+            limits=self.run_limits,
         )
         return results[0]  # a run is one test of the job's matrix
 

@@ -9,10 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
+import psutil
 import typer
 from rich.table import Table
 
-from edgebench.cli.common import err, out, parse_tags, print_json
+from edgebench.cli.common import err, out, parse_duration, parse_tags, print_json
 from edgebench.tls import refuse_plaintext
 
 app = typer.Typer(help="Enroll this device and run its agent.", no_args_is_help=True)
@@ -113,13 +114,42 @@ def run(
             "models are evicted first.",
         ),
     ] = 20.0,
+    run_memory_gb: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="Stop a run whose engine process uses more memory than this many GiB (the "
+            "run fails with the reason; the agent keeps serving).",
+            show_default="90% of this machine's memory",
+        ),
+    ] = None,
+    run_timeout: Annotated[
+        str,
+        typer.Option(help="Stop a run that takes longer than this (90s, 30m, 3h...)."),
+    ] = "3h",
+    only_when: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Take work only while this holds (a donated machine's terms): idle, ac, "
+            "temp<60C or hours=22-07; repeat: all must hold. A run already started goes on.",
+            show_default="always",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every message.")] = False,
     insecure: InsecureOption = False,
 ) -> None:
     """Connect to the coordinator and run benchmarks as they come, until Ctrl-C."""
-    from edgebench.agent import credentials
+    from edgebench.agent import conditions, credentials
+    from edgebench.agent.conditions import Conditions
+    from edgebench.agent.isolation import RunLimits
     from edgebench.agent.session import Agent
 
+    seconds = parse_duration(run_timeout)
+    try:
+        terms = Conditions([conditions.parse(text) for text in only_when]) if only_when else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--only-when") from None
+    memory = run_memory_gb * 1024**3 if run_memory_gb else 0.9 * psutil.virtual_memory().total
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(name)s %(message)s",
@@ -134,6 +164,8 @@ def run(
         outbox_limit=outbox_limit,
         insecure=insecure,
         cache_max_bytes=int(cache_max_gb * 1024**3),
+        run_limits=RunLimits(memory_bytes=int(memory), seconds=float(seconds)),
+        only_when=terms,
     )
 
     async def main() -> None:

@@ -121,3 +121,15 @@ def parse_tags(values: list[str] | None) -> dict[str, str]:
             raise typer.BadParameter(f"tag {item!r} must look like key=value")
         tags[key] = value
     return tags
+
+
+def parse_duration(text: str) -> int:
+    """'90s', '30m', '12h', '7d' or plain seconds -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a duration like 90s, 30m, 12h or 7d") from None

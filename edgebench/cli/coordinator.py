@@ -19,6 +19,7 @@ from edgebench.cli.common import (
     client,
     err,
     out,
+    parse_duration,
     print_json,
     require_extras,
     when,
@@ -30,18 +31,6 @@ token_app = typer.Typer(
     help="Enrollment tokens for new agents, and viewer tokens for people.", no_args_is_help=True
 )
 app.add_typer(token_app, name="token")
-
-
-def parse_duration(text: str) -> int:
-    """'90s', '30m', '12h', '7d' or plain seconds -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip().lower()
-    try:
-        if text and text[-1] in units:
-            return int(float(text[:-1]) * units[text[-1]])
-        return int(text)
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a duration like 90s, 30m, 12h or 7d") from None
 
 
 @app.command()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import queue
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +188,29 @@ def test_contributor_results_are_verified_or_disputed_by_replication(
         for agent in agents:
             stop(agent)
         stop(coord.process)
+
+
+def test_a_donated_machine_takes_work_only_on_its_owners_terms(
+    coordinator: Coordinator, tmp_path: Path, tiny_model: Path
+) -> None:
+    home = tmp_path / "laptop"
+    _enroll_contributor(coordinator, home, "laptop", owner="carol")
+    bad = run_cli(home, "agent", "run", "--only-when", "weekends")
+    assert bad.returncode == 2 and "one of: idle, ac, temp<60C or hours=22-07" in bad.stderr
+    later = (datetime.now().hour + 2) % 24  # a window that starts two hours from now
+    window = f"hours={later:02d}-{(later + 1) % 24:02d}"
+    agent = start_agent(home, "--only-when", window, "--only-when", "ac")
+    try:
+        wait_until(lambda: any(d["online"] for d in coordinator.api("/api/v1/devices")),
+                   what="the agent online")  # fmt: skip
+        queued = coordinator.cli("jobs", "submit", "--model", str(tiny_model), *SMALL)
+        assert queued.returncode == 0, queued.stderr
+        log = home / "agent.log"
+        wait_until(lambda: "taking no work: outside hours" in log.read_text(),
+                   what="the agent to hold back")  # fmt: skip
+        time.sleep(3)  # a heartbeat or two: it still does not ask
+        job = coordinator.api(f"/api/v1/jobs/{queued.stdout.strip()}")
+        assert job["state"] == "queued" and job["runs"][0]["attempts"] == 0
+        assert f"(--only-when {window})" in log.read_text()
+    finally:
+        stop(agent)

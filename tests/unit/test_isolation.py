@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgebench.agent.backends.base import BackendError
-from edgebench.agent.isolation import EngineCrashed, measure_in_child
+from edgebench.agent.isolation import EngineCrashed, RunLimitExceeded, RunLimits, measure_in_child
 from edgebench.workload import RunSpec
 
 
@@ -67,3 +67,32 @@ def test_a_stop_request_kills_a_repetition_in_progress(tmp_path: Path) -> None:
                          progress=lambda *_: None, check=check, child=_endless_rep)  # fmt: skip
     assert time.monotonic() - started < 5  # not the child's 600 s
     assert multiprocessing.active_children() == []  # killed and reaped
+
+
+def _hungry_engine(pipe: Connection, *_: object) -> None:
+    pipe.send(("progress", ("measuring", 0, 3)))
+    hoard = bytearray(300 * 2**20)  # touched: resident, not only reserved
+    for offset in range(0, len(hoard), 4096):
+        hoard[offset] = 1
+    time.sleep(600)
+
+
+def test_a_run_past_its_memory_limit_is_stopped_with_the_reason(tmp_path: Path) -> None:
+    limits = RunLimits(memory_bytes=200 * 2**20)
+    started = time.monotonic()
+    with pytest.raises(RunLimitExceeded, match=r"over its limit of 200 MiB, and was stopped"):
+        measure_in_child(tmp_path, RunSpec.of(), cache_dir=tmp_path, source_sha256=None,
+                         progress=lambda *_: None, check=lambda: None, child=_hungry_engine,
+                         limits=limits)  # fmt: skip
+    assert time.monotonic() - started < 30
+    assert not [p for p in multiprocessing.active_children() if p.name == "edgebench-run"]
+
+
+def test_a_run_past_its_time_limit_is_stopped_with_the_reason(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(RunLimitExceeded, match=r"took longer than its limit of 1 s"):
+        measure_in_child(tmp_path, RunSpec.of(), cache_dir=tmp_path, source_sha256=None,
+                         progress=lambda *_: None, check=lambda: None, child=_endless_rep,
+                         limits=RunLimits(seconds=1.0))  # fmt: skip
+    assert time.monotonic() - started < 10
+    assert not [p for p in multiprocessing.active_children() if p.name == "edgebench-run"]
