@@ -28,6 +28,17 @@ router = APIRouter(prefix="/api/v1", tags=["read"])
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 ExportFormat = Literal["csv", "json", "jsonl"]
 _MEDIA = {"csv": "text/csv", "json": "application/json", "jsonl": "application/x-ndjson"}
+# what an export answers, as the schema says it (a stream, one type per format)
+_EXPORTED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the rows, in the format asked for",
+        "content": {
+            _MEDIA["csv"]: {"schema": {"type": "string"}},
+            _MEDIA["jsonl"]: {"schema": {"type": "string"}},  # one JSON object a line
+            _MEDIA["json"]: {"schema": {"type": "array", "items": {"type": "object"}}},
+        },
+    }
+}
 
 
 @router.get("/devices")
@@ -65,7 +76,7 @@ def list_results(store: StoreDep, query: Annotated[ResultQuery, Query()]) -> Pag
     return listing.results_page(store, query)
 
 
-@router.get("/results/export")
+@router.get("/results/export", response_class=StreamingResponse, responses=_EXPORTED)
 def export_results(
     store: StoreDep,
     query: Annotated[ResultQuery, Query()],
@@ -92,7 +103,7 @@ def leaderboard(store: StoreDep, query: Annotated[LeaderboardQuery, Query()]) ->
     return listing.leaderboard_page(store, query)[0]
 
 
-@router.get("/leaderboard/export")
+@router.get("/leaderboard/export", response_class=StreamingResponse, responses=_EXPORTED)
 def export_leaderboard(
     store: StoreDep, query: Annotated[LeaderboardQuery, Query()], format: ExportFormat = "csv"
 ) -> StreamingResponse:
