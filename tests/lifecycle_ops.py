@@ -62,9 +62,12 @@ def store_result(
         raise refused
 
 
-def fail_run(store: Store, *, agent_id: str, run_id: str, epoch: int, error: str) -> bool:
+def fail_run(
+    store: Store, *, agent_id: str, run_id: str, epoch: int, error: str, workload: bool = False
+) -> bool:
     with store.writing() as s:
-        return lifecycle.fail_run(s, agent_id=agent_id, run_id=run_id, epoch=epoch, error=error)
+        return lifecycle.fail_run(s, agent_id=agent_id, run_id=run_id, epoch=epoch, error=error,
+                                  workload=workload)  # fmt: skip
 
 
 def reap_expired(store: Store) -> int:

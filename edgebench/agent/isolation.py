@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from edgebench.agent.backends.base import BackendError
+from edgebench.agent.backends.base import BackendError, WorkloadError
 from edgebench.agent.runner import Progress, run_benchmark
 from edgebench.measure.record import BenchResult
 from edgebench.workload import RunSpec
@@ -130,7 +130,8 @@ def _relay(
             results: list[BenchResult] = payload
             return results
         else:
-            raise BackendError(payload)
+            message, kind = payload
+            raise (WorkloadError if kind == "workload" else BackendError)(message)
 
 
 def _died(process: Any) -> EngineCrashed:
@@ -166,7 +167,8 @@ def _child_main(
             model, spec, cache_dir=cache_dir, source_sha256=source_sha256, progress=report
         )
     except Exception as exc:  # every failure goes back as the run's error message
-        pipe.send(("error", str(exc) or type(exc).__name__))
+        kind = "workload" if isinstance(exc, WorkloadError) else "device"
+        pipe.send(("error", (str(exc) or type(exc).__name__, kind)))
     else:
         pipe.send(("done", results))
     finally:

@@ -21,13 +21,14 @@ from google.protobuf.message import DecodeError
 
 from edgebench import paths
 from edgebench.agent import hardware
+from edgebench.agent.backends.base import WorkloadError
 from edgebench.agent.cache import DEFAULT_MAX_BYTES, ModelCache
 from edgebench.agent.conditions import Conditions
 from edgebench.agent.credentials import Credential, NotEnrolled
 from edgebench.agent.isolation import NO_LIMITS, RunLimits, measure_in_child
 from edgebench.agent.outbox import Outbox
 from edgebench.agent.transport import metadata, open_session_channel
-from edgebench.agent.wire import metrics_message, spec_from
+from edgebench.agent.wire import WireError, metrics_message, spec_from
 from edgebench.measure.record import BenchResult
 from edgebench.proto.convert import to_message
 from edgebench.proto.v1 import agent_pb2 as pb
@@ -300,15 +301,17 @@ class Agent:
             log.info("run %s stopped", run_id)
         except grpc.aio.AioRpcError as exc:
             self._fail(run_id, epoch, f"{exc.code().name}: {exc.details()}")
+        except (WorkloadError, WireError) as exc:  # no device could do it as asked
+            self._fail(run_id, epoch, str(exc), kind="workload")
         except Exception as exc:
             self._fail(run_id, epoch, str(exc))
         finally:
             self.active = None
             self._ask_for_work()
 
-    def _fail(self, run_id: str, epoch: int, error: str) -> None:
-        log.error("run %s failed: %s", run_id, error)
-        failure = pb.RunFailure(run_id=run_id, lease_epoch=epoch, error=error)
+    def _fail(self, run_id: str, epoch: int, error: str, kind: str = "device") -> None:
+        log.error("run %s failed (%s): %s", run_id, kind, error)
+        failure = pb.RunFailure(run_id=run_id, lease_epoch=epoch, error=error, kind=kind)
         self._send(pb.AgentMessage(failure=failure))
 
     def _measure(

@@ -308,12 +308,14 @@ class Dispatcher:
         self._track(session, stored, item.run_id)
         return stored
 
-    def store_failure(self, session: AgentSession, run_id: str, epoch: int, error: str) -> None:
+    def store_failure(
+        self, session: AgentSession, run_id: str, epoch: int, error: str, *, workload: bool = False
+    ) -> None:
         self.forget_touches(run_id)
         session.finished.append(run_id)
         failed = self.writer.submit(
             functools.partial(lifecycle.fail_run, agent_id=session.agent.id, run_id=run_id,
-                              epoch=epoch, error=error)
+                              epoch=epoch, error=error, workload=workload)
         )  # fmt: skip
         self._track(session, failed, run_id)
 

@@ -581,17 +581,24 @@ def _not_of_its_run(values: dict[str, Any], run: Any) -> str | None:
     return None
 
 
-def fail_run(s: Session, *, agent_id: str, run_id: str, epoch: int, error: str) -> bool:
+def fail_run(
+    s: Session, *, agent_id: str, run_id: str, epoch: int, error: str, workload: bool = False
+) -> bool:
     """The agent reports that the run failed; applied only under its current lease. A
     first failure is retried once on another healthy device that may take the run, when
     one is enrolled: one broken or hostile agent cannot fail the queue. A second failure,
-    or one no other device could retry, is final."""
+    one no other device could retry, or a `workload` failure (no device could do the run
+    as asked) from an operator device is final; a contributor's word on that is not taken."""
     connection = _connection(s)
     lease = _leases_of(connection, {run_id}).get(run_id)
     if not _holds(lease, agent_id, epoch):
         return False
     assert lease is not None
     failed_on = s.get(Device, lease.device_id)
+    if workload and failed_on is not None and not failed_on.contributor:
+        why = f"workload failure (no device could run it as asked): {error[:1900]}"
+        connection.execute(_FAIL, {"run": run_id, "why": why, "at": utcnow()})
+        return True
     if lease.failed_on_device_id is None and failed_on and _another_could_take(s, lease):
         why = f"failed on {failed_on.name}: {error[:1800]} (retried on another device)"
         lease_of = {"run": run_id, "epoch": epoch, "why": why, "device": lease.device_id}

@@ -245,7 +245,10 @@ class AgentService(pb_grpc.AgentServiceServicer):
         session.outgoing.put_nowait(pb.CoordinatorMessage(ack=ack))
 
     async def _on_failure(self, session: AgentSession, failure: pb.RunFailure) -> None:
-        self.dispatcher.store_failure(session, failure.run_id, failure.lease_epoch, failure.error)
+        self.dispatcher.store_failure(
+            session, failure.run_id, failure.lease_epoch, failure.error,
+            workload=failure.kind == "workload",
+        )  # fmt: skip
 
     async def RotateSecret(
         self, request: pb.RotateSecretRequest, context: grpc.aio.ServicerContext

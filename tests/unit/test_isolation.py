@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.agent.backends.base import BackendError
+from edgebench.agent.backends.base import BackendError, WorkloadError
 from edgebench.agent.isolation import EngineCrashed, RunLimitExceeded, RunLimits, measure_in_child
 from edgebench.workload import RunSpec
 
@@ -96,3 +96,17 @@ def test_a_run_past_its_time_limit_is_stopped_with_the_reason(tmp_path: Path) ->
                          limits=RunLimits(seconds=1.0))  # fmt: skip
     assert time.monotonic() - started < 10
     assert not [p for p in multiprocessing.active_children() if p.name == "edgebench-run"]
+
+
+def test_a_model_the_engine_cannot_read_is_a_workload_failure(tmp_path: Path) -> None:
+    """Any device would fail it alike: the class crosses the pipe with the message."""
+    (tmp_path / "x.gguf").write_bytes(b"not a gguf at all")
+    with pytest.raises(WorkloadError, match="not a GGUF"):
+        measure_in_child(tmp_path / "x.gguf", RunSpec.of(reps=1), cache_dir=tmp_path,
+                         source_sha256=None, progress=lambda *_: None,
+                         check=lambda: None)  # fmt: skip
+    with pytest.raises(BackendError) as crashed:
+        measure_in_child(tmp_path, RunSpec.of(), cache_dir=tmp_path, source_sha256=None,
+                         progress=lambda *_: None, check=lambda: None,
+                         child=_segfaulting_engine)  # fmt: skip
+    assert not isinstance(crashed.value, WorkloadError)  # a crash is the device's

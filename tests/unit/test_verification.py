@@ -58,7 +58,7 @@ def _agent(
     return agent, store.get_device(name)
 
 
-def _job(store: Store, device: str, *, size_bytes: int = 10) -> None:
+def _job(store: Store, device: str | None, *, size_bytes: int = 10) -> None:
     store.add_artifact(sha256=SHA, filename="m.gguf", size_bytes=size_bytes, fmt="gguf")
     spec = job_spec(models=[SHA], n_prompt=[8], n_gen=[3], reps=1, device=device)
     store.create_job(new_job(spec), plan_runs(spec, {SHA: "gguf"}), spec.selector)
@@ -332,3 +332,25 @@ def test_removing_a_revoked_device_takes_its_results_and_cancels_its_queued_runs
     assert {state for state, _ in states} == {RunState.CANCELLED, RunState.SUCCEEDED}
     assert _claim(store, operator) is None  # the replication went with it
     assert store.authenticate_agent(contributor[0].id, "anything") is None
+
+
+def test_a_workload_failure_is_final_at_once_on_an_operators_word_only(store: Store) -> None:
+    operator = _agent(store, "pi-op")
+    other = _agent(store, "pi-op-2")
+    contributor = _agent(store, "pi-donated", contributor=True)
+    for device, agent in (("pi-op", operator), ("pi-donated", contributor)):
+        _job(store, None)  # any device
+        claim = _claim(store, agent)
+        assert claim is not None
+        assert ops.fail_run(store, agent_id=agent[0].id, run_id=claim.run.id,
+                            epoch=claim.run.lease_epoch, error="exceeds the context",
+                            workload=True)  # fmt: skip
+        run = _run(store, claim.run.id)
+        if device == "pi-op":
+            assert run.state == RunState.FAILED
+            assert run.error.startswith("workload failure (no device could run it as asked)")
+        else:  # a contributor could say so of every run: confirmed elsewhere first
+            assert run.state == RunState.QUEUED and "retried on another device" in run.error
+            again = _claim(store, other)
+            assert again is not None and again.run.id == run.id
+    assert store.get_device("pi-op").outcomes == ""  # nobody was charged

@@ -23,6 +23,12 @@ class BackendError(EdgebenchError, RuntimeError):
     """A model the backend cannot prepare, load or run; the message is for the user."""
 
 
+class WorkloadError(BackendError):
+    """The run cannot be done as asked on any device: a variant the engine cannot make
+    from this model, a test the context cannot hold, a model the engine cannot read. Its
+    failure is final at once; any other is the device's (retried elsewhere)."""
+
+
 class Backend(Protocol):
     name: str
     # Variants this backend can produce from a source model ('' = the source as it is).
@@ -66,4 +72,4 @@ def check_variant(backend_name: str, variant: str) -> None:
     try:
         engines.check_variant(backend_name, variant)
     except engines.EngineError as exc:
-        raise BackendError(str(exc)) from None
+        raise WorkloadError(str(exc)) from None

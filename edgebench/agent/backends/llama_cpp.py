@@ -18,7 +18,12 @@ from typing import Any
 import llama_cpp
 import psutil
 
-from edgebench.agent.backends.base import BackendError, EngineSettings, check_variant
+from edgebench.agent.backends.base import (
+    BackendError,
+    EngineSettings,
+    WorkloadError,
+    check_variant,
+)
 from edgebench.engines import ENGINES, GGUF_MAGIC
 from edgebench.measure.record import RepTiming
 from edgebench.workload import FlashAttention
@@ -43,7 +48,7 @@ def check_gguf(path: Path) -> None:
         raise BackendError(f"model file not found: {path}")
     with path.open("rb") as handle:
         if handle.read(4) != GGUF_MAGIC:
-            raise BackendError(f"not a GGUF model file: {path}")
+            raise WorkloadError(f"not a GGUF model file: {path}")
 
 
 def gguf_file_type(path: Path) -> str:
@@ -184,7 +189,7 @@ class LlamaCppBackend:
         if not variant or variant == have:
             return source
         if have not in UNQUANTIZED:
-            raise BackendError(
+            raise WorkloadError(
                 f"cannot make {variant} from a {have} model: quantize from an F32 or F16 GGUF"
             )
         target = cache / f"{source_sha256}-{variant.lower()}.gguf"
@@ -253,7 +258,7 @@ class LlamaCppBackend:
         needed = len(context) + len(prompt) + n_gen
         limit = self.context_limit()
         if needed > limit:
-            raise BackendError(
+            raise WorkloadError(
                 f"depth + prompt + generation ({needed}) exceed the context ({limit})"
             )
         batch = self._ensure_batch(min(max(len(prompt), len(context)), self._n_batch))

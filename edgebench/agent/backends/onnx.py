@@ -31,7 +31,12 @@ import numpy as np
 import onnxruntime
 import psutil
 
-from edgebench.agent.backends.base import BackendError, EngineSettings, check_variant
+from edgebench.agent.backends.base import (
+    BackendError,
+    EngineSettings,
+    WorkloadError,
+    check_variant,
+)
 from edgebench.engines import ENGINES
 from edgebench.measure.record import RepTiming
 
@@ -150,7 +155,7 @@ class OnnxBackend:
         decoder = self._loaded()
         total = len(context) + len(prompt) + n_gen
         if total > self._max_length:
-            raise BackendError(f"depth + prompt + generation ({total}) exceed the context")
+            raise WorkloadError(f"depth + prompt + generation ({total}) exceed the context")
         return decoder.generate(context, prompt, total)
 
     def close(self) -> None:
@@ -258,11 +263,11 @@ def read_layout(
     graph leaves those dimensions symbolic."""
     by_name = {spec.name: spec for spec in inputs}
     if "input_ids" not in by_name:
-        raise BackendError("the ONNX decoder has no input named input_ids")
+        raise WorkloadError("the ONNX decoder has no input named input_ids")
     outputs_by_name = {spec.name: spec for spec in outputs}
     output_names = set(outputs_by_name)
     if "logits" not in output_names:
-        raise BackendError("the ONNX decoder has no output named logits")
+        raise WorkloadError("the ONNX decoder has no output named logits")
     if len(outputs_by_name["logits"].shape) != 3:
         raise BackendError(
             f"the ONNX decoder's logits have {len(outputs_by_name['logits'].shape)} "
@@ -271,10 +276,10 @@ def read_layout(
     known = {"input_ids", "attention_mask", "position_ids"}
     unknown = sorted(name for name in by_name if name not in known and not _is_past(name))
     if unknown:
-        raise BackendError(f"the ONNX decoder takes inputs our loop cannot feed: {unknown}")
+        raise WorkloadError(f"the ONNX decoder takes inputs our loop cannot feed: {unknown}")
     kv = tuple(_kv_tensor(spec, output_names, kv_dims) for spec in inputs if _is_past(spec.name))
     if not kv:
-        raise BackendError("the ONNX decoder takes no past KV cache (past_key_values.N.key)")
+        raise WorkloadError("the ONNX decoder takes no past KV cache (past_key_values.N.key)")
     mask, positions = by_name.get("attention_mask"), by_name.get("position_ids")
     return DecoderLayout(
         ids="input_ids",
@@ -290,7 +295,7 @@ def read_layout(
 
 def _index_dtype(spec: TensorSpec) -> Any:
     if spec.type not in _ID_TYPES:
-        raise BackendError(f"the ONNX decoder's {spec.name} is {spec.type}, not int64/int32")
+        raise WorkloadError(f"the ONNX decoder's {spec.name} is {spec.type}, not int64/int32")
     return _ID_TYPES[spec.type]
 
 
@@ -303,9 +308,9 @@ def _kv_tensor(
 ) -> KvTensor:
     present = "present." + spec.name.split(".", 1)[1]
     if present not in output_names:
-        raise BackendError(f"the ONNX decoder has {spec.name} but no output {present}")
+        raise WorkloadError(f"the ONNX decoder has {spec.name} but no output {present}")
     if spec.type not in _TENSOR_TYPES:
-        raise BackendError(f"{spec.name} is {spec.type}; our loop feeds float32 or float16")
+        raise WorkloadError(f"{spec.name} is {spec.type}; our loop feeds float32 or float16")
     if len(spec.shape) != 4:
         raise BackendError(
             f"{spec.name} has {len(spec.shape)} dimensions; our loop feeds "

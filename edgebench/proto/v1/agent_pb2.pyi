@@ -1104,19 +1104,26 @@ class RunFailure(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     LEASE_EPOCH_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     lease_epoch: _builtins.int
     error: _builtins.str
+    kind: _builtins.str
+    """"workload": no device could do the run as asked (a variant the engine cannot make, a
+    test the context cannot hold); final at once when an operator device says so. Else
+    the device's failure: retried once on another device.
+    """
     def __init__(
         self,
         *,
         run_id: _builtins.str = ...,
         lease_epoch: _builtins.int = ...,
         error: _builtins.str = ...,
+        kind: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "lease_epoch", b"lease_epoch", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "kind", b"kind", "lease_epoch", b"lease_epoch", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
