@@ -63,11 +63,11 @@ def store_result(
 
 
 def fail_run(
-    store: Store, *, agent_id: str, run_id: str, epoch: int, error: str, workload: bool = False
+    store: Store, *, agent_id: str, run_id: str, epoch: int, error: str, kind: str = "device"
 ) -> bool:
     with store.writing() as s:
         return lifecycle.fail_run(s, agent_id=agent_id, run_id=run_id, epoch=epoch, error=error,
-                                  workload=workload)  # fmt: skip
+                                  kind=kind)  # fmt: skip
 
 
 def reap_expired(store: Store) -> int:

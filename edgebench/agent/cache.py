@@ -28,6 +28,10 @@ class CacheError(EdgebenchError, RuntimeError):
     pass
 
 
+class DiskFull(CacheError):
+    """No room for a model even with the cache emptied: the device, not the run."""
+
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -97,7 +101,7 @@ class ModelCache:
             if exc.errno != errno.ENOSPC:
                 raise
             partial.unlink(missing_ok=True)
-            raise CacheError(
+            raise DiskFull(
                 f"the disk under {self.root} is full: the download was deleted"
             ) from None
         if digest(partial) != sha256:
@@ -151,7 +155,7 @@ class ModelCache:
             _remove(path)
             used, free = used - size, free + size
         if incoming + DISK_MARGIN_BYTES > free:
-            raise CacheError(
+            raise DiskFull(
                 f"not enough free disk under {self.root} for a {incoming / 1024**2:.0f} MiB "
                 f"model ({free / 1024**2:.0f} MiB free after emptying the cache)"
             )

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from edgebench import paths
 from edgebench.agent import hardware
 from edgebench.agent.backends.base import WorkloadError
-from edgebench.agent.cache import DEFAULT_MAX_BYTES, ModelCache
+from edgebench.agent.cache import DEFAULT_MAX_BYTES, DiskFull, ModelCache
 from edgebench.agent.conditions import Conditions
 from edgebench.agent.credentials import Credential, NotEnrolled
 from edgebench.agent.isolation import NO_LIMITS, RunLimits, measure_in_child
@@ -35,6 +35,7 @@ from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
 from edgebench.workload import RunSpec
 
+DISK_FULL_BACKOFF_SECONDS = 300  # after a full disk the agent asks for no work this long
 log = logging.getLogger("edgebench.agent")
 
 DEFAULT_OUTBOX_LIMIT = 1000  # unacknowledged results before the agent stops taking work
@@ -67,6 +68,7 @@ class Agent:
         self.run_limits = run_limits
         self.only_when = only_when  # the owner's terms for taking work
         self._held_back = ""  # why the last ask was held back ("" = it was not)
+        self._disk_full_until = 0.0  # no work asked for before this (monotonic)
         self.insecure = insecure  # plaintext allowed beyond loopback (no saved authority)
         self.heartbeat_seconds = heartbeat_seconds
         self.outbox = Outbox(paths.data_dir() / "outbox.sqlite")
@@ -235,6 +237,8 @@ class Agent:
         """Whether the owner's terms (`--only-when`) keep the agent from asking now; each
         change is logged once."""
         why = (self.only_when.why_not() or "") if self.only_when else ""
+        if time.monotonic() < self._disk_full_until:
+            why = f"the disk is full (asking again within {DISK_FULL_BACKOFF_SECONDS // 60} min)"
         if why != self._held_back:
             if why:
                 log.info("taking no work: %s", why)
@@ -303,6 +307,9 @@ class Agent:
             self._fail(run_id, epoch, f"{exc.code().name}: {exc.details()}")
         except (WorkloadError, WireError) as exc:  # no device could do it as asked
             self._fail(run_id, epoch, str(exc), kind="workload")
+        except DiskFull as exc:  # this device cannot take work until someone makes room
+            self._disk_full_until = time.monotonic() + DISK_FULL_BACKOFF_SECONDS
+            self._fail(run_id, epoch, str(exc), kind="unhealthy")
         except Exception as exc:
             self._fail(run_id, epoch, str(exc))
         finally:

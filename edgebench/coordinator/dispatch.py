@@ -309,13 +309,13 @@ class Dispatcher:
         return stored
 
     def store_failure(
-        self, session: AgentSession, run_id: str, epoch: int, error: str, *, workload: bool = False
+        self, session: AgentSession, run_id: str, epoch: int, error: str, *, kind: str = "device"
     ) -> None:
         self.forget_touches(run_id)
         session.finished.append(run_id)
         failed = self.writer.submit(
             functools.partial(lifecycle.fail_run, agent_id=session.agent.id, run_id=run_id,
-                              epoch=epoch, error=error, workload=workload)
+                              epoch=epoch, error=error, kind=kind)
         )  # fmt: skip
         self._track(session, failed, run_id)
 

@@ -581,21 +581,29 @@ def _not_of_its_run(values: dict[str, Any], run: Any) -> str | None:
     return None
 
 
+FAILURE_KINDS = ("device", "workload", "unhealthy")  # RunFailure.kind ("" = device)
+
+
 def fail_run(
-    s: Session, *, agent_id: str, run_id: str, epoch: int, error: str, workload: bool = False
+    s: Session, *, agent_id: str, run_id: str, epoch: int, error: str, kind: str = "device"
 ) -> bool:
     """The agent reports that the run failed; applied only under its current lease. A
     first failure is retried once on another healthy device that may take the run, when
     one is enrolled: one broken or hostile agent cannot fail the queue. A second failure,
     one no other device could retry, or a `workload` failure (no device could do the run
-    as asked) from an operator device is final; a contributor's word on that is not taken."""
+    as asked) from an operator device is final; a contributor's word on that is not taken.
+    `unhealthy`: the agent says its device cannot work (a full disk); it is benched until
+    `devices resume` (an agent can only bench its own device, so its word is taken)."""
     connection = _connection(s)
     lease = _leases_of(connection, {run_id}).get(run_id)
     if not _holds(lease, agent_id, epoch):
         return False
     assert lease is not None
     failed_on = s.get(Device, lease.device_id)
-    if workload and failed_on is not None and not failed_on.contributor:
+    if kind == "unhealthy" and failed_on is not None and not failed_on.unhealthy:
+        failed_on.unhealthy = f"its agent reported: {error[:500]}"
+        s.add(failed_on)
+    if kind == "workload" and failed_on is not None and not failed_on.contributor:
         why = f"workload failure (no device could run it as asked): {error[:1900]}"
         connection.execute(_FAIL, {"run": run_id, "why": why, "at": utcnow()})
         return True

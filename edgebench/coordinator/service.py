@@ -14,7 +14,7 @@ import grpc
 from edgebench.coordinator.artifacts import CHUNK_BYTES, ArtifactError, ArtifactFiles, check_sha256
 from edgebench.coordinator.dispatch import AgentSession, Dispatcher
 from edgebench.coordinator.errors import Conflict, NotFound, StaleLease, StoreError
-from edgebench.coordinator.lifecycle import LeaseTouch, ResultIn
+from edgebench.coordinator.lifecycle import FAILURE_KINDS, LeaseTouch, ResultIn
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store
 from edgebench.coordinator.tables import Agent
@@ -247,7 +247,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
     async def _on_failure(self, session: AgentSession, failure: pb.RunFailure) -> None:
         self.dispatcher.store_failure(
             session, failure.run_id, failure.lease_epoch, failure.error,
-            workload=failure.kind == "workload",
+            kind=failure.kind if failure.kind in FAILURE_KINDS else "device",
         )  # fmt: skip
 
     async def RotateSecret(

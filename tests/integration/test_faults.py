@@ -3,6 +3,7 @@ is finished once and stored once."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -160,3 +161,47 @@ def test_results_wait_in_the_outbox_while_the_coordinator_is_down(
     finally:
         stop(agent)
         stop(coord.process)
+
+
+def test_a_full_disk_benches_the_device_and_its_run_goes_elsewhere(
+    coordinator: Coordinator, tmp_path: Path, tiny_model: Path
+) -> None:
+    """The kernel's own ENOSPC (/dev/full under the download's partial file): the agent
+    deletes the partial file, fails the run as its device's fault, reports the device
+    unhealthy and asks for no work; another device finishes the run."""
+    sha = hashlib.sha256(tiny_model.read_bytes()).hexdigest()
+    full, spare = tmp_path / "full", tmp_path / "spare"
+    enroll_agent(coordinator, full, "full-disk")
+    enroll_agent(coordinator, spare, "spare")
+    models = full / "cache" / "models"
+    models.mkdir(parents=True)
+    (models / f"{sha}.gguf.part").symlink_to("/dev/full")
+    agent = start_agent(full)
+    try:
+        wait_until(lambda: any(d["online"] for d in coordinator.api("/api/v1/devices")),
+                   what="the agent online")  # fmt: skip
+        queued = coordinator.cli("jobs", "submit", "--model", str(tiny_model), "-p", "8",
+                                 "-n", "4", "-r", "1", "--device", "full-disk",
+                                 "--device", "spare")  # fmt: skip
+        assert queued.returncode == 0, queued.stderr
+        device = lambda: coordinator.api("/api/v1/devices/full-disk")  # noqa: E731
+        wait_until(lambda: device()["status"] == "unhealthy", what="the device benched")
+        assert "its agent reported: the disk under" in device()["unhealthy"]
+        assert not (models / f"{sha}.gguf.part").exists()
+        wait_until(lambda: "taking no work: the disk is full" in (full / "agent.log").read_text(),
+                   what="the agent to hold back")  # fmt: skip
+        job = coordinator.api(f"/api/v1/jobs/{queued.stdout.strip()}")
+        assert (
+            job["runs"][0]["state"] == "queued"
+            and "retried on another device" in (job["runs"][0]["error"])
+        )
+        helper = start_agent(spare)
+        try:
+            watched = coordinator.cli("jobs", "watch", queued.stdout.strip(), "--timeout", "120")
+            assert watched.returncode == 0, watched.stderr
+        finally:
+            stop(helper)
+    finally:
+        stop(agent)
+    shown = coordinator.cli("devices", "show", "full-disk")
+    assert "unhealthy" in shown.stdout and "devices resume full-disk" in shown.stdout

@@ -344,7 +344,7 @@ def test_a_workload_failure_is_final_at_once_on_an_operators_word_only(store: St
         assert claim is not None
         assert ops.fail_run(store, agent_id=agent[0].id, run_id=claim.run.id,
                             epoch=claim.run.lease_epoch, error="exceeds the context",
-                            workload=True)  # fmt: skip
+                            kind="workload")  # fmt: skip
         run = _run(store, claim.run.id)
         if device == "pi-op":
             assert run.state == RunState.FAILED
