@@ -184,7 +184,10 @@ def test_a_full_disk_benches_the_device_and_its_run_goes_elsewhere(
                                  "-n", "4", "-r", "1", "--device", "full-disk",
                                  "--device", "spare")  # fmt: skip
         assert queued.returncode == 0, queued.stderr
-        device = lambda: coordinator.api("/api/v1/devices/full-disk")  # noqa: E731
+
+        def device() -> Any:
+            return coordinator.api("/api/v1/devices/full-disk")
+
         wait_until(lambda: device()["status"] == "unhealthy", what="the device benched")
         assert "its agent reported: the disk under" in device()["unhealthy"]
         assert not (models / f"{sha}.gguf.part").exists()
