@@ -26,6 +26,7 @@ from edgebench.agent.cache import DEFAULT_MAX_BYTES, DiskFull, ModelCache
 from edgebench.agent.conditions import Conditions
 from edgebench.agent.credentials import Credential, NotEnrolled
 from edgebench.agent.isolation import NO_LIMITS, RunLimits, measure_in_child
+from edgebench.agent.notify import notify
 from edgebench.agent.outbox import Outbox
 from edgebench.agent.transport import metadata, open_session_channel
 from edgebench.agent.wire import WireError, metrics_message, spec_from
@@ -108,6 +109,7 @@ class Agent:
             except ConnectionError as exc:
                 log.warning("session with %s ended: %s", self.credential.coordinator, exc)
             self._send_queue = None
+            notify("WATCHDOG=1")  # reconnecting is alive too (at most 30 s apart)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, 30.0)
@@ -134,6 +136,7 @@ class Agent:
             log.info(
                 "connected to %s as %s", self.credential.coordinator, welcome.welcome.device_name
             )
+            notify(f"READY=1\nSTATUS=connected to {self.credential.coordinator}")
             queue: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
             # Read again now, not at hello: a run that finished while the session was
             # being set up (a stalled link can hold the welcome for seconds) is in the
@@ -172,6 +175,7 @@ class Agent:
     async def _heartbeats(self, queue: asyncio.Queue[pb.AgentMessage]) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
+            notify("WATCHDOG=1")  # the loop is alive: a hung one stops these
             active = self.active
             self._beats += 1
             beat = pb.Heartbeat(seq=self._beats)

@@ -14,9 +14,19 @@ import typer
 from rich.table import Table
 
 from edgebench.cli.common import err, out, parse_duration, parse_tags, print_json
-from edgebench.tls import refuse_plaintext
+from edgebench.report import literal
+from edgebench.tls import pem_fingerprint, refuse_plaintext, split_token
 
 app = typer.Typer(help="Enroll this device and run its agent.", no_args_is_help=True)
+
+
+def _discovered(name: str, trusted: str | None, insecure: bool, interface: str) -> str:
+    from edgebench.discovery import discover
+
+    found = discover(name=name or None, trusted=trusted, insecure=insecure, interface=interface)
+    err.print(literal(f"found coordinator {found.instance} at {found.address} "
+                      f"(edgebench {found.version})"))  # fmt: skip
+    return found.address
 
 
 def grpc_address(text: str | None) -> str | None:
@@ -39,17 +49,52 @@ InsecureOption = Annotated[
 ]
 
 
+DiscoverOption = Annotated[
+    bool,
+    typer.Option(
+        "--discover",
+        help="Find the coordinator on the LAN over mDNS (one serving --advertise): the "
+        "first that this agent may trust (--discover-name: that instance). Its CA must be "
+        "the one the token (or the saved credential) names.",
+    ),
+]
+DiscoverNameOption = Annotated[
+    str, typer.Option(help="With --discover: only the instance of this name.")
+]
+
+
+MdnsInterfaceOption = Annotated[
+    str,
+    typer.Option(
+        help="With --discover: look on the interface with this address only.",
+        show_default="every interface",
+    ),
+]
+
+
+def _where(coordinator: str | None, discover: bool) -> None:
+    if coordinator and discover:
+        raise typer.BadParameter("give --coordinator or --discover, not both")
+    if not coordinator and not discover:
+        raise typer.BadParameter(
+            "give the coordinator's address (--coordinator HOST:PORT) or --discover"
+        )
+
+
 @app.command()
 def enroll(
-    coordinator: Annotated[
-        str,
-        typer.Option(
-            help="The coordinator's gRPC address, HOST:PORT (no http://).", callback=grpc_address
-        ),
-    ],
     token: Annotated[
         str, typer.Option(help="One-time token from `edgebench coordinator token create`.")
     ],
+    coordinator: Annotated[
+        str | None,
+        typer.Option(
+            help="The coordinator's gRPC address, HOST:PORT (no http://).", callback=grpc_address
+        ),
+    ] = None,
+    discover: DiscoverOption = False,
+    discover_name: DiscoverNameOption = "",
+    mdns_interface: MdnsInterfaceOption = "",
     name: Annotated[str, typer.Option(help="Device name.", show_default="the hostname")] = "",
     tag: Annotated[list[str] | None, typer.Option(help="A key=value tag; repeat for more.")] = None,
     ca: Annotated[
@@ -68,6 +113,10 @@ def enroll(
     from edgebench.agent import credentials
     from edgebench.agent.enroll import enroll as do_enroll
 
+    _where(coordinator, discover)
+    if discover:
+        coordinator = _discovered(discover_name, split_token(token)[1], insecure, mdns_interface)
+    assert coordinator is not None
     credential = do_enroll(
         coordinator,
         token,
@@ -98,6 +147,9 @@ def run(
     coordinator: Annotated[
         str | None, typer.Option(help="Override the enrolled HOST:PORT.", callback=grpc_address)
     ] = None,
+    discover: DiscoverOption = False,
+    discover_name: DiscoverNameOption = "",
+    mdns_interface: MdnsInterfaceOption = "",
     outbox_limit: Annotated[
         int,
         typer.Option(
@@ -155,6 +207,11 @@ def run(
         format="%(asctime)s %(name)s %(message)s",
     )
     credential = credentials.load()
+    if coordinator and discover:
+        raise typer.BadParameter("give --coordinator or --discover, not both")
+    if discover:
+        pinned = pem_fingerprint(credential.authority_pem) if credential.authority_pem else None
+        coordinator = _discovered(discover_name, pinned, insecure, mdns_interface)
     if coordinator:
         credential = replace(credential, coordinator=coordinator)
     if not credential.authority_pem:
@@ -215,3 +272,67 @@ def probe(
         out.print("no sensors found: energy, power and temperature will be reported missing")
     else:
         out.print(table)
+
+
+UserUnitOption = Annotated[
+    bool,
+    typer.Option(
+        "--user",
+        help="A unit in your own systemd manager (no root; starts at login unless "
+        "`loginctl enable-linger`; no RAPL energy helper).",
+    ),
+]
+
+
+@app.command()
+def install(
+    user: UserUnitOption = False,
+    coordinator: Annotated[
+        str | None,
+        typer.Option(help="Enroll first at this HOST:PORT (with --token).", callback=grpc_address),
+    ] = None,
+    token: Annotated[str | None, typer.Option(help="Enroll first with this token.")] = None,
+    name: Annotated[str, typer.Option(help="Device name when enrolling.")] = "",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the unit(s) and change nothing.")
+    ] = False,
+    insecure: InsecureOption = False,
+) -> None:
+    """Run the agent as a systemd service: enrolls if asked (or not yet enrolled), writes
+    a hardened unit (Type=notify with a watchdog, Restart=on-failure, ProtectSystem=
+    strict), enables and starts it. A system unit needs root and runs the agent as you."""
+    from edgebench.agent import credentials
+    from edgebench.agent import service as units
+
+    plan = units.this_install(user)
+    if dry_run:
+        print(units.agent_unit(plan), end="")
+        if not user:
+            print(f"# {units.SENSORS_UNIT}\n" + units.sensors_unit(plan), end="")
+        return
+    if not units.has_systemd(user):
+        err.print(literal(
+            "no systemd manager here: run the agent yourself (for example under your init "
+            f"system or in a terminal): {plan.executable} -m edgebench agent run"
+        ))  # fmt: skip
+        raise typer.Exit(1)
+    if coordinator and token:
+        from edgebench.agent.enroll import enroll as do_enroll
+
+        credentials.save(do_enroll(coordinator, token, name=name, tags={}, insecure=insecure))
+    elif not credentials.credential_path().exists():
+        raise typer.BadParameter("not enrolled yet: give --coordinator HOST:PORT and --token T")
+    written = units.install(plan)
+    for path in written:
+        err.print(literal(f"wrote {path}"))
+    where = "--user " if user else ""
+    err.print(literal(f"{units.UNIT} enabled and started (systemctl {where}status {units.UNIT})"))
+
+
+@app.command()
+def uninstall(user: UserUnitOption = False) -> None:
+    """Stop the agent's service and remove its unit(s); the credential and cache stay."""
+    from edgebench.agent import service as units
+
+    for path in units.uninstall(user):
+        err.print(literal(f"removed {path}"))

@@ -25,6 +25,7 @@ from edgebench.dashboard.models import (
     JobCancelled,
     JobCreate,
     JobPublic,
+    JobRetried,
     ResultDeleted,
     TokenCreate,
     TokenCreated,
@@ -209,6 +210,12 @@ class CoordinatorClient:
         answer = self._request("POST", f"/api/v1/devices/{_part(key)}/accept")
         return _one(DevicePublic, answer)
 
+    def device_action(self, key: str, action: str, reason: str = "") -> DevicePublic:
+        """approve, reject, drain or maintenance (with a reason for the last two)."""
+        params = {"reason": reason} if reason else None
+        path = f"/api/v1/devices/{_part(key)}/{action}"
+        return _one(DevicePublic, self._request("POST", path, params=params))
+
     def resume_device(self, key: str) -> DevicePublic:
         answer = self._request("POST", f"/api/v1/devices/{_part(key)}/resume")
         return _one(DevicePublic, answer)
@@ -229,6 +236,11 @@ class CoordinatorClient:
     def submit_job(self, job: JobCreate) -> JobPublic:
         body = job.model_dump(mode="json")
         return _one(JobPublic, self._request("POST", "/api/v1/jobs", json=body))
+
+    def retry_job(self, job_id: str, run: str | None = None) -> JobRetried:
+        params = {"run": run} if run else None
+        answer = self._request("POST", f"/api/v1/jobs/{_part(job_id)}/retry", params=params)
+        return _one(JobRetried, answer)
 
     def cancel_job(self, job_id: str) -> JobCancelled:
         answer = self._request("POST", f"/api/v1/jobs/{_part(job_id)}/cancel")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,7 @@ from edgebench.cli.common import (
     require_extras,
     when,
 )
+from edgebench.protocol import NAME_RE
 from edgebench.report import literal
 
 app = typer.Typer(help="Run the coordinator and manage enrollment tokens.", no_args_is_help=True)
@@ -33,11 +35,27 @@ token_app = typer.Typer(
 app.add_typer(token_app, name="token")
 
 
+def _instance_name(given: str) -> str:
+    """An mDNS instance name: the one given, else the host name."""
+    name = given.strip() or socket.gethostname().split(".")[0]
+    if not NAME_RE.match(name):
+        raise typer.BadParameter(
+            "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            param_hint="--advertise-name",
+        )
+    return name
+
+
 @app.command()
 def serve(
     db: Annotated[
         str | None,
-        typer.Option(help="SQLAlchemy database URL", show_default="SQLite in the data dir"),
+        typer.Option(
+            envvar="EDGEBENCH_DB",
+            show_envvar=True,
+            help="SQLAlchemy database URL (postgresql+psycopg://USER:PASSWORD@HOST/DB).",
+            show_default="SQLite in the data dir",
+        ),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     grpc_port: Annotated[
@@ -63,6 +81,26 @@ def serve(
             min=1, help="How often expired leases are reaped and contributor results checked."
         ),
     ] = 10,
+    advertise: Annotated[
+        bool,
+        typer.Option(
+            "--advertise",
+            help="Announce the agent port on the LAN over mDNS (_edgebench._tcp) with the "
+            "version and the CA fingerprint; agents find it with `agent enroll --discover`.",
+        ),
+    ] = False,
+    advertise_name: Annotated[
+        str,
+        typer.Option(help="With --advertise: the instance name.", show_default="the host name"),
+    ] = "",
+    require_approval: Annotated[
+        bool,
+        typer.Option(
+            "--require-approval",
+            help="A newly enrolled device waits as pending (no work) until `edgebench "
+            "devices approve NAME`, or is refused with `devices reject NAME`.",
+        ),
+    ] = False,
     verify_band: Annotated[
         float,
         typer.Option(
@@ -169,6 +207,8 @@ def serve(
         lease_seconds=lease_seconds,
         reap_seconds=reap_seconds,
         verify_band=verify_band,
+        require_approval=require_approval,
+        advertise=_instance_name(advertise_name) if advertise else None,
         http_workers=http_workers,
         insecure=insecure,
         tls_cert=tls_cert,

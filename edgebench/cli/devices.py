@@ -58,7 +58,7 @@ def list_devices(
 
 def _state(device: DevicePublic) -> str:
     """Why it takes no work, else whether it is connected."""
-    if device.status in ("revoked", "review", "suspended", "unhealthy"):
+    if device.status not in ("idle", "busy", "offline"):
         return device.status
     return "online" if device.online else "offline"
 
@@ -80,9 +80,15 @@ def show_device(
     out.print(literal(f"{device.name} · {_state(device)} · last seen {seen} UTC"))
     if device.review:
         out.print(literal(f"{'review':>20}: {device.review}"))
-    for label, why in (("unhealthy", device.unhealthy), ("suspended", device.suspended)):
-        if why:
+    for label, why in (("unhealthy", device.unhealthy), ("suspended", device.suspended),
+                       (device.operator_state, device.operator_note)):  # fmt: skip
+        if why and label != "active":
             out.print(literal(f"{label:>20}: {why} (devices resume {device.name})"))
+    states = (f"admission {device.admission} · operator {device.operator_state} · "
+              f"automatic {', '.join(device.automatic) or 'none'} · {device.liveness}")  # fmt: skip
+    out.print(literal(f"{'states':>20}: {states}"))
+    if device.admission == "pending":
+        out.print(literal(f"{'pending':>20}: devices approve {device.name} (or reject)"))
     out.print(literal(f"{'id':>20}: {device.id}"))
     out.print(literal(f"{'hardware class':>20}: {device.hardware_class}"))
     out.print(literal(f"{'trust tier':>20}: {device.trust_tier}"))
@@ -153,6 +159,61 @@ def accept_hardware(
     err.print(literal(f"{device.name} accepted as {device.hardware_class} ({device.status})"))
 
 
+@app.command("approve")
+def approve_device(
+    key: Annotated[str, typer.Argument(help="Device name or id.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
+) -> None:
+    """Let a pending device take work (a coordinator serving --require-approval)."""
+    device = client(url, token, ca).device_action(key, "approve")
+    err.print(literal(f"{device.name} approved ({device.status})"))
+
+
+@app.command("reject")
+def reject_device(
+    key: Annotated[str, typer.Argument(help="Device name or id.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
+) -> None:
+    """Refuse a device for good: its agents are cut off as if revoked."""
+    device = client(url, token, ca).device_action(key, "reject")
+    err.print(literal(f"{device.name} rejected: its agents are refused"))
+
+
+ReasonOption = Annotated[str, typer.Option(help="Why (kept with the device's state).")]
+
+
+@app.command("drain")
+def drain_device(
+    key: Annotated[str, typer.Argument(help="Device name or id.")],
+    reason: ReasonOption = "",
+    url: UrlOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
+) -> None:
+    """Let a device finish the run it holds and take no more (until `devices resume`)."""
+    device = client(url, token, ca).device_action(key, "drain", reason)
+    held = f"; it finishes run {device.current_run.id[:8]}" if device.current_run else ""
+    err.print(literal(f"{device.name} drained{held}"))
+
+
+@app.command("maintenance")
+def maintain_device(
+    key: Annotated[str, typer.Argument(help="Device name or id.")],
+    reason: ReasonOption = "",
+    url: UrlOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
+) -> None:
+    """Take a device out of service now (a repair): the run it holds goes back to the
+    queue and it takes no work until `devices resume`."""
+    device = client(url, token, ca).device_action(key, "maintenance", reason)
+    err.print(literal(f"{device.name} in maintenance: it takes no work"))
+
+
 @app.command("resume")
 def resume_device(
     key: Annotated[str, typer.Argument(help="Device name or id.")],
@@ -160,7 +221,7 @@ def resume_device(
     token: TokenOption = None,
     ca: CaOption = None,
 ) -> None:
-    """Let an unhealthy or suspended device take work again (its failure and check
-    histories start afresh)."""
+    """Let a drained, in-maintenance, unhealthy or suspended device take work again (its
+    failure and check histories start afresh)."""
     device = client(url, token, ca).resume_device(key)
     err.print(literal(f"{device.name} takes work again ({device.status})"))

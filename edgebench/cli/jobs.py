@@ -332,6 +332,22 @@ def watch(
 
 
 @app.command()
+def retry(
+    job_id: Annotated[str, typer.Argument(help="Job id, or a unique prefix of it.")],
+    run: Annotated[str | None, typer.Option(help="Only this run (id or unique prefix).")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    ca: CaOption = None,
+) -> None:
+    """Queue a job's failed and dead runs again, with a fresh attempt count (after fixing
+    what failed them: a device, an engine, a model)."""
+    retried = client(url, token, ca).retry_job(job_id, run)
+    count = retried.retried_runs
+    what = f"queued {count} run{'s' * (count != 1)} again" if count else "had no failed runs"
+    err.print(f"job {retried.job.id[:8]}: {what} (now {retried.job.state})", highlight=False)
+
+
+@app.command()
 def cancel(
     job_id: Annotated[str, typer.Argument(help="Job id, or a unique prefix of it.")],
     url: UrlOption = None,

@@ -56,6 +56,7 @@ from edgebench.coordinator.tables import (
     ResultPayload,
     Run,
     RunState,
+    takes_work,
     utcnow,
 )
 from edgebench.dashboard.models import DeviceSelector
@@ -231,12 +232,14 @@ _EXPIRE_LEASE = (
     .where(col(Run.id) == bindparam("run"), _live)
     .values(lease_expires_at=bindparam("past"))
 )
-# devices that take no work: benched as unhealthy, revoked, in hardware review, or
-# suspended by replication
+# devices that take no work (tables.takes_work, said in SQL): not approved, revoked,
+# drained or in maintenance, benched as unhealthy, in hardware review, or suspended
 _UNHEALTHY = select(Device.id).where(
     or_(
-        col(Device.unhealthy) != "",
+        col(Device.admission) != "approved",
         col(Device.revoked_at).is_not(None),
+        col(Device.operator_state) != "active",
+        col(Device.unhealthy) != "",
         col(Device.review) != "",
         col(Device.suspended) != "",
     )
@@ -619,10 +622,8 @@ def fail_run(
 def _another_could_take(s: Session, run: Any) -> bool:
     queued = Queued(0, run.id, utcnow(), run.device_name, run.selector_json, run.backend,
                     failed_on_device_id=run.device_id)  # fmt: skip
-    others = s.exec(
-        select(Device).where(col(Device.id) != run.device_id, col(Device.unhealthy) == "")
-    )
-    return any(_fits(device)(queued) for device in others)
+    others = s.exec(select(Device).where(col(Device.id) != run.device_id))
+    return any(takes_work(device) and _fits(device)(queued) for device in others)
 
 
 # A device with this many failures (each finished by another device) among its last

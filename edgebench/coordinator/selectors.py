@@ -12,7 +12,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from edgebench.coordinator.tables import Device, capabilities_of, identity_of, trust_tier
+from edgebench.coordinator.tables import (
+    Device,
+    admission_of,
+    automatic_states,
+    capabilities_of,
+    identity_of,
+    takes_work,
+    trust_tier,
+)
 from edgebench.dashboard.models import GIB, DeviceSelector
 from edgebench.engines import ENGINES
 
@@ -80,6 +88,15 @@ def fit_warnings(selector: DeviceSelector, backends: set[str], devices: list[Dev
     return warnings
 
 
+def _why_idle(device: Device) -> str:
+    """The weightiest reason a device takes no work, in a word."""
+    admission = admission_of(device)
+    if admission != "approved":
+        return f"is {admission}" + (" (devices approve)" if admission == "pending" else "")
+    automatic = automatic_states(device)
+    return f"is {automatic[0] if automatic else device.operator_state}"
+
+
 def why_waiting(
     selector: DeviceSelector, pinned: str | None, backend: str, devices: list[Device],
     online: set[str],
@@ -92,6 +109,10 @@ def why_waiting(
     capable = [d for d in allowed if can_run(d, backend)]
     if not capable:
         return f"no device matching {wanted} has {backend} installed"
-    if not any(d.id in online for d in capable):
+    working = [d for d in capable if takes_work(d)]
+    if not working:
+        states = ", ".join(f"{d.name} {_why_idle(d)}" for d in capable[:5])
+        return f"no device matching {wanted} that can run {backend} takes work now ({states})"
+    if not any(d.id in online for d in working):
         return f"every device matching {wanted} that can run {backend} is offline"
     return f"waiting for one of {len(capable)} matching device(s) to be idle"

@@ -26,6 +26,7 @@ from edgebench.coordinator.service import AgentService
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store
 from edgebench.dashboard.deps import ApiContext, ApiHooks
+from edgebench.discovery import SERVICE_TYPE, Advertisement
 from edgebench.errors import EdgebenchError
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
@@ -158,6 +159,13 @@ async def serve(
     dispatching = asyncio.create_task(dispatcher.run_forever())
     touching = asyncio.create_task(dispatcher.flush_touches_forever())
     collecting = asyncio.create_task(_short_garbage_collections())
+    advertised = None
+    if settings.advertise is not None:  # mDNS: a hint for agents on the LAN, never trust
+        fingerprint = tls.fingerprint if tls else None
+        advertised = await asyncio.to_thread(
+            Advertisement, settings.advertise, settings.host, grpc_port, fingerprint
+        )
+        log.info("advertised as %s on mDNS (%s)", settings.advertise, SERVICE_TYPE)
     scheme = "https" if certificates.serves_https(settings) else "http"
     if on_ready:
         on_ready(
@@ -171,6 +179,8 @@ async def serve(
     try:
         await (stop or asyncio.Event()).wait()
     finally:
+        if advertised is not None:
+            await asyncio.to_thread(advertised.close)
         await health_servicer.enter_graceful_shutdown()
         reaper.cancel()
         dispatching.cancel()

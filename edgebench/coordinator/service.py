@@ -73,7 +73,12 @@ class AgentService(pb_grpc.AgentServiceServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "an enrollment token is required")
         try:
             enrollment = await asyncio.to_thread(
-                self.store.enroll, token=request.token, name=name, hardware=hardware, tags=tags
+                self.store.enroll,
+                token=request.token,
+                name=name,
+                hardware=hardware,
+                tags=tags,
+                require_approval=self.settings.require_approval,
             )
         except StoreError as exc:
             self.failures.failed(address)

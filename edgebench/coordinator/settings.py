@@ -41,6 +41,9 @@ class CoordinatorSettings:
     # Replication agrees within max(this share of the trusted figure, the combined 95%
     # intervals) (coordinator/verification.py).
     verify_band: float = 0.05
+    # A newly enrolled device waits as `pending` until `devices approve` (or `reject`).
+    require_approval: bool = False
+    advertise: str | None = None  # announce the agent port on mDNS as this instance name
     # TLS on the agent port (and HTTPS beyond loopback) unless `insecure`: the own
     # authority in `tls_dir`, or the operator's `tls_cert` chain and `tls_key`.
     insecure: bool = False

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import bindparam, delete, func, insert, or_, update
+from sqlalchemy import bindparam, case, delete, func, insert, or_, update
 from sqlmodel import Session, col, select
 
 from edgebench.coordinator import leaderboard, lifecycle, schema
@@ -48,6 +48,7 @@ from edgebench.coordinator.selectors import (
     why_waiting,
 )
 from edgebench.coordinator.tables import (
+    DEVICE_STATES,
     LEADERBOARD,
     Agent,
     Artifact,
@@ -60,6 +61,7 @@ from edgebench.coordinator.tables import (
     Run,
     RunState,
     Setting,
+    admission_of,
     identity_of,
     is_online,
     new_id,
@@ -104,7 +106,7 @@ SPENT_TOKEN = "enrollment token is unknown, used up or revoked"
 
 def resolve_id(
     s: Session,
-    table: type[Job] | type[Device] | type[Result] | type[EnrollmentToken],
+    table: type[Job] | type[Device] | type[Result] | type[EnrollmentToken] | type[Run],
     key: str,
     what: str,
 ) -> str:
@@ -140,6 +142,13 @@ class Cancelled:
     job_id: str
     runs: int  # runs this cancel stopped; finished runs are left alone
     held: list[tuple[str, str]]  # (run id, agent id) of runs agents were holding
+
+
+@dataclass(frozen=True)
+class Counts:
+    runs: dict[str, int]  # by state
+    queued: dict[str, int]  # queued runs by priority band: high (>0), normal, low (<0)
+    results: dict[str, int]  # by verification
 
 
 @dataclass(frozen=True)
@@ -314,7 +323,13 @@ class Store:
         return token
 
     def enroll(
-        self, *, token: str, name: str, hardware: HardwareInfo, tags: dict[str, str]
+        self,
+        *,
+        token: str,
+        name: str,
+        hardware: HardwareInfo,
+        tags: dict[str, str],
+        require_approval: bool = False,
     ) -> Enrollment:
         secret = secrets.token_urlsafe(32)
         with self.session(immediate=True) as s:
@@ -328,13 +343,15 @@ class Store:
                 raise StoreError("enrollment token has expired")
             device = s.exec(select(Device).where(Device.name == name)).first()
             _check_may_enroll(row, name, device)
-            if device is None:
-                device = Device(name=name)
+            if device is None:  # a new device waits for an admin where approval is required
+                device = Device(name=name, admission="pending" if require_approval else "approved")
             _apply_hardware(device, hardware)
             device.tags_json = json.dumps(tags, sort_keys=True)
             device.contributor = device.contributor or row.contributor
             device.owner = row.owner or device.owner
             device.revoked_at = None  # enrolled again, with a token made for it
+            if device.admission == "rejected":  # the admin made a token for it: let it in
+                device.admission = "approved"
             device.accepted_hardware = hardware_signature(hardware.identity)
             device.review = ""  # the admin made a token for this device: its hardware now
             s.add(device)
@@ -398,7 +415,9 @@ class Store:
             if agent is None or not hmac.compare_digest(agent.secret_sha256, sha256_text(secret)):
                 return None
             device = s.get(Device, agent.device_id)
-        return None if device is None or device.revoked_at is not None else agent
+        if device is None or device.revoked_at is not None or device.admission == "rejected":
+            return None
+        return agent
 
     # ---- artifacts ---------------------------------------------------------------
 
@@ -583,6 +602,25 @@ class Store:
             queued = select(func.count()).where(col(Run.state) == RunState.QUEUED)
             return int(s.exec(queued).one())
 
+    def counts(self) -> Counts:
+        """What a metrics scrape reports of the store: runs by state, queued runs by
+        priority band, results by verification (three grouped counts)."""
+        band = case((col(Run.priority) > 0, "high"), (col(Run.priority) < 0, "low"),
+                    else_="normal")  # fmt: skip
+        with self.session() as s:
+            runs = s.exec(select(Run.state, func.count()).group_by(col(Run.state))).all()
+            queued = s.exec(
+                select(band, func.count()).where(col(Run.state) == RunState.QUEUED).group_by(band)
+            ).all()
+            results = s.exec(
+                select(Result.verification, func.count()).group_by(col(Result.verification))
+            ).all()
+        return Counts(
+            runs={RunState(state).value: int(n) for state, n in runs},
+            queued={str(name): int(n) for name, n in queued},
+            results={str(state): int(n) for state, n in results},
+        )
+
     def read_cached(self, key: str, compute: Callable[[], T]) -> T:
         """`compute()`, remembered for `fleet_read_seconds` (0: never): what dashboards
         show beside every view (filter choices, the tests there are) changes rarely and
@@ -697,6 +735,26 @@ class Store:
                 held=[(run_id, agent_id) for run_id, agent_id in held if agent_id],
             )
 
+    def retry_job(self, key: str, run_key: str | None = None) -> tuple[str, int]:
+        """Queues the job's failed and dead runs again (or the one named), with a fresh
+        attempt count and no device excluded. Returns the job id and how many runs."""
+        with self.session(immediate=True) as s:
+            job_id = resolve_id(s, Job, key, "job")
+            where = [col(Run.job_id) == job_id,
+                     col(Run.state).in_([RunState.FAILED, RunState.DEAD])]  # fmt: skip
+            if run_key is not None:
+                run_id = resolve_id(s, Run, run_key, "run")
+                where.append(col(Run.id) == run_id)
+            changed = s.exec(
+                update(Run)
+                .where(*where)
+                .values(state=RunState.QUEUED, attempts=0, error="", phase="", rep=0,
+                        not_before=None, failed_on_device_id=None, finished_at=None,
+                        agent_id=None, lease_expires_at=None)
+            ).rowcount  # fmt: skip
+            s.commit()
+        return job_id, changed
+
     # ---- devices and results -----------------------------------------------------
 
     def list_devices(self) -> list[Device]:
@@ -806,12 +864,60 @@ class Store:
         self._fleet_read_at = -math.inf
         return device
 
+    def approve_device(self, key: str) -> Device:
+        """A pending device takes work from now on (`serve --require-approval`)."""
+        with self.session(immediate=True) as s:
+            device = _device(s, key)
+            if device.revoked_at is not None or device.admission == "rejected":
+                raise StoreError(
+                    f"{device.name} was {admission_of(device)}: it comes back only by "
+                    f"enrolling again with `coordinator token create --device {device.name}`"
+                )
+            device.admission = "approved"
+            s.add(device)
+            s.commit()
+            s.refresh(device)
+        self._fleet_read_at = -math.inf
+        return device
+
+    def reject_device(self, key: str) -> Device:
+        """A device is refused for good: as revoked (its agents refused, its session
+        ended, its runs requeued), and shown as rejected."""
+        self.revoke_device(key, self.retry_base_seconds)
+        with self.session(immediate=True) as s:
+            device = _device(s, key)
+            device.admission = "rejected"
+            s.add(device)
+            s.commit()
+            s.refresh(device)
+        return device
+
+    def set_operator_state(self, key: str, state: str, note: str) -> Device:
+        """`drained`: it finishes the run it holds and takes no more; `maintenance`: it
+        takes no work and the run it holds goes back to the queue now; `active`: it takes
+        work again. `note` says who set it, when and why."""
+        if state not in DEVICE_STATES["operator"]:
+            raise StoreError(f"{state!r} is not one of: {', '.join(DEVICE_STATES['operator'])}")
+        with self.session(immediate=True) as s:
+            device = _device(s, key)
+            device.operator_state, device.operator_note = state, note[:500]
+            s.add(device)
+            if state == "maintenance":
+                agents = s.exec(select(Agent.id).where(Agent.device_id == device.id)).all()
+                lifecycle.release_leases(s, list(agents), self.retry_base_seconds)
+            s.commit()
+            s.refresh(device)
+        self._fleet_read_at = -math.inf
+        return device
+
     def resume_device(self, key: str) -> Device:
-        """An unhealthy or suspended device takes work again, with a clean history."""
+        """A drained, in-maintenance, unhealthy or suspended device takes work again, with
+        clean failure and check histories."""
         with self.session(immediate=True) as s:
             device = _device(s, key)
             device.unhealthy, device.outcomes = "", ""
             device.suspended, device.checks = "", ""
+            device.operator_state, device.operator_note = "active", ""
             s.add(device)
             s.commit()
             s.refresh(device)

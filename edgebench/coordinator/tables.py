@@ -79,6 +79,11 @@ class Device(SQLModel, table=True):
     accepted_hardware: str = ""
     review: str = ""  # why it is in review; "" = not
     owner: str = ""  # who owns it, as its enrollment token said (quorum needs two)
+    # The device state model (DEVICE_STATES): admission and the operator's word; the
+    # automatic states are `unhealthy`, `review` and `suspended`, liveness is derived.
+    admission: str = "approved"  # pending (serve --require-approval), approved, rejected
+    operator_state: str = "active"  # active, drained, maintenance
+    operator_note: str = ""  # who set the operator state, when and why
     # Its last replication checks, newest first: A agreed, D disputed (verification.py);
     # a contributor with too many D is suspended (no work) until `devices resume`.
     checks: str = ""
@@ -311,6 +316,38 @@ ONLINE_WITHIN = timedelta(seconds=30)  # a device heard from within this is onli
 
 def is_online(device: Device) -> bool:
     return device.last_seen_at is not None and utcnow() - device.last_seen_at < ONLINE_WITHIN
+
+
+# One device state model, four independent axes; a device takes work only when it is
+# approved, active, has no automatic state and is online and idle. The dashboard's and
+# the CLI's one-word status (dashboard/queries.py) reads them in this order of weight.
+DEVICE_STATES = {
+    "admission": ("pending", "approved", "rejected", "revoked"),  # revoked: revoked_at
+    "operator": ("active", "drained", "maintenance"),
+    "automatic": ("unhealthy", "review", "suspended"),  # any at once; none: ""
+    "liveness": ("online", "busy", "offline"),
+}
+
+
+def admission_of(device: Device) -> str:
+    """Rejected (refused at admission, cut off as revoked) stays what it is."""
+    if device.revoked_at is not None and device.admission != "rejected":
+        return "revoked"
+    return device.admission
+
+
+def automatic_states(device: Device) -> list[str]:
+    why = {"unhealthy": device.unhealthy, "review": device.review, "suspended": device.suspended}
+    return [state for state in DEVICE_STATES["automatic"] if why[state]]
+
+
+def takes_work(device: Device) -> bool:
+    """Whether claims may give it a run (liveness aside)."""
+    return (
+        admission_of(device) == "approved"
+        and device.operator_state == "active"
+        and not automatic_states(device)
+    )
 
 
 def trust_tier(device: Device) -> str:

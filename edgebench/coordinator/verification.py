@@ -46,6 +46,7 @@ from edgebench.coordinator.tables import (
     capabilities_of,
     identity_of,
     new_id,
+    takes_work,
     trust_tier,
 )
 from edgebench.dashboard.models import DeviceSelector, JobCreate
@@ -242,17 +243,13 @@ def _check_new(s: Session, policy: VerifyPolicy, done: Round) -> None:
 
 
 def _budget(s: Session, policy: VerifyPolicy, fleet: list[Device]) -> int:
-    trusted = sum(1 for d in fleet if not d.contributor and _takes_work(d))
+    trusted = sum(1 for d in fleet if not d.contributor and takes_work(d))
     live = s.exec(
         select(func.count())
         .select_from(Run)
         .where(col(Run.checks_result_id).is_not(None), col(Run.state).in_(_LIVE))
     ).one()
     return max(1, int(policy.share * trusted)) - int(live)
-
-
-def _takes_work(device: Device) -> bool:
-    return not (device.unhealthy or device.revoked_at or device.review or device.suspended)
 
 
 def _sampled(s: Session, policy: VerifyPolicy, result: Result, device: Device) -> bool:
@@ -290,7 +287,7 @@ def replica_selector(result: Result, device: Device, fleet: list[Device]) -> Dev
 
     def alike(other: Device) -> bool:
         same_build = capabilities_of(other).engines.get(result.backend) == version
-        return other.hardware_class == device.hardware_class and same_build and _takes_work(other)
+        return other.hardware_class == device.hardware_class and same_build and takes_work(other)
 
     if any(not other.contributor and alike(other) for other in fleet):
         return base.model_copy(update={"tiers": ["operator"]})

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgebench import __version__
 from edgebench.coordinator.store import Ambiguous, NotFound
 from edgebench.coordinator.throttle import FailureBudget
-from edgebench.dashboard import pages, readgate
+from edgebench.dashboard import metrics, pages, readgate
 from edgebench.dashboard.deps import NOT_ADMIN, ApiContext
 from edgebench.dashboard.readgate import ReadGate
 from edgebench.dashboard.routes import admin, read
@@ -44,6 +44,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(pages.router)
     app.include_router(readgate.router)
+    app.include_router(metrics.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/docs", include_in_schema=False)

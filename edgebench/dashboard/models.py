@@ -239,12 +239,19 @@ class DevicePublic(BaseModel):
     id: str
     name: str
     online: bool
-    # revoked (its credentials refused), review (its hardware changed: no work until
-    # accepted), suspended (a contributor whose results replication disputed), unhealthy
-    # (takes no work), offline, idle (online, no run), busy (holds a run)
+    # The one word for lists, the weightiest state first: revoked or rejected (its
+    # credentials refused), pending (awaits approval), review (its hardware changed),
+    # suspended (replication disputed it), unhealthy, maintenance, drained (the
+    # operator's), then offline, busy (holds a run) or idle.
     status: str
     unhealthy: str = ""  # why it takes no work until `devices resume`; "" = healthy
     suspended: str = ""  # why replication suspended it (until `devices resume`)
+    # the device state model (coordinator/tables.py DEVICE_STATES), axis by axis
+    admission: str = "approved"  # pending, approved, rejected, revoked
+    operator_state: str = "active"  # active, drained, maintenance
+    operator_note: str = ""  # who set it, when and why
+    automatic: list[str] = []  # unhealthy, review, suspended: any at once
+    liveness: str = "offline"  # online (idle), busy, offline
     owner: str = ""  # who owns it, as its enrollment token said
     checks: str = ""  # its last replication checks, newest first: A agreed, D disputed
     revoked_at: datetime | None = None  # `devices revoke`: its agents are refused
@@ -303,6 +310,11 @@ class JobPublic(BaseModel):
     runs: list[RunPublic]
     waiting: str | None = None  # why queued runs have not gone out
     warnings: list[str] = []  # said once, when the job is submitted
+
+
+class JobRetried(BaseModel):
+    retried_runs: int  # failed and dead runs queued again
+    job: JobPublic
 
 
 class JobCancelled(BaseModel):

@@ -14,6 +14,8 @@ from edgebench.coordinator.tables import (
     Job,
     Run,
     RunState,
+    admission_of,
+    automatic_states,
     capabilities_of,
     identity_of,
     is_online,
@@ -45,6 +47,11 @@ def device_public(device: Device, current: RunPublic | None = None) -> DevicePub
         status=_status(device, online, current),
         unhealthy=device.unhealthy,
         suspended=device.suspended,
+        admission=admission_of(device),
+        operator_state=device.operator_state,
+        operator_note=device.operator_note,
+        automatic=automatic_states(device),
+        liveness="offline" if not online else "busy" if current else "online",
         owner=device.owner,
         checks=device.checks,
         revoked_at=device.revoked_at,
@@ -61,14 +68,14 @@ def device_public(device: Device, current: RunPublic | None = None) -> DevicePub
 
 
 def _status(device: Device, online: bool, current: RunPublic | None) -> str:
-    if device.revoked_at is not None:
-        return "revoked"
-    if device.review:
-        return "review"
-    if device.suspended:
-        return "suspended"
-    if device.unhealthy:
-        return "unhealthy"
+    admission = admission_of(device)
+    if admission != "approved":
+        return admission
+    for state in ("review", "suspended", "unhealthy"):
+        if state in automatic_states(device):
+            return state
+    if device.operator_state != "active":
+        return device.operator_state
     return "offline" if not online else "busy" if current else "idle"
 
 

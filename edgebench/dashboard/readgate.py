@@ -83,7 +83,7 @@ def _refusal(scope: Scope, wait: int) -> Response:
         detail = f"too many failed attempts from {_address(scope)}: try again in {wait} s"
         return JSONResponse({"detail": detail}, 429, headers={"Retry-After": str(wait)})
     path = scope["path"]
-    if path.startswith("/api/") or path in ("/openapi.json", "/docs"):
+    if path.startswith("/api/") or path in ("/openapi.json", "/docs", "/metrics"):
         return JSONResponse({"detail": NEEDS_TOKEN}, 401, headers={"WWW-Authenticate": "Bearer"})
     query = scope.get("query_string", b"").decode("latin-1")
     wanted = path + (f"?{query}" if query else "")

@@ -146,6 +146,9 @@ def _cancel_of_a_finished_job_changes_nothing(coordinator: Coordinator, finished
     cancelled = coordinator.cli("jobs", "cancel", finished_job[:8])
     assert cancelled.returncode == 0
     assert "had no unfinished runs; nothing was cancelled (now succeeded)" in cancelled.stderr
+    retried = coordinator.cli("jobs", "retry", finished_job[:8])
+    assert retried.returncode == 0
+    assert f"job {finished_job[:8]}: had no failed runs (now succeeded)" in retried.stderr
     job = coordinator.api(f"/api/v1/jobs/{finished_job}")
     assert job["state"] == "succeeded" and len(coordinator.api("/api/v1/results")) == 3
 

@@ -23,6 +23,7 @@ from edgebench.dashboard.models import (
     JobCancelled,
     JobCreate,
     JobPublic,
+    JobRetried,
     Page,
     ResultDeleted,
     TokenCreate,
@@ -94,9 +95,49 @@ def accept_hardware(key: str, store: StoreDep) -> DevicePublic:
 
 @router.post("/devices/{key}/resume")
 def resume_device(key: str, store: StoreDep) -> DevicePublic:
-    """An unhealthy device (too many of its recent runs failed there and succeeded
-    elsewhere) takes work again, with a clean history."""
+    """A drained, in-maintenance, unhealthy or suspended device takes work again, with
+    clean failure and check histories."""
     return queries.device_public(store.resume_device(key))
+
+
+@router.post("/devices/{key}/approve")
+def approve_device(key: str, store: StoreDep) -> DevicePublic:
+    """A pending device (`serve --require-approval`) takes work from now on."""
+    try:
+        return queries.device_public(store.approve_device(key))
+    except StoreError as exc:
+        raise _unprocessable(str(exc)) from exc
+
+
+@router.post("/devices/{key}/reject")
+def reject_device(key: str, store: StoreDep) -> DevicePublic:
+    """A device is refused for good (as revoked), and shown as rejected."""
+    return queries.device_public(store.reject_device(key))
+
+
+Reason = Annotated[str, Query(max_length=300, description="why, for the device's note")]
+
+
+@router.post("/devices/{key}/drain")
+def drain_device(key: str, store: StoreDep, request: Request, reason: Reason = "") -> DevicePublic:
+    """It finishes the run it holds and takes no more, until `resume`."""
+    return queries.device_public(store.set_operator_state(key, "drained", _note(request, reason)))
+
+
+@router.post("/devices/{key}/maintenance")
+def maintain_device(
+    key: str, store: StoreDep, request: Request, reason: Reason = ""
+) -> DevicePublic:
+    """It takes no work, and the run it holds goes back to the queue now, until `resume`."""
+    note = _note(request, reason)
+    return queries.device_public(store.set_operator_state(key, "maintenance", note))
+
+
+def _note(request: Request, reason: str) -> str:
+    """Who set an operator state, when, from where and why (the audit log has it too)."""
+    client = request.client.host if request.client else "?"
+    when = utcnow().strftime("%Y-%m-%d %H:%M UTC")
+    return f"by admin from {client} at {when}" + (f": {reason}" if reason else "")
 
 
 @router.get("/tokens")
@@ -191,6 +232,21 @@ def create_job(body: JobCreate, context: ContextDep) -> JobPublic:
     context.hooks.jobs_changed()
     created_job = queries.job(store, created.id, why_waiting=False)
     return created_job.model_copy(update={"warnings": warnings})
+
+
+@router.post("/jobs/{job_id}/retry")
+def retry_job(
+    job_id: str,
+    context: ContextDep,
+    run: Annotated[str | None, Query(max_length=64, description="only this run")] = None,
+) -> JobRetried:
+    """Queues the job's failed and dead runs again (or one of them) with a fresh attempt
+    count; automatic retries are the coordinator's own (a device failure is retried once
+    elsewhere)."""
+    job, count = context.store.retry_job(job_id, run)
+    if count:
+        context.hooks.jobs_changed()
+    return JobRetried(retried_runs=count, job=queries.job(context.store, job))
 
 
 @router.post("/jobs/{job_id}/cancel")
