@@ -14,6 +14,8 @@ fi
 python3 -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 # The dashboard's browser tests drive Debian's Chromium (Playwright downloads nothing).
 [ -n "${EDGEBENCH_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# The agent's systemd units are checked with systemd-analyze (no manager is started).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ "${#missing[@]}" -gt 0 ]; then
   as_root=""
   [ "$(id -u)" -eq 0 ] || as_root="sudo"
