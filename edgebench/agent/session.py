@@ -30,11 +30,17 @@ from edgebench.agent.notify import notify
 from edgebench.agent.outbox import Outbox
 from edgebench.agent.transport import metadata, open_session_channel
 from edgebench.agent.wire import WireError, metrics_message, spec_from
+from edgebench.errors import EdgebenchError
 from edgebench.measure.record import BenchResult
 from edgebench.proto.convert import to_message
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
 from edgebench.workload import RunSpec
+
+
+class AgentTooOld(EdgebenchError):
+    """The coordinator speaks a newer protocol than this agent: retrying cannot help."""
+
 
 DISK_FULL_BACKOFF_SECONDS = 300  # after a full disk the agent asks for no work this long
 log = logging.getLogger("edgebench.agent")
@@ -100,6 +106,8 @@ class Agent:
                         f"the coordinator at {self.credential.coordinator} refused this "
                         f"agent's credential: {exc.details()}"
                     ) from None
+                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:  # too old for it
+                    raise AgentTooOld(exc.details() or "this agent is too old") from None
                 log.warning(
                     "coordinator %s not reachable (%s); retrying in %.1f s",
                     self.credential.coordinator,

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from edgebench import __version__
 from edgebench.coordinator.artifacts import CHUNK_BYTES, ArtifactError, ArtifactFiles, check_sha256
 from edgebench.coordinator.dispatch import AgentSession, Dispatcher
 from edgebench.coordinator.errors import Conflict, NotFound, StaleLease, StoreError
@@ -29,7 +30,7 @@ from edgebench.coordinator.wire import (
 )
 from edgebench.proto.v1 import agent_pb2 as pb
 from edgebench.proto.v1 import agent_pb2_grpc as pb_grpc
-from edgebench.protocol import AGENT_ID_KEY, AGENT_SECRET_KEY
+from edgebench.protocol import AGENT_ID_KEY, AGENT_SECRET_KEY, MIN_AGENT_VERSION, too_old
 
 log = logging.getLogger("edgebench.coordinator")
 # malformed messages (refused results, bad work requests) a session may send before it is
@@ -133,6 +134,14 @@ class AgentService(pb_grpc.AgentServiceServicer):
             hardware = hardware_of(first.hello.hardware)
         except WireError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        version = hardware.capabilities.edgebench_version
+        if too_old(version):
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this agent runs edgebench {version}; this "
+                f"coordinator (edgebench {__version__}) serves agents from "
+                f"{MIN_AGENT_VERSION} on: install edgebench {__version__} on the agent",
+            )
         session, _ = await self.dispatcher.connect(agent, hardware)
         device = session.device
         yield pb.CoordinatorMessage(

@@ -4,11 +4,23 @@ drained and resumed; each state shown by `devices list`, `devices show` and `job
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import enroll_agent, start_agent, start_coordinator, stop, wait_until
+from edgebench import __version__
+from edgebench.protocol import too_old
+from tests.conftest import (
+    Coordinator,
+    cli_env,
+    enroll_agent,
+    start_agent,
+    start_coordinator,
+    stop,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 SMALL = ("-p", "8", "-n", "4", "-r", "1")
@@ -59,3 +71,26 @@ def test_a_device_takes_work_once_approved_and_none_while_drained(
     finally:
         stop(agent)
         stop(coord.process)
+
+
+def test_an_agent_older_than_the_protocol_is_refused_with_the_version_to_install(
+    coordinator: Coordinator, tmp_path: Path
+) -> None:
+    home = tmp_path / "old"
+    enroll_agent(coordinator, home, "old-pi")
+    pretend = (
+        "import sys; import edgebench.agent.hardware as h; h.__version__ = '0.0.9'; "
+        "from edgebench.cli.main import main; sys.argv[0] = 'edgebench'; main()"
+    )
+    old = subprocess.run([sys.executable, "-c", pretend, "agent", "run"], env=cli_env(home),
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert old.returncode == 1, old.stderr
+    assert "this agent runs edgebench 0.0.9" in old.stderr
+    assert f"install edgebench {__version__} on the agent" in old.stderr
+    assert [d["status"] for d in coordinator.api("/api/v1/devices")] == ["offline"]
+
+
+def test_versions_compare_by_their_numbers() -> None:
+    assert too_old("0.0.9") and too_old("garbage") and too_old("0.0.1", "0.1")
+    assert not too_old("0.1.0") and not too_old("0.10.0") and not too_old("1.0")
+    assert not too_old("")  # not reported: not judged
