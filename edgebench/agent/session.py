@@ -20,7 +20,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from edgebench import paths
-from edgebench.agent import hardware
+from edgebench.agent import hardware, status
 from edgebench.agent.backends.base import WorkloadError
 from edgebench.agent.cache import DEFAULT_MAX_BYTES, DiskFull, ModelCache
 from edgebench.agent.conditions import Conditions
@@ -108,6 +108,9 @@ class Agent:
                     ) from None
                 if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:  # too old for it
                     raise AgentTooOld(exc.details() or "this agent is too old") from None
+                status.record(
+                    state="reconnecting", last_error=f"{exc.code().name}: {exc.details()}"
+                )
                 log.warning(
                     "coordinator %s not reachable (%s); retrying in %.1f s",
                     self.credential.coordinator,
@@ -115,6 +118,7 @@ class Agent:
                     backoff,
                 )
             except ConnectionError as exc:
+                status.record(state="reconnecting", last_error=str(exc))
                 log.warning("session with %s ended: %s", self.credential.coordinator, exc)
             self._send_queue = None
             notify("WATCHDOG=1")  # reconnecting is alive too (at most 30 s apart)
@@ -123,6 +127,7 @@ class Agent:
             backoff = min(backoff * 2, 30.0)
         if self._run_task:
             self._run_task.cancel()
+        status.record(state="stopped", run=None)
 
     async def _one_session(self, stop: asyncio.Event) -> None:
         async with open_session_channel(self.credential, self.insecure) as channel:
@@ -145,6 +150,8 @@ class Agent:
                 "connected to %s as %s", self.credential.coordinator, welcome.welcome.device_name
             )
             notify(f"READY=1\nSTATUS=connected to {self.credential.coordinator}")
+            status.record(state="connected", coordinator=self.credential.coordinator,
+                          device=welcome.welcome.device_name)  # fmt: skip
             queue: asyncio.Queue[pb.AgentMessage] = asyncio.Queue()
             # Read again now, not at hello: a run that finished while the session was
             # being set up (a stalled link can hold the welcome for seconds) is in the
@@ -268,6 +275,7 @@ class Agent:
         self._request_id, self._asked = None, False
         self._heard_at = time.monotonic()  # the grant is as good as an acknowledged heartbeat
         self.active = ActiveRun(assignment=assignment, cancelled=threading.Event())
+        status.record(run=assignment.run_id)
         self._run_task = asyncio.create_task(self._execute(self.active))
 
     async def _execute(self, active: ActiveRun) -> None:
@@ -326,10 +334,12 @@ class Agent:
             self._fail(run_id, epoch, str(exc))
         finally:
             self.active = None
+            status.record(run=None)
             self._ask_for_work()
 
     def _fail(self, run_id: str, epoch: int, error: str, kind: str = "device") -> None:
         log.error("run %s failed (%s): %s", run_id, kind, error)
+        status.record(last_error=f"run {run_id[:8]} failed: {error[:300]}")
         failure = pb.RunFailure(run_id=run_id, lease_epoch=epoch, error=error, kind=kind)
         self._send(pb.AgentMessage(failure=failure))
 

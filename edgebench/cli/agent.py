@@ -336,3 +336,46 @@ def uninstall(user: UserUnitOption = False) -> None:
 
     for path in units.uninstall(user):
         err.print(literal(f"removed {path}"))
+
+
+@app.command("status")
+def agent_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """This device's agent: whether it runs and is connected, its version, the run it
+    holds, its outbox depth and cache size, its last error, and where its log is."""
+    from edgebench import __version__, paths
+    from edgebench.agent import credentials, status
+    from edgebench.agent import service as units
+    from edgebench.agent.outbox import Outbox
+
+    said = status.read()
+    running = status.alive(said.get("pid")) and said.get("state") != "stopped"
+    outbox_file = paths.data_dir() / "outbox.sqlite"
+    outbox = len(Outbox(outbox_file)) if outbox_file.exists() else 0
+    user_unit = Path.home() / ".config/systemd/user" / units.UNIT
+    if user_unit.exists() or (units.SYSTEM_DIR / units.UNIT).exists():
+        user = "--user " if user_unit.exists() else ""
+        log_at = f"journalctl {user}-u {units.UNIT}"
+    else:
+        log_at = "the terminal that runs `edgebench agent run` (not installed as a service)"
+    report = {
+        "enrolled": credentials.credential_path().exists(),
+        "running": running,
+        "state": said.get("state", "never started") if running else "not running",
+        "coordinator": said.get("coordinator"),
+        "device": said.get("device"),
+        "version": said.get("version", __version__),
+        "run": said.get("run") if running else None,
+        "outbox_results": outbox,
+        "cache_bytes": status.folder_bytes(paths.cache_dir()),
+        "last_error": said.get("last_error"),
+        "updated_at": said.get("updated_at"),
+        "log": log_at,
+    }
+    if as_json:
+        print_json(report)
+        return
+    for name, value in report.items():
+        shown = f"{value / 2**20:.1f} MiB" if name == "cache_bytes" else value
+        out.print(literal(f"{name.replace('_', ' '):>15}: {'-' if shown is None else shown}"))

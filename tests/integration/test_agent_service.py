@@ -123,3 +123,31 @@ def test_the_agent_tells_systemd_it_is_ready_and_alive_until_it_hangs(
     finally:
         stop(agent)
         listener.close()
+
+
+def test_agent_status_says_what_the_agent_on_this_device_is_doing(
+    coordinator: Coordinator, tmp_path: Path
+) -> None:
+    home = tmp_path / "pi"
+    never = run_cli(home, "agent", "status")
+    assert never.returncode == 0 and "running: False" in never.stdout
+    assert "enrolled: False" in never.stdout and "not running" in never.stdout
+    enroll_agent(coordinator, home, "status-pi")
+    agent = start_agent(home)
+    try:
+
+        def connected() -> bool:
+            said = run_cli(home, "agent", "status", "--json")
+            return '"state": "connected"' in said.stdout
+
+        wait_until(connected, what="the agent connected")
+        shown = run_cli(home, "agent", "status")
+        assert shown.returncode == 0, shown.stderr
+        for line in ("running: True", "state: connected", "device: status-pi",
+                     f"coordinator: {coordinator.grpc}", "outbox results: 0",
+                     "log: the terminal that runs"):  # fmt: skip
+            assert line in shown.stdout, line
+    finally:
+        stop(agent)
+    after = run_cli(home, "agent", "status")
+    assert "running: False" in after.stdout and "state: not running" in after.stdout
