@@ -26,7 +26,7 @@ from edgebench.coordinator.throttle import FailureBudget
 from edgebench.dashboard import metrics, pages, readgate
 from edgebench.dashboard.deps import NOT_ADMIN, ApiContext
 from edgebench.dashboard.readgate import ReadGate
-from edgebench.dashboard.routes import admin, read
+from edgebench.dashboard.routes import admin, downloads, read
 
 STATIC = Path(__file__).parent / "static"
 SWAGGER_UI_VERSION = "5.35.0"  # static/swagger-ui/README.md says where it comes from
@@ -45,6 +45,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(readgate.router)
     app.include_router(metrics.router)
+    app.include_router(downloads.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/docs", include_in_schema=False)

@@ -21,7 +21,7 @@ from edgebench.dashboard.pages import templates  # the pages' environment and ba
 COOKIE = "edgebench_viewer"
 COOKIE_DAYS = 30  # at most; a token that expires sooner ends the sign-in with it
 SIGN_IN = "/login"
-OPEN_PATHS = (SIGN_IN, "/logout", "/static/")
+OPEN_PATHS = (SIGN_IN, "/logout", "/static/", "/agent/")  # /agent/: the agent's wheel
 NEEDS_TOKEN = (
     "this coordinator's reads need a token: send a viewer token "
     "(`edgebench coordinator token create --viewer`) as a bearer token, or sign in at /login"
