@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from edgebench.coordinator import lifecycle, verification
+from edgebench.coordinator import lifecycle, telemetry, verification
 from edgebench.coordinator.lifecycle import Claim, ClaimRequest, LeaseTouch, ResultIn
 from edgebench.coordinator.settings import CoordinatorSettings
 from edgebench.coordinator.store import Store, device_seen
@@ -41,6 +42,7 @@ class AgentSession:
     # sessions with one get runs, so a busy agent or one with a full outbox gets none.
     request_id: str | None = None
     request_checked: bool = False  # a round already looked for leases it holds
+    requested_at: float = 0.0  # when the open request came (time.monotonic)
     # Results and failures being written, with their run ids: acks go out when the writer
     # has committed them; a dispatch round meanwhile leaves those runs alone (the agent
     # is done with them, they are not leases it lost).
@@ -211,6 +213,7 @@ class Dispatcher:
             try:
                 await self.dispatch()
             except Exception:  # a database hiccup must not end dispatching
+                telemetry.STORE_ERRORS.inc()
                 log.exception("dispatch round failed")
             last_round = loop.time() - started
 
@@ -243,6 +246,7 @@ class Dispatcher:
                 session.request_id = None
                 log.debug("run %s leased to %s", claim.run.id, session.device.name)
                 await self.send_assignment(session, claim)
+                telemetry.DISPATCH_SECONDS.observe(time.monotonic() - session.requested_at)
 
     async def send_assignment(self, session: AgentSession, claim: Claim) -> None:
         sha = claim.run.model_sha256
@@ -289,6 +293,7 @@ class Dispatcher:
         already got, if its answer was lost on the wire, or a new one)."""
         if request_id != session.request_id:
             session.request_id, session.request_checked = request_id, False
+            session.requested_at = time.monotonic()
         self.kick()
 
     def heard(self, session: AgentSession, run_id: str, epoch: int) -> None:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from edgebench import __version__
+from edgebench.coordinator import telemetry
 from edgebench.coordinator.artifacts import CHUNK_BYTES, ArtifactError, ArtifactFiles, check_sha256
 from edgebench.coordinator.dispatch import AgentSession, Dispatcher
 from edgebench.coordinator.errors import Conflict, NotFound, StaleLease, StoreError
@@ -83,6 +84,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             )
         except StoreError as exc:
             self.failures.failed(address)
+            telemetry.AUTH_FAILURES.inc()
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         log.info("enrolled agent %s for device %s", enrollment.agent_id, enrollment.device_name)
         return pb.EnrollResponse(
@@ -114,6 +116,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             agent = await asyncio.to_thread(self.store.authenticate_agent, agent_id, secret)
         if agent is None:
             self.failures.failed(address)
+            telemetry.AUTH_FAILURES.inc()
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, "unknown agent or wrong secret: enroll again"
             )
@@ -245,6 +248,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
             # Not a refusal (the database failed): no ack, so the agent keeps the result
             # in its outbox; ending the session makes it send the result again.
             log.error("result %s could not be stored: %s", result_id, error)
+            telemetry.STORE_ERRORS.inc()
             session.outgoing.put_nowait(pb.CoordinatorMessage())
             return
         self._acknowledge(session, result_id, error)
@@ -252,7 +256,10 @@ class AgentService(pb_grpc.AgentServiceServicer):
     @staticmethod
     def _acknowledge(session: AgentSession, result_id: str, error: BaseException | None) -> None:
         code = "" if error is None else refusal_code(error)
-        if error is not None:
+        if error is None:
+            telemetry.RESULTS_STORED.inc()
+        else:
+            telemetry.RESULTS_REFUSED.labels(code).inc()
             log.warning("result %s from %s refused: %s", result_id, session.device.name, error)
         ack = pb.ResultAck(result_id=result_id, accepted=error is None, error=str(error or ""),
                            code=code)  # fmt: skip

@@ -14,6 +14,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from edgebench import __version__
+from edgebench.coordinator import telemetry
 from edgebench.coordinator.store import Store
 from edgebench.coordinator.tables import DEVICE_STATES, RunState
 from edgebench.dashboard import queries
@@ -83,9 +84,18 @@ class FleetCollector(Collector):
         yield axes
 
 
+class _ThisProcess(Collector):
+    """This process's own instruments (coordinator/telemetry.py): counted where the
+    agents are served, so only an in-process HTTP app has them to show."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from telemetry.REGISTRY.collect()
+
+
 @router.get("/metrics", response_class=Response)
 def metrics(store: StoreDep) -> Response:
     """The fleet in Prometheus's text exposition format."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(store))
+    registry.register(_ThisProcess())
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)

@@ -65,6 +65,10 @@ def test_one_scrape_shows_the_fleet(
                                         ("state", "approved")))  # fmt: skip
     assert samples[state] == 1
     assert any(name == "edgebench_info" for name, _ in samples)
+    # this process's own instruments (the HTTP app runs in the coordinator's process)
+    assert samples[("edgebench_results_stored_total", ())] == 1
+    assert samples[("edgebench_dispatch_seconds_count", ())] >= 1
+    assert samples[("edgebench_auth_failures_total", ())] == 0
 
 
 def test_a_private_coordinator_wants_a_bearer_token_for_metrics(tmp_path: Path) -> None:
