@@ -9,6 +9,7 @@ own; and a cancelled run stops at once instead of at the next repetition.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -155,6 +156,15 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def run_at_full_priority() -> None:
+    """The measuring child runs at nice 0 whatever its parent's niceness (`agent run
+    --nice`): the control process yields to the owner's work, the measurement must not.
+    Going back down needs CAP_SYS_NICE (the installed unit grants it, or root); without
+    it the run keeps the inherited niceness, and its environment says so."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+
+
 def _child_main(
     pipe: Connection, model: Path, spec: RunSpec, cache_dir: Path, source_sha256: str | None
 ) -> None:
@@ -162,6 +172,7 @@ def _child_main(
         pipe.send(("progress", (phase, done, total)))
 
     _exit_with_parent(os.getppid())
+    run_at_full_priority()
     try:
         results = run_benchmark(
             model, spec, cache_dir=cache_dir, source_sha256=source_sha256, progress=report

@@ -3,6 +3,7 @@ backend the same way and knows nothing about a particular engine or the coordina
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -231,6 +232,11 @@ def environment_snapshot(backend: Backend, model_sha: str, run: _Run) -> dict[st
         },
         "edgebench_version": __version__,
         "corpus_version": CORPUS_VERSION,
+        # the measuring process's niceness, and its parent's (the agent's control process)
+        "nice": {
+            "run": os.getpriority(os.PRIO_PROCESS, 0),
+            "control": os.getpriority(os.PRIO_PROCESS, os.getppid()),
+        },
         "sensor_sources": [],
     }
 

@@ -81,6 +81,12 @@ def agent_unit(install: Install) -> str:
         "RestartSec=10",
         "WatchdogSec=120",
         "TimeoutStopSec=30",
+        # the measuring child goes back to nice 0 (`agent run --nice`): only this capability
+        *(
+            []
+            if install.user_unit
+            else ["AmbientCapabilities=CAP_SYS_NICE", "CapabilityBoundingSet=CAP_SYS_NICE"]
+        ),
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ProtectHome=read-only",

@@ -69,6 +69,9 @@ def test_one_scrape_shows_the_fleet(
     assert samples[("edgebench_results_stored_total", ())] == 1
     assert samples[("edgebench_dispatch_seconds_count", ())] >= 1
     assert samples[("edgebench_auth_failures_total", ())] == 0
+    (result,) = coordinator.api("/api/v1/results")
+    environment = coordinator.api(f"/api/v1/results/{result['id']}")["environment"]
+    assert environment["nice"] == {"run": 0, "control": 5}  # agent run --nice 5 (default)
 
 
 def test_a_private_coordinator_wants_a_bearer_token_for_metrics(tmp_path: Path) -> None:
