@@ -16,6 +16,8 @@ python3 -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 [ -n "${EDGEBENCH_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # The agent's systemd units are checked with systemd-analyze (no manager is started).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# /metrics is linted with promtool (Debian's prometheus package ships it).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
   as_root=""
   [ "$(id -u)" -eq 0 ] || as_root="sudo"

@@ -1,8 +1,10 @@
-"""`/metrics` parsed with Prometheus's own parser, against a real coordinator that has a
-device and a finished job; beyond the read rule it wants a bearer token like the API."""
+"""`/metrics` parsed with Prometheus's own parser and linted by `promtool check
+metrics`, against a real coordinator that has a device and a finished job; beyond the
+read rule it wants a bearer token like the API."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -69,6 +71,9 @@ def test_one_scrape_shows_the_fleet(
     assert samples[("edgebench_results_stored_total", ())] == 1
     assert samples[("edgebench_dispatch_seconds_count", ())] >= 1
     assert samples[("edgebench_auth_failures_total", ())] == 0
+    linted = subprocess.run(["promtool", "check", "metrics"], input=answer.text,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert linted.returncode == 0, linted.stdout + linted.stderr
     (result,) = coordinator.api("/api/v1/results")
     environment = coordinator.api(f"/api/v1/results/{result['id']}")["environment"]
     assert environment["nice"] == {"run": 0, "control": 5}  # agent run --nice 5 (default)
