@@ -170,6 +170,7 @@ _LEASES_OF = (
         col(Run.selector_json),
         col(Run.failed_on_device_id),
         col(Run.checks_result_id),
+        col(Run.attempts),
     )
     .where(col(Run.id).in_(bindparam("runs", expanding=True)))
     .order_by(col(Run.id))
@@ -593,8 +594,9 @@ def fail_run(
     """The agent reports that the run failed; applied only under its current lease. A
     first failure is retried once on another healthy device that may take the run, when
     one is enrolled: one broken or hostile agent cannot fail the queue. A second failure,
-    one no other device could retry, or a `workload` failure (no device could do the run
-    as asked) from an operator device is final; a contributor's word on that is not taken.
+    one no other device could retry, one on the run's last attempt, or a `workload`
+    failure (no device could do the run as asked) from an operator device is final; a
+    contributor's word on that is not taken.
     `unhealthy`: the agent says its device cannot work (a full disk); it is benched until
     `devices resume` (an agent can only bench its own device, so its word is taken)."""
     connection = _connection(s)
@@ -610,7 +612,8 @@ def fail_run(
         why = f"workload failure (no device could run it as asked): {error[:1900]}"
         connection.execute(_FAIL, {"run": run_id, "why": why, "at": utcnow()})
         return True
-    if lease.failed_on_device_id is None and failed_on and _another_could_take(s, lease):
+    retriable = lease.failed_on_device_id is None and lease.attempts < MAX_ATTEMPTS
+    if retriable and failed_on and _another_could_take(s, lease):
         why = f"failed on {failed_on.name}: {error[:1800]} (retried on another device)"
         lease_of = {"run": run_id, "epoch": epoch, "why": why, "device": lease.device_id}
         connection.execute(_RETRY_ELSEWHERE, lease_of)

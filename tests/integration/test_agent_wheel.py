@@ -68,7 +68,9 @@ def test_install_agent_sh_installs_enrolls_and_skips_the_unit_without_systemd(
     fresh_site = next(venv.glob("lib/python*/site-packages"))
     (fresh_site / "deps.pth").write_text(f"{_dependencies_without_edgebench(tmp_path)}\n")
     token = coordinator.cli("coordinator", "token", "create").stdout.strip()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEBENCH_")}
+    # nothing of this checkout may leak in (a PYTHONPATH would shadow the installed wheel)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("EDGEBENCH_") and k != "PYTHONPATH"}  # fmt: skip
     env.update(HOME=str(home), EDGEBENCH_HOME=str(home / "edgebench"), PIP_NO_INDEX="1",
                PIP_DISABLE_PIP_VERSION_CHECK="1")  # fmt: skip
     args = ["sh", str(INSTALLER), "--coordinator", coordinator.grpc, "--token", token,

@@ -10,8 +10,8 @@ import pytest
 
 from edgebench.coordinator.jobspec import new_job, plan_runs
 from edgebench.coordinator.lifecycle import Claim
-from edgebench.coordinator.store import Store, StoreError
-from edgebench.coordinator.tables import Agent, Device, RunState
+from edgebench.coordinator.store import MAX_ATTEMPTS, Store, StoreError
+from edgebench.coordinator.tables import Agent, Device, Run, RunState
 from edgebench.dashboard import queries
 from edgebench.device import HardwareInfo
 from tests import lifecycle_ops as ops
@@ -134,3 +134,22 @@ def test_jobs_retry_queues_failed_and_dead_runs_again(store: Store) -> None:
     assert (again.state, again.attempts, again.error) == (RunState.QUEUED, 0, "")
     assert store.retry_job(held.run.job_id, held.run.id) == (held.run.job_id, 0)
     assert _claim(store, agent, "pi") is not None
+
+
+def test_a_failure_on_the_last_attempt_is_final_even_with_another_device(store: Store) -> None:
+    """Found by the lease property test: a run whose leases had expired twice and then
+    failed was retried elsewhere on a fourth attempt."""
+    agent, _ = _agent(store, "pi")
+    _agent(store, "spare")
+    _job(store)
+    held = _claim(store, agent, "pi")
+    assert held is not None
+    with store.writing() as s:
+        run = s.get(Run, held.run.id)
+        assert run is not None
+        run.attempts = MAX_ATTEMPTS
+        s.add(run)
+    assert ops.fail_run(store, agent_id=agent.id, run_id=held.run.id,
+                        epoch=held.run.lease_epoch, error="crashed")  # fmt: skip
+    (final,) = store.runs_of(held.run.job_id)
+    assert final.state == RunState.FAILED and final.error == "crashed"
