@@ -852,45 +852,45 @@ class Store:
             since = col(Device.revoked_at) >= moment
             return set(s.exec(select(Device.id).where(since)).all())
 
-    def accept_hardware(self, key: str) -> Device:
-        """The device's hardware as last reported is its hardware now; it leaves review."""
+    def _change_device(self, key: str, change: Callable[[Session, Device], None]) -> Device:
+        """Applies `change` to one device in a write transaction; the fleet is read
+        afresh next time."""
         with self.session(immediate=True) as s:
             device = _device(s, key)
-            device.accepted_hardware = hardware_signature(identity_of(device))
-            device.review = ""
+            change(s, device)
             s.add(device)
             s.commit()
             s.refresh(device)
         self._fleet_read_at = -math.inf
         return device
 
+    def accept_hardware(self, key: str) -> Device:
+        """The device's hardware as last reported is its hardware now; it leaves review."""
+
+        def accept(_: Session, device: Device) -> None:
+            device.accepted_hardware = hardware_signature(identity_of(device))
+            device.review = ""
+
+        return self._change_device(key, accept)
+
     def approve_device(self, key: str) -> Device:
         """A pending device takes work from now on (`serve --require-approval`)."""
-        with self.session(immediate=True) as s:
-            device = _device(s, key)
+
+        def approve(_: Session, device: Device) -> None:
             if device.revoked_at is not None or device.admission == "rejected":
                 raise StoreError(
                     f"{device.name} was {admission_of(device)}: it comes back only by "
                     f"enrolling again with `coordinator token create --device {device.name}`"
                 )
             device.admission = "approved"
-            s.add(device)
-            s.commit()
-            s.refresh(device)
-        self._fleet_read_at = -math.inf
-        return device
+
+        return self._change_device(key, approve)
 
     def reject_device(self, key: str) -> Device:
         """A device is refused for good: as revoked (its agents refused, its session
         ended, its runs requeued), and shown as rejected."""
         self.revoke_device(key, self.retry_base_seconds)
-        with self.session(immediate=True) as s:
-            device = _device(s, key)
-            device.admission = "rejected"
-            s.add(device)
-            s.commit()
-            s.refresh(device)
-        return device
+        return self._change_device(key, lambda _, device: setattr(device, "admission", "rejected"))
 
     def set_operator_state(self, key: str, state: str, note: str) -> Device:
         """`drained`: it finishes the run it holds and takes no more; `maintenance`: it
@@ -898,31 +898,25 @@ class Store:
         work again. `note` says who set it, when and why."""
         if state not in DEVICE_STATES["operator"]:
             raise StoreError(f"{state!r} is not one of: {', '.join(DEVICE_STATES['operator'])}")
-        with self.session(immediate=True) as s:
-            device = _device(s, key)
+
+        def set_state(s: Session, device: Device) -> None:
             device.operator_state, device.operator_note = state, note[:500]
-            s.add(device)
             if state == "maintenance":
                 agents = s.exec(select(Agent.id).where(Agent.device_id == device.id)).all()
                 lifecycle.release_leases(s, list(agents), self.retry_base_seconds)
-            s.commit()
-            s.refresh(device)
-        self._fleet_read_at = -math.inf
-        return device
+
+        return self._change_device(key, set_state)
 
     def resume_device(self, key: str) -> Device:
         """A drained, in-maintenance, unhealthy or suspended device takes work again, with
         clean failure and check histories."""
-        with self.session(immediate=True) as s:
-            device = _device(s, key)
+
+        def resume(_: Session, device: Device) -> None:
             device.unhealthy, device.outcomes = "", ""
             device.suspended, device.checks = "", ""
             device.operator_state, device.operator_note = "active", ""
-            s.add(device)
-            s.commit()
-            s.refresh(device)
-        self._fleet_read_at = -math.inf
-        return device
+
+        return self._change_device(key, resume)
 
     # ---- the run lifecycle's writes (coordinator/lifecycle.py) -----------------------
 

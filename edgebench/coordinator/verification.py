@@ -217,16 +217,19 @@ def _check_new(s: Session, policy: VerifyPolicy, done: Round) -> None:
         device = s.get(Device, result.device_id)
         if device is None:
             continue
-        problem = implausibility(s, policy, result, device)
+        # checked once: a result that waits for a device to replicate on is looked at
+        # again each round, its payload not parsed again
+        problem = None if result.verification_note else implausibility(s, policy, result, device)
         if problem:
             _mark(s, result, "quarantined", problem)
             result.replica_run_id = ""
             done.quarantined.append(result.id)
             _record_check(s, policy, device.id, False, done)
             continue
-        if not _sampled(s, policy, result, device):
-            continue
-        if budget <= 0:
+        if not result.verification_note:
+            result.verification_note = "plausible; waiting for a replication slot"
+            s.add(result)
+        if not _sampled(s, policy, result, device) or budget <= 0:
             continue
         selector = replica_selector(result, device, fleet)
         if selector is None:

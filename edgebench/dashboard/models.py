@@ -61,6 +61,13 @@ class DeviceSelector(BaseModel):
                 raise ValueError(f"{name!r} is not a device name")
         return names
 
+    @field_validator("engines")
+    @classmethod
+    def _engines(cls, engines: dict[str, str]) -> dict[str, str]:
+        if any(len(name) > 64 or len(version) > 128 for name, version in engines.items()):
+            raise ValueError("an engine name or version is too long")
+        return engines
+
     @field_validator("not_owners")
     @classmethod
     def _owners(cls, owners: list[str]) -> list[str]:

@@ -66,6 +66,14 @@ def test_a_device_takes_work_once_approved_and_none_while_drained(
         assert resumed.returncode == 0, resumed.stderr
         done = coord.cli("jobs", "watch", held.stdout.strip(), "--timeout", "120")
         assert done.returncode == 0, done.stderr
+        kept_out = coord.cli("devices", "maintenance", "new-pi", "--reason", "reflash")
+        assert kept_out.returncode == 0 and "new-pi in maintenance" in kept_out.stderr
+        assert "maintenance" in coord.cli("devices", "list").stdout
+        refused = coord.cli("devices", "reject", "new-pi")
+        assert refused.returncode == 0 and "new-pi rejected" in refused.stderr
+        assert "rejected" in coord.cli("devices", "list").stdout
+        again = coord.cli("devices", "approve", "new-pi")
+        assert again.returncode == 1 and "new-pi was rejected" in again.stderr
         audit = coord.cli("coordinator", "audit")
         assert "/devices/new-pi/drain" in audit.stdout and "/devices/new-pi/approve" in audit.stdout
     finally:
